@@ -1,0 +1,230 @@
+"""Server side: sums and plaintext-weighted sums of encrypted updates, without a secret key.
+
+Per-layer weights are applied by multiplying whole ciphertexts with a *constant* plaintext
+(exact up to the weight's quantisation), never with a slot mask, which CKKS would encode with an
+error of ~sqrt(N)/scale per slot. A ciphertext that straddles layers with different weights
+yields one weighted term per run of equally weighted layers; the decryptor takes each value from
+its own term.
+
+Example:
+    >>> import numpy as np
+    >>> from secagg import generate_keys, encrypt_update, aggregate, decrypt
+    >>> keys = generate_keys(preset="compact")
+    >>> ups = [encrypt_update({"w": np.full(3, 0.1 * (k + 1))}, keys.secret, round=1, client_id=f"c{k}")
+    ...        for k in range(3)]
+    >>> total = aggregate(ups, keys.public)
+    >>> np.round(decrypt(total, keys.secret)["w"], 4).tolist()
+    [0.6, 0.6, 0.6]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import tenseal.sealapi as sealapi
+
+from .errors import (DuplicateClientError, EmptyAggregationError, HeadroomError, KeyMismatchError,
+                     LayoutMismatchError, RoundMismatchError)
+from .keys import PublicContext, SecretContext
+from .wire import EncryptedUpdate, Term, check_context, same_round
+
+__all__ = ["aggregate", "MAX_WEIGHT_BITS", "MIN_WEIGHT_BITS"]
+
+#: Weights are quantised to multiples of 2^-p with p as large as the headroom allows, up to this.
+MAX_WEIGHT_BITS = 30
+#: Fewer bits than this would make the weights too coarse: refuse instead.
+MIN_WEIGHT_BITS = 10
+
+Weights = Sequence[float] | Sequence[Mapping[str, float]]
+
+
+def aggregate(
+    updates: Sequence[EncryptedUpdate],
+    context: PublicContext | SecretContext,
+    *,
+    weights: Weights | None = None,
+    expected_round: int | None = None,
+) -> EncryptedUpdate:
+    """Add encrypted updates, optionally weighted by public per-client (or per-layer) weights.
+
+    ``weights=None`` returns ``Enc(sum_k x_k)``. With ``weights`` (one float per update, or one
+    mapping layer name -> float per update) it returns ``Enc(sum_k w_k x_k)`` per layer. Summing
+    updates encrypted in the ratio form (``encrypt_update(..., weights=...)``) gives the
+    numerator and denominator of attention aggregation; use :func:`secagg.decrypt_ratio`.
+
+    Raises:
+        EmptyAggregationError: no update.
+        KeyMismatchError: an update from another key set or preset.
+        RoundMismatchError: updates from different rounds, or not ``expected_round``.
+        LayoutMismatchError: updates with different layouts.
+        DuplicateClientError: a client counted twice.
+        HeadroomError: the aggregate could exceed the ciphertext modulus.
+    """
+    updates = list(updates)
+    if not updates:
+        raise EmptyAggregationError("nothing to aggregate: no update was received this round")
+    for u in updates:
+        if not isinstance(u, EncryptedUpdate):
+            raise TypeError(f"aggregate expects EncryptedUpdate objects, got {type(u).__name__}")
+        check_context(u, context)
+    rnd = same_round(updates)
+    if expected_round is not None and rnd != expected_round:
+        raise RoundMismatchError(f"updates are for round {rnd}, expected {expected_round}")
+    layout = updates[0].layout
+    for u in updates[1:]:
+        if u.layout.hash != layout.hash:
+            raise LayoutMismatchError(
+                f"{u._who()} has a different layout (names, shapes or dtypes) from {updates[0]._who()}; "
+                "all clients must train the same model architecture"
+            )
+    seen: set[str] = set()
+    for u in updates:
+        dup = seen.intersection(u.contributors)
+        if dup:
+            raise DuplicateClientError(f"client(s) {sorted(dup)} appear twice in this aggregation; drop the duplicate payload")
+        seen.update(u.contributors)
+    encryption = "public" if any(u.encryption == "public" for u in updates) else "symmetric"
+    contributors = tuple(c for u in updates for c in u.contributors)
+    if weights is None:
+        return _sum(updates, context, rnd, contributors, encryption)
+    return _weighted(updates, context, _weight_matrix(updates, weights), rnd, contributors, encryption)
+
+
+def _check_headroom(context: PublicContext | SecretContext, bound: float, scale_bits: float) -> None:
+    preset = context.preset
+    need = math.log2(bound) + scale_bits + 1
+    if need > preset.data_modulus_bits:
+        raise HeadroomError(
+            f"the aggregate could reach {bound:.4g} at scale 2^{scale_bits:g}, which needs {need:.1f} bits of a "
+            f"{preset.data_modulus_bits}-bit modulus (preset {preset.name!r}); aggregate fewer clients at once "
+            "(e.g. in groups, then add the group sums) or use a preset with more headroom"
+        )
+
+
+def _sum(updates, context, rnd, contributors, encryption) -> EncryptedUpdate:
+    scales = {u.scale_bits for u in updates}
+    if len(scales) != 1:
+        raise KeyMismatchError("updates have different scales (some were weighted); sum like with like")
+    scale_bits = scales.pop()
+    bound = sum(u.bound for u in updates)
+    _check_headroom(context, bound, scale_bits)
+    layout = updates[0].layout
+    terms = updates[0].terms
+    for u in updates[1:]:
+        if u.terms != terms:
+            raise LayoutMismatchError(f"{u._who()} cuts its ciphertexts differently from {updates[0]._who()}")
+    loaded = [u.load(context) for u in updates]
+    ev = context.evaluator
+    out = []
+    for i in range(len(terms)):
+        acc = sealapi.Ciphertext()
+        if len(loaded) == 1:
+            ev.add_many([loaded[0][i]], acc)
+        else:
+            ev.add_many([cts[i] for cts in loaded], acc)
+        out.append(acc)
+    noise = math.sqrt(sum(u.noise_std**2 for u in updates))
+    return EncryptedUpdate(context.preset, context.fingerprint, rnd, "sum", contributors, layout, terms, scale_bits,
+                           bound, noise, encryption, ciphertexts=out)
+
+
+def _weight_matrix(updates: Sequence[EncryptedUpdate], weights: Weights) -> np.ndarray:
+    """``W[k, l]``: weight of update ``k`` for layer ``l``, validated."""
+    layout = updates[0].layout
+    if isinstance(weights, (str, bytes)) or len(weights) != len(updates):
+        raise ValueError(f"weights must have one entry per update ({len(updates)}), got {len(weights)}")
+    rows = []
+    for k, w in enumerate(weights):
+        if isinstance(w, Mapping):
+            if set(w) != set(layout.names):
+                diff = sorted(set(w) ^ set(layout.names))[:5]
+                raise LayoutMismatchError(f"weights[{k}] does not name exactly the update's arrays (differs in {diff})")
+            rows.append([w[n] for n in layout.names])
+        else:
+            rows.append([w] * len(layout.layers))
+    try:
+        matrix = np.array(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("weights must be real numbers") from None
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError("weights must be finite (no NaN or infinity)")
+    for u in updates:
+        if u.kind != "update" and u.scale_bits != u.preset.scale_bits:
+            raise HeadroomError("an already weighted aggregate cannot be weighted again; weight client updates")
+    return matrix
+
+
+def _weighted(updates, context, matrix, rnd, contributors, encryption) -> EncryptedUpdate:
+    preset = context.preset
+    layout = updates[0].layout
+    in_scale = updates[0].scale_bits
+    if any(u.scale_bits != in_scale for u in updates):
+        raise KeyMismatchError("updates have different scales; weight updates of one kind at a time")
+    bounds = np.array([u.bound for u in updates])
+    total = float(np.max(np.abs(matrix).T @ bounds))  # worst layer
+    if total == 0.0:
+        raise ValueError("all weights are zero; the weighted aggregate would carry nothing")
+    spare = preset.data_modulus_bits - 1 - in_scale - math.log2(total)
+    # integer weights (sample counts) are exact at p = 0; others get as many bits as fit
+    exact = np.all(matrix == np.round(matrix))
+    p = 0 if exact else min(MAX_WEIGHT_BITS, math.floor(spare))
+    if not exact and p < MIN_WEIGHT_BITS:
+        raise HeadroomError(
+            f"only {p} bits are left to quantise the weights (preset {preset.name!r}, weight total {total:.4g}); "
+            "normalise the weights to sum to about 1, aggregate fewer clients, or use a preset with more headroom"
+        )
+    q = np.round(matrix * 2.0**p) / 2.0**p
+    scale_bits = in_scale + p
+    _check_headroom(context, total, scale_bits)
+    loaded = [u.load(context) for u in updates]
+    ev, enc = context.evaluator, context.encoder
+    out_terms, out_cts = [], []
+    plain_cache: dict[float, sealapi.Plaintext] = {}
+
+    def plain(value: float) -> sealapi.Plaintext:
+        if value not in plain_cache:
+            pt = sealapi.Plaintext()
+            enc.encode(float(value), 2.0**p, pt)
+            plain_cache[value] = pt
+        return plain_cache[value]
+
+    for i, term in enumerate(updates[0].terms):
+        for u in updates[1:]:
+            if u.terms[i] != term:
+                raise LayoutMismatchError(f"{u._who()} cuts its ciphertexts differently from {updates[0]._who()}")
+        for start, stop, column in _runs(layout, term, q):
+            acc = None
+            for k, cts in enumerate(loaded):
+                if column[k] == 0.0:
+                    continue
+                prod = sealapi.Ciphertext()
+                ev.multiply_plain(cts[i], plain(column[k]), prod)
+                if acc is None:
+                    acc = prod
+                else:
+                    ev.add_inplace(acc, prod)
+            if acc is None:  # every weight of this run is zero: the encryption of zero is sum - sum
+                acc = sealapi.Ciphertext()
+                ev.sub(loaded[0][i], loaded[0][i], acc)
+                ev.multiply_plain_inplace(acc, plain(1.0))
+            out_terms.append(Term(term.position, start, stop))
+            out_cts.append(acc)
+    noise = math.sqrt(float(np.max((q**2).T @ np.array([u.noise_std**2 for u in updates]))))
+    return EncryptedUpdate(preset, context.fingerprint, rnd, "weighted_sum", contributors, layout, tuple(out_terms),
+                           float(scale_bits), total, noise, encryption, ciphertexts=out_cts)
+
+
+def _runs(layout, term: Term, q: np.ndarray):
+    """Split ``term`` into runs of consecutive layers that share one weight column."""
+    run_start, run_col, run_stop = None, None, None
+    for layer, lo, hi in layout.layer_ranges(term.start, term.stop):
+        col = tuple(q[:, layer])
+        if run_col == col:
+            run_stop = hi
+            continue
+        if run_col is not None:
+            yield run_start, run_stop, run_col
+        run_start, run_stop, run_col = lo, hi, col
+    yield run_start, run_stop, run_col

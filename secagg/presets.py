@@ -1,0 +1,272 @@
+"""Named CKKS parameter sets.
+
+A preset fixes everything that the key dealer, the clients and the server must agree on: ring
+degree, coefficient modulus, encoding scale, the public bound on encrypted values, the evaluation
+keys the server receives, and the default noise-flooding level of released decryptions.
+
+Security is checked against the HomomorphicEncryption.org standard (Albrecht et al., 2018): for a
+ternary secret and 128-bit classical security the total coefficient modulus may not exceed
+27/54/109/218/438/881 bits for N = 1024 ... 32768. SEAL enforces the same table, and we ask it to.
+
+Values are packed two per slot (real and imaginary part), so a ciphertext of ring degree N carries
+N real values.
+
+The built-in presets (bytes are per float32 value, measured by ``benchmarks/``):
+
+=========  ======  ==================  =======  =====  ===========  ==============  ============
+name       N       coeff modulus bits  scale    depth  bytes/value  noise std (1)   flood bits
+=========  ======  ==================  =======  =====  ===========  ==============  ============
+compact    8192    60                  2^40     0      2.0x         1.9e-10         12
+strict     8192    56, 56 | 60         2^72     0      3.8x         4.4e-20 (2)     40
+deep       16384   60, 40 x 7 | 60     2^40     7      12.6x        2.6e-10         12
+=========  ======  ==================  =======  =====  ===========  ==============  ============
+
+(1) standard deviation of the CKKS error of one fresh symmetric encryption, per value.
+(2) below float64 resolution: decoded values are exact to ~1e-16 relative.
+
+``compact`` halves the bytes of ``strict`` but has only 60 bits of modulus to share between
+precision, headroom and flooding, so its released values are flooded 2^12 above the noise
+(statistical distance to an unflooded release <= sqrt(N)/2^13 = 0.011 per decryption, see
+:mod:`secagg.release`). ``strict`` spends a second data prime on headroom and floods 2^40 above
+the noise (distance <= 2^-34.5) at a precision cost of ~1e-8: it is the default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import InvalidParametersError, UnknownPresetError
+
+__all__ = ["Preset", "PRESETS", "DEFAULT_PRESET", "get_preset", "register_preset", "MAX_MODULUS_BITS_128"]
+
+#: HE standard, 128-bit classical security, ternary secret: max total log2(q) per ring degree.
+MAX_MODULUS_BITS_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
+
+#: Standard deviation of SEAL's error distribution (coefficient domain).
+_SEAL_NOISE_STD = 3.2
+
+EVAL_KEY_KINDS = ("relin", "galois")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, validated set of CKKS parameters.
+
+    Args:
+        name: registry name.
+        poly_modulus_degree: ring degree N (a power of two, 1024..32768).
+        coeff_modulus_bits: bit sizes of the RNS primes. With more than one prime SEAL keeps the
+            last one as the special (key-switching) prime; the others form the data modulus.
+        scale_bits: log2 of the CKKS encoding scale.
+        max_abs: public bound on the absolute value of any encrypted value. Clients are refused
+            larger values and the server sizes its headroom checks with it.
+        flood_bits: default noise-flooding level of released decryptions, in bits above the
+            decryption noise (see :mod:`secagg.release`).
+        eval_keys: evaluation keys the server context carries (``"relin"``, ``"galois"``).
+        description: one line for humans.
+
+    Example:
+        >>> from secagg import get_preset
+        >>> p = get_preset("compact")
+        >>> p.values_per_ciphertext, p.depth, p.security_level
+        (8192, 0, 128)
+    """
+
+    name: str
+    poly_modulus_degree: int
+    coeff_modulus_bits: tuple[int, ...]
+    scale_bits: int
+    max_abs: float
+    flood_bits: int
+    eval_keys: tuple[str, ...] = ()
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "coeff_modulus_bits", tuple(int(b) for b in self.coeff_modulus_bits))
+        object.__setattr__(self, "eval_keys", tuple(self.eval_keys))
+        self._validate()
+
+    def _validate(self) -> None:
+        n = self.poly_modulus_degree
+        where = f"preset {self.name!r}"
+        if not self.name or not isinstance(self.name, str):
+            raise InvalidParametersError("preset name must be a non-empty string")
+        if n not in MAX_MODULUS_BITS_128:
+            raise InvalidParametersError(
+                f"{where}: poly_modulus_degree={n} must be one of {sorted(MAX_MODULUS_BITS_128)}"
+            )
+        bits = self.coeff_modulus_bits
+        if not bits or any(b < 20 or b > 60 for b in bits):
+            raise InvalidParametersError(
+                f"{where}: every coeff_modulus_bits entry must lie in 20..60 (SEAL's prime sizes), got {bits}"
+            )
+        if self.total_modulus_bits > MAX_MODULUS_BITS_128[n]:
+            raise InvalidParametersError(
+                f"{where}: total coefficient modulus of {self.total_modulus_bits} bits exceeds "
+                f"{MAX_MODULUS_BITS_128[n]} bits, the 128-bit security bound for N={n}; "
+                "use fewer or smaller primes, or a larger poly_modulus_degree"
+            )
+        if not (math.isfinite(self.max_abs) and self.max_abs > 0):
+            raise InvalidParametersError(f"{where}: max_abs must be a positive finite number, got {self.max_abs}")
+        if self.scale_bits < 20:
+            raise InvalidParametersError(f"{where}: scale_bits={self.scale_bits} leaves no precision; use >= 20")
+        if self.headroom_bits < 1:
+            raise InvalidParametersError(
+                f"{where}: scale 2^{self.scale_bits} with max_abs={self.max_abs} does not fit the "
+                f"{self.data_modulus_bits}-bit data modulus; lower scale_bits or max_abs"
+            )
+        if not 0 <= self.flood_bits <= 64:
+            raise InvalidParametersError(f"{where}: flood_bits must lie in 0..64, got {self.flood_bits}")
+        unknown = set(self.eval_keys) - set(EVAL_KEY_KINDS)
+        if unknown:
+            raise InvalidParametersError(f"{where}: unknown eval_keys {sorted(unknown)}; allowed: {EVAL_KEY_KINDS}")
+        if self.eval_keys and len(bits) < 2:
+            raise InvalidParametersError(f"{where}: evaluation keys need a special prime (at least two primes)")
+
+    # ---- derived figures -------------------------------------------------------------------
+    @property
+    def total_modulus_bits(self) -> int:
+        return sum(self.coeff_modulus_bits)
+
+    @property
+    def data_modulus_bits(self) -> int:
+        """Bits of the modulus a fresh ciphertext lives under (all primes but the special one)."""
+        bits = self.coeff_modulus_bits
+        return bits[0] if len(bits) == 1 else sum(bits[:-1])
+
+    @property
+    def depth(self) -> int:
+        """Multiplications (each followed by a rescale) a fresh ciphertext supports."""
+        bits = self.coeff_modulus_bits
+        if len(bits) <= 2:
+            return 0
+        # a rescale divides by the last data prime; it keeps the scale only when prime ~ scale,
+        # so a data prime far from the scale buys headroom, not depth (as in ``strict``)
+        return sum(1 for b in bits[1:-1] if abs(b - self.scale_bits) <= 2)
+
+    @property
+    def slots(self) -> int:
+        return self.poly_modulus_degree // 2
+
+    @property
+    def values_per_ciphertext(self) -> int:
+        """Real values per ciphertext: two per complex slot."""
+        return self.poly_modulus_degree
+
+    @property
+    def security_level(self) -> int:
+        """Classical security in bits by the HE standard (validation guarantees at least 128)."""
+        return 128
+
+    @property
+    def headroom_bits(self) -> float:
+        """Bits between the largest encrypted value and the modulus, for sums and weights.
+
+        An aggregate whose bound ``sum_k |w_k| * max_abs`` (times the weight scale) needs more
+        bits than this would wrap around; :mod:`secagg.aggregate` refuses it beforehand.
+        """
+        # measured at the bottom level, after every rescale, where the least modulus is left
+        bottom = self.data_modulus_bits - self.depth * self.scale_bits
+        return bottom - 1 - self.scale_bits - math.log2(self.max_abs)
+
+    def noise_std(self, *, public_key: bool = False) -> float:
+        """Analytic std of the CKKS error per value of one fresh encryption.
+
+        Symmetric: coefficient error e + rounding, std sqrt(3.2^2 + 1/12); the canonical embedding
+        maps it to sqrt(N/2) times that per real value, divided by the scale. Public-key
+        encryption adds e*u + e2*s, about sqrt(4N/3) times larger.
+        """
+        n = self.poly_modulus_degree
+        coeff_var = _SEAL_NOISE_STD**2 + 1.0 / 12.0
+        if public_key:
+            coeff_var += (4.0 * n / 3.0) * _SEAL_NOISE_STD**2
+        return math.sqrt(n / 2.0 * coeff_var) / 2.0**self.scale_bits
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["coeff_modulus_bits"] = list(self.coeff_modulus_bits)
+        d["eval_keys"] = list(self.eval_keys)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Preset":
+        if not isinstance(data, dict):
+            raise InvalidParametersError("preset description must be a mapping")
+        expected = {"name", "poly_modulus_degree", "coeff_modulus_bits", "scale_bits", "max_abs",
+                    "flood_bits", "eval_keys", "description"}
+        if set(data) != expected:
+            raise InvalidParametersError(
+                f"preset description has fields {sorted(data)}, expected {sorted(expected)}"
+            )
+        try:
+            return cls(
+                name=str(data["name"]),
+                poly_modulus_degree=int(data["poly_modulus_degree"]),
+                coeff_modulus_bits=tuple(int(b) for b in data["coeff_modulus_bits"]),
+                scale_bits=int(data["scale_bits"]),
+                max_abs=float(data["max_abs"]),
+                flood_bits=int(data["flood_bits"]),
+                eval_keys=tuple(str(k) for k in data["eval_keys"]),
+                description=str(data["description"]),
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, InvalidParametersError):
+                raise
+            raise InvalidParametersError(f"malformed preset description: {exc}") from exc
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset, *, overwrite: bool = False) -> Preset:
+    """Add a validated preset to the registry (``overwrite=True`` replaces one of the same name)."""
+    if not isinstance(preset, Preset):
+        raise TypeError(f"register_preset expects a Preset, got {type(preset).__name__}")
+    if preset.name in PRESETS and not overwrite and PRESETS[preset.name] != preset:
+        raise InvalidParametersError(f"a different preset named {preset.name!r} is already registered")
+    PRESETS[preset.name] = preset
+    return preset
+
+
+def get_preset(name: str | Preset) -> Preset:
+    """Return the preset registered as ``name`` (a :class:`Preset` is returned unchanged)."""
+    if isinstance(name, Preset):
+        return name
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UnknownPresetError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+register_preset(Preset(
+    name="compact",
+    poly_modulus_degree=8192,
+    coeff_modulus_bits=(60,),
+    scale_bits=40,
+    max_abs=4.0,
+    flood_bits=12,
+    description="additive, 2.0x float32; one 60-bit prime shared by precision, headroom and flooding",
+))
+register_preset(Preset(
+    name="strict",
+    poly_modulus_degree=8192,
+    coeff_modulus_bits=(56, 56, 60),
+    scale_bits=72,
+    max_abs=4.0,
+    flood_bits=40,
+    description="additive (default), 3.8x float32; 2^40 noise flooding at ~1e-8 precision cost",
+))
+register_preset(Preset(
+    name="deep",
+    poly_modulus_degree=16384,
+    coeff_modulus_bits=(60, 40, 40, 40, 40, 40, 40, 40, 60),
+    scale_bits=40,
+    max_abs=4.0,
+    flood_bits=12,
+    eval_keys=("relin", "galois"),
+    description="server-side scoring: depth 7 for squared norms and a degree-7 exp polynomial",
+))
+
+DEFAULT_PRESET = "strict"

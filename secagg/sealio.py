@@ -1,0 +1,116 @@
+"""Moving SEAL objects to and from bytes, with every check done before SEAL sees the bytes.
+
+TenSEAL's SEAL bindings only save to and load from file paths, so blobs pass through a private
+temporary directory (``/dev/shm`` where it exists). SEAL compresses with zstd; a crafted stream
+could inflate without bound inside SEAL, so we inflate it ourselves with a hard output limit and
+hand SEAL an uncompressed blob.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import struct
+import tempfile
+import threading
+from typing import Any, Callable, TypeVar
+
+import tenseal.sealapi as sealapi
+import zstandard
+
+from .errors import PayloadError
+
+_SEAL_MAGIC = 0xA15E
+_SEAL_HEADER = struct.Struct("<HBBBBHQ")
+_COMPR_NONE, _COMPR_ZSTD = 0, 2
+
+_tmpdir: str | None = None
+_tmplock = threading.Lock()
+
+T = TypeVar("T")
+
+
+def _scratch_dir() -> str:
+    global _tmpdir
+    with _tmplock:
+        if _tmpdir is None or not os.path.isdir(_tmpdir):
+            base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+            _tmpdir = tempfile.mkdtemp(prefix="secagg-", dir=base)
+            os.chmod(_tmpdir, 0o700)  # blobs of secret keys pass through here
+            atexit.register(shutil.rmtree, _tmpdir, True)
+        return _tmpdir
+
+
+def _scratch_path() -> str:
+    return os.path.join(_scratch_dir(), f"{os.getpid()}-{threading.get_ident()}.bin")
+
+
+def dump(obj: Any) -> bytes:
+    """Serialise a SEAL object (or a seeded ``Serializable``) to bytes."""
+    path = _scratch_path()
+    try:
+        obj.save(path)
+        with open(path, "rb") as fh:
+            return fh.read()
+    finally:
+        _unlink(path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def inflate(blob: bytes | memoryview, *, max_inflated: int, what: str) -> bytes:
+    """Check a SEAL blob's header and return it uncompressed, never larger than ``max_inflated``."""
+    blob = bytes(blob)
+    if len(blob) < _SEAL_HEADER.size:
+        raise PayloadError(f"{what} is truncated ({len(blob)} bytes)")
+    magic, head_size, major, _minor, compr, reserved, size = _SEAL_HEADER.unpack_from(blob, 0)
+    if magic != _SEAL_MAGIC or head_size != _SEAL_HEADER.size or reserved != 0:
+        raise PayloadError(f"{what} does not carry a valid SEAL header")
+    if major != 4:
+        raise PayloadError(f"{what} was written by SEAL {major}.x; this build reads SEAL 4.x")
+    if size != len(blob):
+        raise PayloadError(f"{what} declares {size} bytes but holds {len(blob)}")
+    body = blob[_SEAL_HEADER.size:]
+    if compr == _COMPR_ZSTD:
+        try:
+            body = zstandard.ZstdDecompressor().decompress(body, max_output_size=max_inflated)
+        except zstandard.ZstdError as exc:
+            raise PayloadError(f"{what} has a corrupt or oversized compressed body: {exc}") from None
+    elif compr != _COMPR_NONE:
+        raise PayloadError(f"{what} uses compression mode {compr}; only none and zstd are accepted")
+    if len(body) > max_inflated:
+        raise PayloadError(f"{what} inflates to {len(body)} bytes, more than the {max_inflated} its parameters allow")
+    head = _SEAL_HEADER.pack(_SEAL_MAGIC, _SEAL_HEADER.size, 4, _minor, _COMPR_NONE, 0, _SEAL_HEADER.size + len(body))
+    return head + body
+
+
+def load(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | memoryview, *,
+         max_inflated: int, what: str) -> T:
+    """Validate ``blob`` and load it into ``factory()`` under ``context``.
+
+    SEAL itself then checks the metadata (parameter id, sizes, coefficient ranges) against the
+    context; any complaint it raises becomes a :class:`PayloadError`.
+    """
+    raw = inflate(blob, max_inflated=max_inflated, what=what)
+    obj = factory()
+    path = _scratch_path()
+    try:
+        with open(path, "wb") as fh:
+            fh.write(raw)
+        obj.load(context, path)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise PayloadError(f"{what} was rejected by SEAL: {exc}") from None
+    finally:
+        _unlink(path)
+    return obj
+
+
+def poly_bytes(poly_modulus_degree: int, n_primes: int) -> int:
+    """Uncompressed bytes of one RNS polynomial."""
+    return poly_modulus_degree * n_primes * 8
