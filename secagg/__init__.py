@@ -10,7 +10,7 @@ The whole flow, from key dealer to released aggregate::
     >>> wire = [u.to_bytes() for u in updates]
     >>> received = [secagg.EncryptedUpdate.from_bytes(b, keys.public, expected_round=3) for b in wire]  # server
     >>> total = secagg.aggregate(received, keys.public)
-    >>> np.round(secagg.decrypt(total, keys.secret)["layer"], 5).tolist()  # key holders
+    >>> np.round(secagg.decrypt(total, keys.secret)["layer"].astype(float), 5).tolist()  # key holders
     [0.06, 0.06, 0.06, 0.06, 0.06]
 """
 

@@ -9,6 +9,7 @@ hand SEAL an uncompressed blob.
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import shutil
 import struct
@@ -79,7 +80,16 @@ def inflate(blob: bytes | memoryview, *, max_inflated: int, what: str) -> bytes:
     body = blob[_SEAL_HEADER.size:]
     if compr == _COMPR_ZSTD:
         try:
-            body = zstandard.ZstdDecompressor().decompress(body, max_output_size=max_inflated)
+            # a streaming read never trusts the frame's declared content size for allocation
+            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True) as reader:
+                parts, got = [], 0
+                while got <= max_inflated:
+                    part = reader.read(max_inflated + 1 - got)
+                    if not part:
+                        break
+                    parts.append(part)
+                    got += len(part)
+                body = b"".join(parts)
         except zstandard.ZstdError as exc:
             raise PayloadError(f"{what} has a corrupt or oversized compressed body: {exc}") from None
     elif compr != _COMPR_NONE:
@@ -104,8 +114,8 @@ def load(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | m
         with open(path, "wb") as fh:
             fh.write(raw)
         obj.load(context, path)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise PayloadError(f"{what} was rejected by SEAL: {exc}") from None
+    except Exception as exc:  # SEAL's C++ exceptions arrive as several Python types
+        raise PayloadError(f"{what} was rejected by SEAL ({type(exc).__name__}: {exc})") from None
     finally:
         _unlink(path)
     return obj

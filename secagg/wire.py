@@ -198,8 +198,9 @@ def _check_ciphertext(ct: sealapi.Ciphertext, update: EncryptedUpdate, context: 
         raise PayloadError(f"{where} has {ct.size()} polynomials; expected 2 (relinearised)")
     if list(ct.parms_id()) != list(context.seal.first_parms_id()):
         raise PayloadError(f"{where} is not at the fresh level of preset {update.preset.name!r}")
-    if not math.isclose(math.log2(ct.scale), update.scale_bits, abs_tol=1e-9):
-        raise PayloadError(f"{where} has scale 2^{math.log2(ct.scale):.3f}, the header says 2^{update.scale_bits}")
+    scale = ct.scale
+    if not (math.isfinite(scale) and scale > 0 and math.isclose(math.log2(scale), update.scale_bits, abs_tol=1e-9)):
+        raise PayloadError(f"{where} has scale {scale!r}, the header says 2^{update.scale_bits}")
     return ct
 
 

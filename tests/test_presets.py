@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+
+import secagg
+from secagg.errors import InvalidParametersError, UnknownPresetError
+from secagg.keys import seal_context
+from secagg.presets import MAX_MODULUS_BITS_128, Preset
+
+
+def make(**overrides) -> Preset:
+    base = dict(name="t", poly_modulus_degree=8192, coeff_modulus_bits=(60,), scale_bits=40, max_abs=4.0, flood_bits=12)
+    return Preset(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("name", sorted(secagg.PRESETS))
+def test_builtin_presets_are_secure_and_accepted_by_seal(name):
+    preset = secagg.get_preset(name)
+    assert preset.total_modulus_bits <= MAX_MODULUS_BITS_128[preset.poly_modulus_degree]
+    assert seal_context(preset).parameters_set()
+    assert preset.headroom_bits >= 16
+
+
+def test_preset_figures():
+    assert secagg.get_preset("compact").depth == 0
+    assert secagg.get_preset("strict").depth == 0  # its second prime is headroom, not depth
+    assert secagg.get_preset("deep").depth == 7
+    assert secagg.get_preset("compact").values_per_ciphertext == 8192
+    assert secagg.DEFAULT_PRESET == "strict"
+
+
+def test_insecure_modulus_is_rejected():
+    with pytest.raises(InvalidParametersError, match="128-bit security bound"):
+        make(poly_modulus_degree=4096, coeff_modulus_bits=(60, 60))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"poly_modulus_degree": 5000}, "must be one of"),
+    ({"coeff_modulus_bits": (61,)}, "20..60"),
+    ({"coeff_modulus_bits": ()}, "20..60"),
+    ({"scale_bits": 58}, "does not fit"),
+    ({"scale_bits": 10}, "no precision"),
+    ({"max_abs": float("nan")}, "max_abs"),
+    ({"max_abs": -1.0}, "max_abs"),
+    ({"flood_bits": 99}, "flood_bits"),
+    ({"eval_keys": ("rotate",)}, "unknown eval_keys"),
+    ({"eval_keys": ("relin",)}, "special prime"),
+])
+def test_invalid_parameters_are_rejected(overrides, message):
+    with pytest.raises(InvalidParametersError, match=message):
+        make(**overrides)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(UnknownPresetError, match="compact"):
+        secagg.get_preset("fast")
+
+
+def test_registry_refuses_silent_replacement():
+    secagg.register_preset(make(name="test-reg"))
+    with pytest.raises(InvalidParametersError, match="already registered"):
+        secagg.register_preset(make(name="test-reg", scale_bits=41))
+    secagg.register_preset(make(name="test-reg", scale_bits=41), overwrite=True)
+    assert secagg.get_preset("test-reg").scale_bits == 41
+
+
+def test_preset_dict_roundtrip_and_malformed_input():
+    for p in secagg.PRESETS.values():
+        assert Preset.from_dict(p.to_dict()) == p
+    with pytest.raises(InvalidParametersError):
+        Preset.from_dict({"name": "x"})
+    with pytest.raises(InvalidParametersError):
+        Preset.from_dict({**make().to_dict(), "poly_modulus_degree": "big"})
+
+
+@pytest.mark.parametrize("name", ["compact", "deep"])
+def test_analytic_noise_matches_measured_noise(name):
+    """The release flooding is sized from noise_std(): it must not underestimate real noise."""
+    preset = secagg.get_preset(name)
+    keys = secagg.generate_keys(preset=preset) if name != "deep" else None
+    if keys is None:  # deep keys carry ~115 MB of galois keys: measure with a bare SEAL context
+        import tenseal.sealapi as sealapi
+
+        from secagg.keys import SecretContext
+        ctx = seal_context(preset)
+        kg = sealapi.KeyGenerator(ctx)
+        pk = sealapi.PublicKey()
+        kg.create_public_key(pk)
+        secret = SecretContext(preset, {"public_key": secagg.sealio.dump(pk), "secret_key": secagg.sealio.dump(kg.secret_key())})
+    else:
+        secret = keys.secret
+    values = np.random.default_rng(0).uniform(-1, 1, 3 * preset.values_per_ciphertext)
+    enc = secagg.encrypt_update({"x": values}, secret, round=0, client_id="c")
+    err = secagg.decrypt_raw(enc, secret) - values
+    assert 0.7 < err.std() / preset.noise_std() < 1.3
