@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -96,7 +96,7 @@ def demo(
     params: Annotated[int, typer.Option(min=1, max=50_000_000, help="Parameters per update.")] = 100_000,
     preset: Annotated[str, typer.Option(help="Parameter preset.")] = secagg.DEFAULT_PRESET,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic updates.")] = 0,
-    keys_dir: Annotated[Optional[Path], typer.Option("--keys", help="Use the key set in this directory.")] = None,
+    keys_dir: Annotated[Path | None, typer.Option("--keys", help="Use the key set in this directory.")] = None,
 ) -> None:
     """Encrypt synthetic client updates, aggregate them with the public context only, release
     the sum, and report bytes, seconds and error against numpy."""

@@ -20,13 +20,19 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tenseal.sealapi as sealapi
 
-from .errors import (DuplicateClientError, EmptyAggregationError, HeadroomError, KeyMismatchError,
-                     LayoutMismatchError, RoundMismatchError)
+from .errors import (
+    DuplicateClientError,
+    EmptyAggregationError,
+    HeadroomError,
+    KeyMismatchError,
+    LayoutMismatchError,
+    RoundMismatchError,
+)
 from .keys import PublicContext, SecretContext
 from .wire import EncryptedUpdate, Term, check_context, same_round
 

@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 import tenseal.sealapi as sealapi
 
-from . import parallel
 from .encrypt import WEIGHTS_ENTRY
 from .errors import EmptyAggregationError, HeadroomError, MissingSecretKeyError, PayloadError
 from .keys import PublicContext, SecretContext
 from .release import release
 from .wire import EncryptedUpdate
 
-__all__ = ["decrypt", "decrypt_ratio", "decrypt_blobs"]
+__all__ = ["decrypt", "decrypt_ratio", "decrypt_raw"]
 
 
 def _require_secret(context: Any) -> SecretContext:
@@ -45,17 +44,7 @@ def _decode(ct: sealapi.Ciphertext, context: SecretContext) -> np.ndarray:
     return out
 
 
-def decrypt_blobs(blobs: list[bytes], context: SecretContext) -> list[np.ndarray]:
-    """Decrypt serialised ciphertexts (a worker process's unit of work)."""
-    from .wire import _ciphertext_bound
-    from . import sealio
-
-    bound = _ciphertext_bound(context.preset)
-    return [_decode(sealio.load(sealapi.Ciphertext, context.seal, b, max_inflated=bound, what="ciphertext"), context)
-            for b in blobs]
-
-
-def decrypt_raw(update: EncryptedUpdate, context: SecretContext, *, workers: int | None = None) -> np.ndarray:
+def decrypt_raw(update: EncryptedUpdate, context: SecretContext) -> np.ndarray:
     """The packed plaintext vector, **unreleased**: for use inside the key holders only.
 
     Raises:
@@ -63,12 +52,9 @@ def decrypt_raw(update: EncryptedUpdate, context: SecretContext, *, workers: int
             ciphertext); nothing is returned.
     """
     context = _require_secret(context)
-    n_workers = parallel.choose_workers(len(update.terms), workers)
-    if n_workers > 1 and update.blobs is not None:
-        update.load(context)  # validates every blob in this process first
-        decoded = parallel.decrypt(update.blobs, context, n_workers, update.scale_bits)
-    else:
-        decoded = [_decode(ct, context) for ct in update.load(context)]
+    # serial on purpose: parsing already loaded every ciphertext here, and SEAL objects cannot
+    # cross processes; a worker would have to load each blob again, which costs more than it saves
+    decoded = [_decode(ct, context) for ct in update.load(context)]
     per_ct = context.preset.values_per_ciphertext
     vector = np.empty(update.layout.total, dtype=np.float64)
     for term, values in zip(update.terms, decoded):
@@ -84,9 +70,8 @@ def decrypt_raw(update: EncryptedUpdate, context: SecretContext, *, workers: int
     return vector
 
 
-def _released(update: EncryptedUpdate, context: SecretContext, flood_bits: int | None, seed: int | None,
-              workers: int | None) -> np.ndarray:
-    vector = decrypt_raw(update, context, workers=workers)
+def _released(update: EncryptedUpdate, context: SecretContext, flood_bits: int | None, seed: int | None) -> np.ndarray:
+    vector = decrypt_raw(update, context)
     bits = update.preset.flood_bits if flood_bits is None else flood_bits
     floor = update.preset.noise_std(public_key=update.encryption == "public")
     return release(vector, noise_std=max(update.noise_std, floor), flood_bits=bits, seed=seed)
@@ -98,19 +83,17 @@ def decrypt(
     *,
     flood_bits: int | None = None,
     seed: int | None = None,
-    workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decrypt and **release** an update: noise-flooded and rounded (see :mod:`secagg.release`).
 
     Args:
         flood_bits: flooding level in bits above the CKKS noise; default: the preset's.
         seed: makes the flooding reproducible (tests only: production noise uses the OS CSPRNG).
-        workers: processes to decrypt with (``None``: automatic).
 
     Returns:
         name -> array with the original shapes and dtypes.
     """
-    vector = _released(update, context, flood_bits, seed, workers)
+    vector = _released(update, context, flood_bits, seed)
     return update.layout.unpack(vector)
 
 
@@ -120,7 +103,6 @@ def decrypt_ratio(
     *,
     flood_bits: int | None = None,
     seed: int | None = None,
-    workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Release the ratio form: ``sum_k w_kl x_kl / sum_k w_kl`` for every layer ``l``.
 
@@ -133,7 +115,7 @@ def decrypt_ratio(
     """
     if WEIGHTS_ENTRY not in update.layout.names:
         raise PayloadError("this update was not encrypted in the ratio form (encrypt_update(..., weights=...))")
-    vector = _released(update, context, flood_bits, seed, workers)
+    vector = _released(update, context, flood_bits, seed)
     spec = update.layout[WEIGHTS_ENTRY]
     denominators = vector[spec.offset:spec.stop]
     noise = 2.0 ** (update.preset.flood_bits if flood_bits is None else flood_bits) * max(update.noise_std, 1e-300)

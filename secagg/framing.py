@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import PayloadError, PayloadTooLargeError, UnsupportedVersionError
 

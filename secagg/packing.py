@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class Layout:
     layers: tuple[LayerSpec, ...]
 
     @classmethod
-    def of(cls, update: Mapping[str, Any]) -> "Layout":
+    def of(cls, update: Mapping[str, Any]) -> Layout:
         """Layout of ``update`` (validated: names are strings, values are float arrays)."""
         arrays = as_arrays(update)
         layers, offset = [], 0
@@ -78,7 +79,7 @@ class Layout:
         return [[s.name, list(s.shape), s.dtype] for s in self.layers]
 
     @classmethod
-    def from_list(cls, data: Any) -> "Layout":
+    def from_list(cls, data: Any) -> Layout:
         """Rebuild a layout from :meth:`to_list` output, validating every field (payload input)."""
         if not isinstance(data, list) or not 0 < len(data) <= MAX_LAYERS:
             raise PayloadError("layout must be a non-empty list of [name, shape, dtype] entries")

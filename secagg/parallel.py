@@ -1,26 +1,36 @@
-"""Encryption and decryption on several cores.
+"""Encryption on several cores.
 
-SEAL's Python bindings hold the GIL, so threads do not help; we use worker processes that load
-the secret context once (from its bytes, through a pipe: never a file) and then encrypt or
-decrypt ranges of chunks. Pools are kept per key set, so only the first large update of a
-process pays the start-up (about a second).
+SEAL's Python bindings hold the GIL, so threads do not help. Worker processes are started as
+``python -m secagg._worker`` (not through :mod:`multiprocessing`, whose ``spawn`` and
+``forkserver`` methods re-import the caller's main script and hang scripts without a
+``__main__`` guard; ``fork`` is unsafe once other libraries have started threads). Each worker
+receives the secret context once, through a pipe (never a file), then ranges of chunks to
+encrypt. (Decryption stays serial: SEAL objects cannot cross processes, and a worker would have
+to parse each ciphertext again.) Workers
+are kept per key set, so only the first large update of a process pays the start-up (~1 s).
 """
 
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import pickle
+import struct
+import subprocess
+import sys
+import threading
 from typing import Any
 
 import numpy as np
 
+from .errors import SecAggError
+
 #: Auto mode parallelises updates of at least this many ciphertexts (2M values at N=8192).
 PARALLEL_MIN_CHUNKS = 256
 
-_pools: dict[str, ProcessPoolExecutor] = {}
-_worker_context: Any = None
+_LEN = struct.Struct("<Q")
+_workers: dict[str, list[_Worker]] = {}
+_lock = threading.Lock()
 
 
 def available_cores() -> int:
@@ -38,33 +48,79 @@ def choose_workers(n_chunks: int, workers: int | None) -> int:
     return max(1, min(workers, n_chunks))
 
 
-def _init(secret_bytes: bytes) -> None:
-    global _worker_context
-    from .keys import load_secret_context
-
-    _worker_context = load_secret_context(secret_bytes)
-
-
-def _encrypt_task(vector: np.ndarray, n_chunks: int) -> list[bytes]:
-    from .encrypt import encrypt_range
-
-    return encrypt_range(vector, _worker_context, 0, n_chunks)
+def send(stream: Any, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LEN.pack(len(data)))
+    stream.write(data)
+    stream.flush()
 
 
-def _decrypt_task(blobs: list[bytes], scale_bits: float) -> list[np.ndarray]:
-    from .decrypt import decrypt_blobs
+def receive(stream: Any) -> Any:
+    head = stream.read(_LEN.size)
+    if len(head) != _LEN.size:
+        raise EOFError
+    (size,) = _LEN.unpack(head)
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError
+    return pickle.loads(data)  # only ever from our own child or parent process
 
-    return decrypt_blobs(blobs, _worker_context)
+
+class _Worker:
+    def __init__(self, secret_bytes: bytes) -> None:
+        read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen([sys.executable, "-m", "secagg._worker", str(write_fd)], stdin=subprocess.PIPE,
+                                     pass_fds=(write_fd,), close_fds=True)
+        os.close(write_fd)
+        self.results = os.fdopen(read_fd, "rb")
+        send(self.proc.stdin, secret_bytes)
+
+    def submit(self, op: str, payload: Any) -> None:
+        send(self.proc.stdin, (op, payload))
+
+    def result(self) -> Any:
+        try:
+            status, value = receive(self.results)
+        except EOFError:
+            raise SecAggError(f"a secagg worker process died (exit code {self.proc.poll()}); retry with workers=1") from None
+        if status == "error":
+            raise SecAggError(f"a secagg worker failed: {value}")
+        return value
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+        self.results.close()
 
 
-def _pool(context: Any, n_workers: int) -> ProcessPoolExecutor:
+def _pool(context: Any, n_workers: int) -> list[_Worker]:
     key = f"{context.fingerprint}:{n_workers}"
-    pool = _pools.get(key)
-    if pool is None:
-        pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init, initargs=(context.to_bytes(),))
-        _pools[key] = pool
-    return pool
+    with _lock:
+        pool = _workers.get(key)
+        if pool is None or any(w.proc.poll() is not None for w in pool):
+            secret = context.to_bytes()
+            pool = _workers[key] = [_Worker(secret) for _ in range(n_workers)]
+        return pool
+
+
+def _run(context: Any, n_workers: int, op: str, payloads: list[Any]) -> list[Any]:
+    pool = _pool(context, n_workers)
+    try:
+        for worker, payload in zip(pool, payloads):
+            worker.submit(op, payload)
+        return [worker.result() for worker, _ in zip(pool, payloads)]
+    except (SecAggError, OSError):
+        _discard(context, n_workers)
+        raise
+
+
+def _discard(context: Any, n_workers: int) -> None:
+    with _lock:
+        for w in _workers.pop(f"{context.fingerprint}:{n_workers}", []):
+            w.close()
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -75,20 +131,16 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
 def encrypt(vector: np.ndarray, context: Any, n_workers: int) -> list[bytes]:
     per_ct = context.preset.values_per_ciphertext
     n_chunks = -(-vector.size // per_ct)
-    pool = _pool(context, n_workers)
-    futures = [pool.submit(_encrypt_task, vector[a * per_ct:b * per_ct], b - a) for a, b in _split(n_chunks, n_workers)]
-    return [blob for f in futures for blob in f.result()]
-
-
-def decrypt(blobs: list[bytes], context: Any, n_workers: int, scale_bits: float) -> list[np.ndarray]:
-    pool = _pool(context, n_workers)
-    futures = [pool.submit(_decrypt_task, blobs[a:b], scale_bits) for a, b in _split(len(blobs), n_workers)]
-    return [v for f in futures for v in f.result()]
+    parts = _split(n_chunks, n_workers)
+    results = _run(context, len(parts), "encrypt", [(vector[a * per_ct:b * per_ct], b - a) for a, b in parts])
+    return [blob for part in results for blob in part]
 
 
 @atexit.register
 def shutdown() -> None:
-    """Stop every worker pool (also called at interpreter exit)."""
-    for pool in _pools.values():
-        pool.shutdown(wait=False, cancel_futures=True)
-    _pools.clear()
+    """Stop every worker process (also called at interpreter exit)."""
+    with _lock:
+        for pool in _workers.values():
+            for w in pool:
+                w.close()
+        _workers.clear()

@@ -191,7 +191,7 @@ class Preset:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preset":
+    def from_dict(cls, data: dict[str, Any]) -> Preset:
         if not isinstance(data, dict):
             raise InvalidParametersError("preset description must be a mapping")
         expected = {"name", "poly_modulus_degree", "coeff_modulus_bits", "scale_bits", "max_abs",

@@ -15,7 +15,8 @@ import shutil
 import struct
 import tempfile
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import tenseal.sealapi as sealapi
 import zstandard

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import tenseal.sealapi as sealapi
 
@@ -143,7 +144,7 @@ class EncryptedUpdate:
         *,
         expected_round: int | None = None,
         max_bytes: int | None = None,
-    ) -> "EncryptedUpdate":
+    ) -> EncryptedUpdate:
         """Parse and fully validate a payload under ``context``.
 
         Checks, in order: size limit, magic, version, checksum, header schema, preset and key
