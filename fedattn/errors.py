@@ -1,0 +1,44 @@
+"""Exceptions raised by :mod:`fedattn`; each message says what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "FedAttnError", "UnknownDatasetError", "PartitionError", "ModelMismatchError", "EmptyClientError",
+    "AllClientsDroppedError", "ScoreOutOfRangeError", "InvalidConfigError", "PrivacyConfigError",
+]
+
+
+class FedAttnError(Exception):
+    """Base class of every error raised by :mod:`fedattn`."""
+
+
+class UnknownDatasetError(FedAttnError, ValueError):
+    """A dataset name that is not registered."""
+
+
+class PartitionError(FedAttnError, ValueError):
+    """Data that cannot be split as asked (too few samples for the clients, bad alpha)."""
+
+
+class ModelMismatchError(FedAttnError, ValueError):
+    """A client's model differs in architecture from the global model."""
+
+
+class EmptyClientError(FedAttnError, ValueError):
+    """A client that holds no training sample."""
+
+
+class AllClientsDroppedError(FedAttnError, RuntimeError):
+    """Every sampled client dropped out of a round: there is nothing to aggregate."""
+
+
+class ScoreOutOfRangeError(FedAttnError, ValueError):
+    """An attention score outside the public range that the protocol clips to."""
+
+
+class InvalidConfigError(FedAttnError, ValueError):
+    """A configuration value that makes no sense."""
+
+
+class PrivacyConfigError(InvalidConfigError):
+    """Differential-privacy options that make no sense (negative noise, delta >= 1, ...)."""
