@@ -147,5 +147,78 @@ def demo(
     console.print(table)
 
 
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="digits, mnist, breast_cancer or credit (synthetic).")] = "digits",
+    model: Annotated[str, typer.Option(help="mlp or cnn.")] = "mlp",
+    clients: Annotated[int, typer.Option(min=1, help="Number of clients.")] = 10,
+    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 10,
+    clients_per_round: Annotated[int | None, typer.Option(min=1, help="Clients sampled per round (default: all).")] = None,
+    aggregation: Annotated[str, typer.Option(help="fedatt, fedavg or cosine.")] = "fedatt",
+    protection: Annotated[str, typer.Option(help="ckks (encrypted) or plain.")] = "ckks",
+    protocol: Annotated[str, typer.Option(help="Encrypted protocol (client-scored).")] = "client-scored",
+    preset: Annotated[str, typer.Option(help="CKKS preset.")] = secagg.DEFAULT_PRESET,
+    partition_scheme: Annotated[str, typer.Option("--partition", help="iid or dirichlet.")] = "dirichlet",
+    alpha: Annotated[float, typer.Option(help="Dirichlet concentration (smaller: more skewed).")] = 0.5,
+    local_epochs: Annotated[int, typer.Option(min=1)] = 1,
+    lr: Annotated[float, typer.Option(help="Local learning rate.")] = 0.1,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = "sgd",
+    dropout: Annotated[float, typer.Option(help="Probability that a sampled client drops out before uploading.")] = 0.0,
+    dp: Annotated[str | None, typer.Option(help="Differential privacy: sample (DP-SGD) or client (clipped, noised updates).")] = None,
+    noise_multiplier: Annotated[float, typer.Option(help="DP noise multiplier.")] = 1.0,
+    clip_norm: Annotated[float, typer.Option(help="DP clipping bound.")] = 1.0,
+    delta: Annotated[float, typer.Option(help="DP delta.")] = 1e-5,
+    seed: Annotated[int, typer.Option(help="Seed of everything.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write train.json here.")] = None,
+) -> None:
+    """Run a federated training in one process and print a per-round table."""
+    import json
+
+    from rich.progress import Progress
+
+    from fedattn.errors import FedAttnError
+    from fedattn.privacy import DPConfig
+    from fedattn.simulation import SimulationConfig, run_simulation
+
+    try:
+        dp_config = DPConfig(mode=dp, noise_multiplier=noise_multiplier, clip_norm=clip_norm, delta=delta) if dp else None
+        options = {"equal_weights": True} if dp == "client" and aggregation == "fedavg" else {}
+        config = SimulationConfig(dataset=dataset, model=model, clients=clients, rounds=rounds,
+                                  clients_per_round=clients_per_round, partition=partition_scheme, alpha=alpha,
+                                  local_epochs=local_epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                                  aggregation=aggregation, rule_options=options, protection=protection,
+                                  protocol=protocol, preset=preset, dropout=dropout, dp=dp_config, seed=seed)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".secfl-write-test"
+            probe.write_text("")
+            probe.unlink()
+    except (FedAttnError, secagg.SecAggError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write to {out}: {exc.strerror}")
+    table = Table(title=f"{aggregation} on {dataset}, {clients} clients, protection {protection}")
+    for col in ("round", "acc", "loss", "eps", "in", "out", "bytes up", "enc s", "agg s", "dec s"):
+        table.add_column(col, justify="right")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("training", total=rounds)
+
+        def on_round(r) -> None:
+            table.add_row(str(r.round), f"{r.accuracy:.4f}", f"{r.loss:.4f}", "-" if r.epsilon is None else f"{r.epsilon:.3g}",
+                          str(len(r.participants)), str(len(r.dropped) + len(r.rejected)), f"{r.bytes_sent:,}",
+                          f"{r.seconds_encrypt:.3f}", f"{r.seconds_aggregate:.3f}", f"{r.seconds_decrypt:.3f}")
+            progress.advance(task)
+
+        try:
+            result = run_simulation(config, on_round=on_round)
+        except (FedAttnError, secagg.SecAggError) as exc:
+            _fail(str(exc))
+    console.print(table)
+    if out is not None:
+        (out / "train.json").write_text(json.dumps(result.to_dict(), indent=2))
+        console.print(f"wrote {out / 'train.json'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

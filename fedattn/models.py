@@ -1,0 +1,74 @@
+"""Small models that train in seconds on CPU and work with Opacus (no BatchNorm)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .errors import InvalidConfigError
+
+__all__ = ["MLP", "CNN", "MODELS", "make_model", "float_state", "load_float_state"]
+
+
+class MLP(nn.Module):
+    """Flatten -> Linear(hidden) -> ReLU -> Linear(classes)."""
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden), nn.ReLU(),
+                                 nn.Linear(hidden, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CNN(nn.Module):
+    """Two 3x3 convolutions with GroupNorm (Opacus-compatible) and max-pooling, then a linear head."""
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, channels: tuple[int, int] = (16, 32)) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise InvalidConfigError(f"the CNN needs image input (channels, height, width), got shape {input_shape}; use the MLP")
+        c, h, w = input_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, channels[0], 3, padding=1), nn.GroupNorm(4, channels[0]), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels[0], channels[1], 3, padding=1), nn.GroupNorm(4, channels[1]), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(channels[1] * (h // 4) * (w // 4), n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+MODELS = {"mlp": MLP, "cnn": CNN}
+
+
+def make_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Module:
+    """Build a registered model with weights initialised from ``seed``."""
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise InvalidConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return cls(tuple(input_shape), n_classes)
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+def float_state(model: nn.Module) -> dict:
+    """The model's floating-point state (parameters and float buffers) as float32 numpy arrays.
+
+    Integer buffers (e.g. BatchNorm's step counters) are not averaged by any rule and stay local.
+    """
+    return {k: v.detach().cpu().numpy().astype("float32", copy=True) for k, v in model.state_dict().items()
+            if v.is_floating_point()}
+
+
+def load_float_state(model: nn.Module, state: dict) -> None:
+    own = model.state_dict()
+    model.load_state_dict({**own, **{k: torch.as_tensor(v, dtype=own[k].dtype) for k, v in state.items()}})
