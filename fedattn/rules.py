@@ -15,7 +15,11 @@ ratio form (BRIEF section 2)::
 
 Scores are clipped to a public range ``[lo, hi]`` before the exponential. Clients compute their own
 weights in the encrypted protocol (:mod:`fedattn.protocols`), so the range bounds how much a
-dishonest client can inflate its weight: at most ``exp((hi - lo) / tau)`` times another's.
+dishonest client can inflate its weight: at most ``exp((hi - lo) / tau)`` times another's. The
+range also sets precision under encryption: weights are sent as ``exp((s - hi) / tau) <= 1``, and
+the released ratio's error is the flooding noise divided by ``sum_k omega_k``; a range far above
+the real scores makes every weight tiny and the ratio noisy. Defaults: ``[0, 4]`` with ``tau = 1``
+for FedAtt (layer update norms of small models), ``[-1, 1]`` with ``tau = 0.5`` for cosine.
 
 Example:
     >>> import numpy as np
@@ -126,7 +130,7 @@ class FedAvg(AggregationRule):
 @dataclass
 class _Attention(AggregationRule):
     temperature: float = 1.0
-    score_range: tuple[float, float] = (0.0, 10.0)
+    score_range: tuple[float, float] = (0.0, 4.0)
     on_out_of_range: str = "clip"
 
     def __post_init__(self) -> None:
@@ -185,7 +189,7 @@ class CosineAttention(_Attention):
     """Cosine similarity to the previous global step (attack-adaptive aggregation)."""
 
     score_range: tuple[float, float] = (-1.0, 1.0)
-    temperature: float = 0.2
+    temperature: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
