@@ -37,8 +37,11 @@ def _require_secret(context: Any) -> SecretContext:
 
 def _decode(ct: sealapi.Ciphertext, context: SecretContext) -> np.ndarray:
     plain = sealapi.Plaintext()
-    context.decryptor.decrypt(ct, plain)
-    z = np.asarray(context.encoder.decode_complex(plain))
+    try:
+        context.decryptor.decrypt(ct, plain)
+        z = np.asarray(context.encoder.decode_complex(plain))
+    except Exception as exc:  # SEAL refuses a malformed ciphertext that slipped past parsing
+        raise PayloadError(f"a ciphertext cannot be decrypted ({type(exc).__name__}: {exc}); discard it") from None
     out = np.empty(2 * z.size, dtype=np.float64)
     out[0::2], out[1::2] = z.real, z.imag
     return out

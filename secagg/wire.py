@@ -197,6 +197,8 @@ def _check_ciphertext(ct: sealapi.Ciphertext, update: EncryptedUpdate, context: 
     where = f"ciphertext {i} of {update._who()}"
     if ct.size() != 2:
         raise PayloadError(f"{where} has {ct.size()} polynomials; expected 2 (relinearised)")
+    if not ct.is_ntt_form() or ct.is_transparent():
+        raise PayloadError(f"{where} is not a valid CKKS ciphertext (wrong form flag, or transparent)")
     if list(ct.parms_id()) != list(context.seal.first_parms_id()):
         raise PayloadError(f"{where} is not at the fresh level of preset {update.preset.name!r}")
     scale = ct.scale

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import secagg
+
+# deterministic property tests: the same examples on every run and machine, no example database
+settings.register_profile("secfl", derandomize=True, database=None)
+settings.load_profile("secfl")
 
 
 @pytest.fixture(scope="session")
