@@ -29,7 +29,13 @@ def client_updates() -> list[dict[str, np.ndarray]]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if not RESULTS:
+    rounds = {k: v for k, v in RESULTS.items() if k.startswith("round ")}
+    if rounds:
+        terminalreporter.section("one federated round on digits, 10 clients: encrypted / plaintext (same run)")
+        for name, fig in rounds.items():
+            terminalreporter.write_line(f"{name:<40} plain {fig['round_plain_s']:.3f} s   encrypted "
+                                        f"{fig['round_encrypted_s']:.3f} s   ratio {fig['round_ratio']:.2f}x")
+    if not any(not k.startswith("round ") for k in RESULTS):
         return
     n_params = sum(int(np.prod(s)) for s in MLP_1M.values())
     tr = terminalreporter
@@ -37,11 +43,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     cols = ["encrypt_s", "bytes_x_float32", "server_s", "decrypt_s", "max_abs_error"]
     tr.write_line(f"{'method':<28}" + "".join(f"{c:>18}" for c in cols))
     for method, fig in RESULTS.items():
+        if method.startswith("round "):
+            continue
         tr.write_line(f"{method:<28}" + "".join(f"{fig.get(c, float('nan')):>18.4g}" for c in cols))
     base = RESULTS.get("flare-tenseal")
     if base:
         for method, fig in RESULTS.items():
-            if method == "flare-tenseal":
+            if method == "flare-tenseal" or method.startswith("round "):
                 continue
             parts = [f"{c}: {fig[c] / base[c]:.3f}x" for c in ("encrypt_s", "bytes_x_float32", "server_s", "decrypt_s")
                      if c in fig and c in base]
