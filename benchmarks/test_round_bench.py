@@ -46,3 +46,16 @@ def test_round_overhead(benchmark, digits, model, preset):
     benchmark.extra_info.update(plain_round_s=plain, encrypted_round_s=enc, ratio=ratio,
                                 bytes_per_client=encrypted.rounds[0].bytes_sent / 10)
     record(f"round {model} client-scored/{preset}", round_plain_s=plain, round_encrypted_s=enc, round_ratio=ratio)
+
+
+def test_round_overhead_server_scored(benchmark, digits):
+    """The server computes the weights on ciphertexts: deep circuit, rotations, relinearisation."""
+    keys = secagg.generate_keys(preset="deep")
+    common = dict(dataset="digits", model="mlp", clients=10, rounds=1, aggregation="fedatt",
+                  rule_options={"score": "l2_squared"}, seed=0)
+    plain = _round_seconds(SimulationConfig(**common, protection="plain"), digits, None)
+    cfg = SimulationConfig(**common, protection="ckks", protocol="server-scored", preset="deep")
+    benchmark.pedantic(lambda: run_simulation(cfg, dataset=digits, keys=keys), rounds=1, iterations=1)
+    enc = benchmark.stats.stats.min
+    benchmark.extra_info.update(plain_round_s=plain, encrypted_round_s=enc, ratio=enc / plain)
+    record("round mlp server-scored/deep", round_plain_s=plain, round_encrypted_s=enc, round_ratio=enc / plain)

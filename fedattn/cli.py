@@ -156,7 +156,7 @@ def train(
     clients_per_round: Annotated[int | None, typer.Option(min=1, help="Clients sampled per round (default: all).")] = None,
     aggregation: Annotated[str, typer.Option(help="fedatt, fedavg or cosine.")] = "fedatt",
     protection: Annotated[str, typer.Option(help="ckks (encrypted) or plain.")] = "ckks",
-    protocol: Annotated[str, typer.Option(help="Encrypted protocol (client-scored).")] = "client-scored",
+    protocol: Annotated[str, typer.Option(help="client-scored, or server-scored (FedAtt on squared norms, preset deep).")] = "client-scored",
     preset: Annotated[str, typer.Option(help="CKKS preset.")] = secagg.DEFAULT_PRESET,
     partition_scheme: Annotated[str, typer.Option("--partition", help="iid or dirichlet.")] = "dirichlet",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration (smaller: more skewed).")] = 0.5,
@@ -184,6 +184,9 @@ def train(
     try:
         dp_config = DPConfig(mode=dp, noise_multiplier=noise_multiplier, clip_norm=clip_norm, delta=delta) if dp else None
         options = {"equal_weights": True} if dp == "client" and aggregation == "fedavg" else {}
+        if protocol == "server-scored":
+            options["score"] = "l2_squared"
+            preset = "deep"
         config = SimulationConfig(dataset=dataset, model=model, clients=clients, rounds=rounds,
                                   clients_per_round=clients_per_round, partition=partition_scheme, alpha=alpha,
                                   local_epochs=local_epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,

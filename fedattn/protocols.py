@@ -158,14 +158,19 @@ class ClientScoredProtocol(Protocol):
                               t1 - t0, t2 - t1, server_view={"released_aggregate": agg, "aggregate_bytes": len(wire)})
 
 
-PROTOCOLS = {"plain": PlainProtocol, "client-scored": ClientScoredProtocol}
+PROTOCOLS = ("plain", "client-scored", "server-scored")
 
 
 def make_protocol(name: str, *, keys: secagg.KeySet | None = None, preset: str = secagg.DEFAULT_PRESET) -> Protocol:
+    """Build a protocol by name; encrypted ones use ``keys`` or a fresh key set of ``preset``."""
     from .errors import InvalidConfigError
 
     if name == "plain":
         return PlainProtocol()
     if name == "client-scored":
         return ClientScoredProtocol(keys or secagg.generate_keys(preset=preset))
-    raise InvalidConfigError(f"unknown protocol {name!r}; choose one of {sorted(PROTOCOLS)}")
+    if name == "server-scored":
+        from .server_scored import ServerScoredProtocol
+
+        return ServerScoredProtocol(keys or secagg.generate_keys(preset="deep"))
+    raise InvalidConfigError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")

@@ -171,17 +171,25 @@ class _Attention(AggregationRule):
 
 @dataclass
 class FedAtt(_Attention):
-    """Layer-wise L2 distance attention (Ji et al. 2019); public code uses step 1.2, noise 0.001."""
+    """Layer-wise L2 distance attention (Ji et al. 2019); public code uses step 1.2, noise 0.001.
+
+    ``score="l2"`` is the paper's ``||d_l||``; ``score="l2_squared"`` uses ``||d_l||^2``, which the
+    server-scored protocol can evaluate on ciphertexts with a low-degree polynomial.
+    """
 
     step: float = 1.2
+    score: str = "l2"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.score not in ("l2", "l2_squared"):
+            raise InvalidConfigError(f"FedAtt score must be 'l2' or 'l2_squared', got {self.score!r}")
         self.name = "fedatt"
 
     def scores(self, updates, reference):
         names = layer_names(updates[0])
-        return np.array([[float(np.linalg.norm(np.asarray(u[n], np.float64))) for n in names] for u in updates])
+        sq = np.array([[float(np.sum(np.square(np.asarray(u[n], np.float64)))) for n in names] for u in updates])
+        return sq if self.score == "l2_squared" else np.sqrt(sq)
 
 
 @dataclass

@@ -91,6 +91,12 @@ class SimulationConfig:
                     "rule_options={'equal_weights': True}"
                 )
         secagg.get_preset(self.preset)
+        if self.protection == "ckks" and self.protocol == "server-scored" and (
+                self.aggregation != "fedatt" or self.rule_options.get("score") != "l2_squared" or self.preset != "deep"):
+            raise InvalidConfigError(
+                "the server-scored protocol computes FedAtt with squared-L2 scores on the 'deep' preset: use "
+                "aggregation='fedatt', rule_options={'score': 'l2_squared'}, preset='deep'"
+            )
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -199,7 +199,7 @@ def _check_ciphertext(ct: sealapi.Ciphertext, update: EncryptedUpdate, context: 
         raise PayloadError(f"{where} has {ct.size()} polynomials; expected 2 (relinearised)")
     if not ct.is_ntt_form() or ct.is_transparent():
         raise PayloadError(f"{where} is not a valid CKKS ciphertext (wrong form flag, or transparent)")
-    if list(ct.parms_id()) != list(context.seal.first_parms_id()):
+    if update.kind == "update" and list(ct.parms_id()) != list(context.seal.first_parms_id()):
         raise PayloadError(f"{where} is not at the fresh level of preset {update.preset.name!r}")
     scale = ct.scale
     if not (math.isfinite(scale) and scale > 0 and math.isclose(math.log2(scale), update.scale_bits, abs_tol=1e-9)):
