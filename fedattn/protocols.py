@@ -34,7 +34,7 @@ import secagg
 
 from .rules import AggregationRule, FedAvg
 
-__all__ = ["Protocol", "PlainProtocol", "ClientScoredProtocol", "ClientMessage", "RoundAggregate", "PROTOCOLS",
+__all__ = ["Protocol", "PlainProtocol", "EncryptedProtocol", "ClientScoredProtocol", "ClientMessage", "RoundAggregate", "PROTOCOLS",
            "make_protocol"]
 log = logging.getLogger(__name__)
 
@@ -96,20 +96,66 @@ class PlainProtocol(Protocol):
                               server_view={"client_updates": {m.client_id: m.plaintext for m in messages}})
 
 
-class ClientScoredProtocol(Protocol):
-    """CKKS, self-normalised attention: the server only adds ciphertexts (see module docstring).
+class EncryptedProtocol(Protocol):
+    """The parts every CKKS protocol shares: receiving uploads and releasing the aggregate.
 
-    Args:
-        keys: the dealer's key set. Clients and key holders use ``keys.secret``; the server side
-            of this class touches ``keys.public`` only.
-        max_payload_bytes: uploads larger than this are rejected before parsing.
+    Subclasses say how the server combines the validated uploads (:meth:`combine`), using the
+    public context only. Args: ``keys`` - the dealer's key set (clients and key holders use
+    ``keys.secret``; the server side touches ``keys.public`` only); ``max_payload_bytes`` - uploads
+    larger than this are rejected before parsing; ``release_seed`` - makes the release flooding
+    reproducible (simulations); ``None``, the default, draws it from the OS CSPRNG as a
+    deployment must.
     """
 
-    name = "client-scored"
-
-    def __init__(self, keys: secagg.KeySet, *, max_payload_bytes: int | None = None) -> None:
+    def __init__(self, keys: secagg.KeySet, *, max_payload_bytes: int | None = None,
+                 release_seed: int | None = None) -> None:
         self.keys = keys
         self.max_payload_bytes = max_payload_bytes
+        self.release_seed = release_seed
+
+    @abstractmethod
+    def combine(self, received: list[secagg.EncryptedUpdate], *, rule: AggregationRule, round: int) -> secagg.EncryptedUpdate:
+        """Server side: the ratio-form aggregate of validated uploads."""
+
+    def receive(self, messages: Sequence[ClientMessage], *, round: int) -> tuple[list[secagg.EncryptedUpdate], dict[str, str]]:
+        """Parse every upload; keep the valid ones of the most common model layout, say why others went."""
+        public = self.keys.public
+        received, rejected = [], {}
+        for m in messages:
+            try:
+                received.append(secagg.EncryptedUpdate.from_bytes(m.payload, public, expected_round=round,
+                                                                  max_bytes=self.max_payload_bytes))
+            except (secagg.SecAggError, ValueError) as exc:
+                rejected[m.client_id] = f"{type(exc).__name__}: {exc}"
+                log.warning("round %d: dropped the upload of %s: %s", round, m.client_id, exc)
+        if not received:
+            raise secagg.EmptyAggregationError(f"round {round}: no valid upload to aggregate ({len(rejected)} rejected)")
+        hashes = [u.layout.hash for u in received]
+        majority = max(set(hashes), key=hashes.count)
+        for u in received:
+            if u.layout.hash != majority:
+                rejected[u.client_id] = "LayoutMismatchError: model architecture differs from the other clients'"
+        return [u for u in received if u.layout.hash == majority], rejected
+
+    def aggregate(self, messages, *, rule, reference, round):
+        t0 = time.perf_counter()
+        received, rejected = self.receive(messages, round=round)
+        total = self.combine(received, rule=rule, round=round)
+        wire = total.to_bytes()
+        t1 = time.perf_counter()
+        # key holders: parse what the server sent, release numerator and denominator, divide
+        secret = self.keys.secret
+        seed = None if self.release_seed is None else int(np.random.SeedSequence([self.release_seed, round]).generate_state(1)[0])
+        agg = secagg.decrypt_ratio(secagg.EncryptedUpdate.from_bytes(wire, secret, expected_round=round), secret, seed=seed)
+        t2 = time.perf_counter()
+        return RoundAggregate({n: a.astype(np.float64) for n, a in agg.items()}, total.contributors, rejected,
+                              t1 - t0, t2 - t1, server_view={"released_aggregate": agg, "aggregate_bytes": len(wire)})
+
+
+class ClientScoredProtocol(EncryptedProtocol):
+    """CKKS, self-normalised attention: the server only adds ciphertexts (see module docstring)."""
+
+    name = "client-scored"
 
     @staticmethod
     def client_weights(update, *, rule: AggregationRule, num_samples: int, reference) -> dict[str, float]:
@@ -124,53 +170,26 @@ class ClientScoredProtocol(Protocol):
         t0 = time.perf_counter()
         weights = self.client_weights(update, rule=rule, num_samples=num_samples, reference=reference)
         enc = secagg.encrypt_update(update, self.keys.secret, round=round, client_id=client_id, weights=weights)
-        payload = enc.to_bytes()
-        return ClientMessage(client_id, payload, num_samples, seconds_encrypt=time.perf_counter() - t0)
+        return ClientMessage(client_id, enc.to_bytes(), num_samples, seconds_encrypt=time.perf_counter() - t0)
 
-    def aggregate(self, messages, *, rule, reference, round):
-        public = self.keys.public  # the server's side: no secret key from here on
-        t0 = time.perf_counter()
-        received, rejected = [], {}
-        for m in messages:
-            try:
-                received.append(secagg.EncryptedUpdate.from_bytes(m.payload, public, expected_round=round,
-                                                                  max_bytes=self.max_payload_bytes))
-            except (secagg.SecAggError, ValueError) as exc:
-                rejected[m.client_id] = f"{type(exc).__name__}: {exc}"
-                log.warning("round %d: dropped the upload of %s: %s", round, m.client_id, exc)
-        if received:
-            layout_hash = received[0].layout.hash
-            same = [u for u in received if u.layout.hash == layout_hash]
-            for u in received:
-                if u.layout.hash != layout_hash:
-                    rejected[u.client_id] = "LayoutMismatchError: model architecture differs from the others"
-            received = same
-        if not received:
-            raise secagg.EmptyAggregationError(f"round {round}: no valid upload to aggregate ({len(rejected)} rejected)")
-        total = secagg.aggregate(received, public, expected_round=round)
-        wire = total.to_bytes()
-        t1 = time.perf_counter()
-        # key holders: parse what the server sent, release numerator and denominator, divide
-        secret = self.keys.secret
-        agg = secagg.decrypt_ratio(secagg.EncryptedUpdate.from_bytes(wire, secret, expected_round=round), secret)
-        t2 = time.perf_counter()
-        return RoundAggregate({n: a.astype(np.float64) for n, a in agg.items()}, total.contributors, rejected,
-                              t1 - t0, t2 - t1, server_view={"released_aggregate": agg, "aggregate_bytes": len(wire)})
+    def combine(self, received, *, rule, round):
+        return secagg.aggregate(received, self.keys.public, expected_round=round)
 
 
 PROTOCOLS = ("plain", "client-scored", "server-scored")
 
 
-def make_protocol(name: str, *, keys: secagg.KeySet | None = None, preset: str = secagg.DEFAULT_PRESET) -> Protocol:
+def make_protocol(name: str, *, keys: secagg.KeySet | None = None, preset: str = secagg.DEFAULT_PRESET,
+                  release_seed: int | None = None) -> Protocol:
     """Build a protocol by name; encrypted ones use ``keys`` or a fresh key set of ``preset``."""
     from .errors import InvalidConfigError
 
     if name == "plain":
         return PlainProtocol()
     if name == "client-scored":
-        return ClientScoredProtocol(keys or secagg.generate_keys(preset=preset))
+        return ClientScoredProtocol(keys or secagg.generate_keys(preset=preset), release_seed=release_seed)
     if name == "server-scored":
         from .server_scored import ServerScoredProtocol
 
-        return ServerScoredProtocol(keys or secagg.generate_keys(preset="deep"))
+        return ServerScoredProtocol(keys or secagg.generate_keys(preset="deep"), release_seed=release_seed)
     raise InvalidConfigError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import tenseal.sealapi as sealapi
@@ -46,7 +45,7 @@ from secagg.packing import Layout
 from secagg.wire import EncryptedUpdate, Term
 
 from .errors import InvalidConfigError
-from .protocols import ClientMessage, Protocol, RoundAggregate
+from .protocols import ClientMessage, EncryptedProtocol
 from .rules import FedAtt
 
 __all__ = ["ServerScoredProtocol", "weight_polynomial", "clip_layer_norms", "DEGREE"]
@@ -183,18 +182,18 @@ class _Circuit:
         return self.add(cubic(coeffs[:4]), self.mul(t4, cubic(coeffs[4:])))
 
 
-class ServerScoredProtocol(Protocol):
+class ServerScoredProtocol(EncryptedProtocol):
     """FedAtt (squared-L2 scores) with weights computed by the server on ciphertexts."""
 
     name = "server-scored"
 
-    def __init__(self, keys: secagg.KeySet, *, max_payload_bytes: int | None = None) -> None:
+    def __init__(self, keys: secagg.KeySet, *, max_payload_bytes: int | None = None,
+                 release_seed: int | None = None) -> None:
         if keys.secret.preset.depth < 7 or "galois" not in keys.secret.preset.eval_keys:
             raise InvalidConfigError(
                 f"server-scored aggregation needs the 'deep' preset (depth 7, Galois keys), not {keys.secret.preset.name!r}"
             )
-        self.keys = keys
-        self.max_payload_bytes = max_payload_bytes
+        super().__init__(keys, max_payload_bytes=max_payload_bytes, release_seed=release_seed)
 
     @staticmethod
     def _check_rule(rule) -> FedAtt:
@@ -211,32 +210,8 @@ class ServerScoredProtocol(Protocol):
         enc = secagg.encrypt_update(clipped, self.keys.secret, round=round, client_id=client_id)
         return ClientMessage(client_id, enc.to_bytes(), num_samples, seconds_encrypt=time.perf_counter() - t0)
 
-    def aggregate(self, messages: Sequence[ClientMessage], *, rule, reference, round) -> RoundAggregate:
-        rule = self._check_rule(rule)
-        public = self.keys.public
-        t0 = time.perf_counter()
-        received, rejected = [], {}
-        for m in messages:
-            try:
-                received.append(secagg.EncryptedUpdate.from_bytes(m.payload, public, expected_round=round,
-                                                                  max_bytes=self.max_payload_bytes))
-            except (secagg.SecAggError, ValueError) as exc:
-                rejected[m.client_id] = f"{type(exc).__name__}: {exc}"
-        if not received:
-            raise secagg.EmptyAggregationError(f"round {round}: no valid upload to aggregate ({len(rejected)} rejected)")
-        layout = received[0].layout
-        for u in received[1:]:
-            if u.layout.hash != layout.hash:
-                rejected[u.client_id] = "LayoutMismatchError: model architecture differs from the others"
-        received = [u for u in received if u.layout.hash == layout.hash]
-        total = _server_side(received, public, rule)
-        wire = total.to_bytes()
-        t1 = time.perf_counter()
-        secret = self.keys.secret
-        released = secagg.decrypt_ratio(secagg.EncryptedUpdate.from_bytes(wire, secret, expected_round=round), secret)
-        t2 = time.perf_counter()
-        return RoundAggregate({n: a.astype(np.float64) for n, a in released.items()}, total.contributors, rejected,
-                              t1 - t0, t2 - t1, server_view={"released_aggregate": released, "aggregate_bytes": len(wire)})
+    def combine(self, received, *, rule, round):
+        return _server_side(received, self.keys.public, self._check_rule(rule))
 
 
 def _masks(layout: Layout, per_ct: int, hi: float) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:

@@ -230,7 +230,9 @@ def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, 
         return make_model(config.model, input_shape=data.input_shape, n_classes=data.n_classes, seed=config.seed)
 
     rule = make_rule(config.aggregation, **config.rule_options)
-    protocol = make_protocol("plain" if config.protection == "plain" else config.protocol, keys=keys, preset=config.preset)
+    # the release flooding is seeded too, so a simulation reproduces; deployments use OS randomness
+    protocol = make_protocol("plain" if config.protection == "plain" else config.protocol, keys=keys,
+                             preset=config.preset, release_seed=config.seed)
     sample_dp = SampleLevelDP(config.dp) if config.dp is not None and config.dp.mode == "sample" else None
     client_dp = ClientLevelDP(config.dp, n_clients=config.clients) if config.dp is not None and config.dp.mode == "client" else None
     if clients is None:

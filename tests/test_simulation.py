@@ -33,6 +33,8 @@ def test_same_seed_same_run(digits, compact_keys):
     a = run_simulation(cfg, dataset=digits, keys=compact_keys)
     b = run_simulation(cfg, dataset=digits, keys=compact_keys)
     assert [r.accuracy for r in a.rounds] == [r.accuracy for r in b.rounds]
+    for n, arr in a.final_state.items():  # bit for bit, release flooding included
+        np.testing.assert_array_equal(arr, b.final_state[n])
     c = run_simulation(SimulationConfig(**FAST, preset="compact", seed=1), dataset=digits, keys=compact_keys)
     assert [r.loss for r in a.rounds] != [r.loss for r in c.rounds]
 
