@@ -44,7 +44,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 @dataclass
 class SimulationConfig:
-    """Everything a run depends on; the same config and seed give the same run."""
+    """Everything a run depends on (validated); see the module docstring for what reproduces."""
 
     dataset: str = "digits"
     model: str = "mlp"
