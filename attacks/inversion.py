@@ -235,8 +235,8 @@ def _optimise(model, observed, *, knowledge, input_shape, iterations, lr, tv, pa
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(iterations * f) for f in (0.375, 0.625, 0.875)], gamma=0.1)
     weights = [p.detach() for _, p in _params(model)]
     t_flat = torch.cat([t.flatten() for t in target])
-    best, best_x, stall, it = math.inf, x.detach().clone(), 0, 0
-    for it in range(1, iterations + 1):
+    best, best_x, stall, done = math.inf, x.detach().clone(), 0, 0
+    for done in range(1, iterations + 1):  # noqa: B007 - the count is reported
         opt.zero_grad()
         if unroll:
             current = weights
@@ -263,7 +263,7 @@ def _optimise(model, observed, *, knowledge, input_shape, iterations, lr, tv, pa
             if stall >= patience:
                 break
     method = "fedavg-unrolled" if unroll else "inverting-gradients"
-    return InversionResult(method, best_x.numpy(), labels, knowledge.labels_known, time.perf_counter() - t0, it, best)
+    return InversionResult(method, best_x.numpy(), labels, knowledge.labels_known, time.perf_counter() - t0, done, best)
 
 
 def dlg(model: nn.Module, observed: Mapping[str, np.ndarray], *, knowledge: AttackerKnowledge,
@@ -294,12 +294,12 @@ def dlg(model: nn.Module, observed: Mapping[str, np.ndarray], *, knowledge: Atta
         state["loss"] = float(loss.detach())
         return loss
 
-    it = 0
-    for it in range(1, iterations + 1):
+    done = 0
+    for done in range(1, iterations + 1):  # noqa: B007 - the count is reported
         opt.step(closure)
         if not math.isfinite(state["loss"]) or state["loss"] < 1e-12:
             break
     if soft is not None:
         labels = soft.detach().argmax(-1).numpy()
     return InversionResult("dlg", x.detach().clamp(0, 1).numpy(), labels, knowledge.labels_known,
-                           time.perf_counter() - t0, it, state["loss"])
+                           time.perf_counter() - t0, done, state["loss"])
