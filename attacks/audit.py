@@ -24,7 +24,8 @@ What is attacked (the honest-but-curious server's view, BRIEF section 4):
   recovery, Inverting Gradients with labels known (the worst case) and with labels recovered. For
   the ``ckks`` view the number of clients is swept (PSNR vs clients).
 * membership - the final global model: LOSS and LiRA (offline, fixed variance) on members (the
-  clients' training data) vs non-members (the held-out test set). LiRA assumes the attacker knows
+  clients' training data) vs non-members (the held-out test set); under ``plain`` also a client's
+  visible update (its local model ``w + d``: LOSS on its own shard vs the test set). LiRA assumes the attacker knows
   the training recipe: each shadow model is a whole federated training with the protection's
   rule and DP settings (without encryption, which does not change the model beyond CKKS noise) on
   a random half of the pool, every example IN for exactly half of the shadows.
@@ -54,11 +55,11 @@ import numpy as np
 import torch
 
 import secagg
-from fedattn.data import Dataset, load_dataset
+from fedattn.data import Dataset, load_dataset, partition
 from fedattn.errors import InvalidConfigError
 from fedattn.models import load_float_state, make_model
 from fedattn.privacy import DPConfig
-from fedattn.simulation import SimulationConfig, run_simulation
+from fedattn.simulation import Client, SimulationConfig, run_simulation
 
 from . import membership as mia
 from .inversion import AttackerKnowledge, analytic_first_layer, inverting_gradients
@@ -232,6 +233,8 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             model = _factory(cfg, data)()
             load_float_state(model, sim.final_state)
             entry["membership"] = _membership(cfg, model, pool_x, pool_y, is_member, shadows, protection, artefacts)
+            if protection == "plain":
+                entry["membership"]["client_update_loss"] = _client_update_membership(cfg, data, sim.final_state, artefacts)
         results[protection] = entry
     seeds = {"audit": cfg.seed, "partition": cfg.seed, "model_init": cfg.seed, "shadows": cfg.seed + 1, "inversion": cfg.seed}
     return AuditReport(cfg.to_dict(), config.hash, seeds, _versions(), results, time.perf_counter() - t_start, artefacts)
@@ -356,18 +359,37 @@ def _privatise(obs, cfg: AuditConfig):
 def _membership(cfg, model, pool_x, pool_y, is_member, shadows, protection, artefacts) -> dict[str, Any]:
     scores = {"loss": mia.loss_attack(model, pool_x, pool_y),
               "lira_offline": mia.lira(model, pool_x, pool_y, shadows, online=False, fixed_variance=True)}
-    out = {}
-    for name, s in scores.items():
-        m = membership_metrics(s, is_member, seed=cfg.seed)
-        curve = roc_curve(s, is_member)
-        artefacts["roc"].setdefault(protection, {})[name] = (curve.fpr, curve.tpr)
-        out[name] = {
-            "auc": dataclasses.asdict(m["auc"]),
-            "tpr_at_fpr": {str(f): dataclasses.asdict(e) for f, e in m["tpr_at_fpr"].items()},
-            "empirical_epsilon": _epsilon(s, is_member, cfg),
-        }
+    out: dict[str, Any] = {name: _scored(cfg, s, is_member, protection, name, artefacts) for name, s in scores.items()}
     out["members"] = int(is_member.sum())
     out["nonmembers"] = int((~is_member).sum())
+    return out
+
+
+def _scored(cfg, scores, is_member, protection, name, artefacts) -> dict[str, Any]:
+    m = membership_metrics(scores, is_member, seed=cfg.seed)
+    curve = roc_curve(scores, is_member)
+    artefacts["roc"].setdefault(protection, {})[name] = (curve.fpr, curve.tpr)
+    return {"auc": dataclasses.asdict(m["auc"]),
+            "tpr_at_fpr": {str(f): dataclasses.asdict(e) for f, e in m["tpr_at_fpr"].items()},
+            "empirical_epsilon": _epsilon(scores, is_member, cfg)}
+
+
+def _client_update_membership(cfg: AuditConfig, data, final_state, artefacts) -> dict[str, Any]:
+    """Under plain FedAvg the server sees a client's update, hence its local model ``w + d``: LOSS
+    attack on that model, members = the client's own shard, non-members = the test set."""
+    shards = partition(data.y_train, cfg.clients, scheme=cfg.partition, alpha=cfg.alpha, seed=cfg.seed)
+    idx = shards[0]
+    client = Client("client-0", data.x_train[idx], data.y_train[idx], model_factory=_factory(cfg, data),
+                    config=_simulation_config(cfg, "plain"))
+    update = client.train(final_state, seed=cfg.seed + 23)
+    local = _factory(cfg, data)()
+    load_float_state(local, {n: final_state[n] + update[n] for n in final_state})
+    x = np.concatenate([data.x_train[idx], data.x_test])
+    y = np.concatenate([data.y_train[idx], data.y_test])
+    is_member = np.r_[np.ones(len(idx), bool), np.zeros(len(data.x_test), bool)]
+    out = _scored(cfg, mia.loss_attack(local, x, y), is_member, "plain", "client-0 update / loss", artefacts)
+    out.update(members=int(len(idx)), nonmembers=int(len(data.x_test)),
+               view="client-0's next update after training, visible to the server under plain FedAvg")
     return out
 
 

@@ -89,7 +89,8 @@ def figure_roc(report: AuditReport) -> bytes | None:
     fig, ax = plt.subplots(figsize=(5, 4.2))
     for protection, curves in roc.items():
         for attack, (fpr, tpr) in curves.items():
-            auc = report.protections[protection]["membership"][attack]["auc"]["value"]
+            mem = report.protections[protection]["membership"]
+            auc = (mem[attack] if attack in mem else mem["client_update_loss"])["auc"]["value"]
             ax.plot(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), label=f"{protection} / {attack} (AUC {auc:.3f})")
     grid = np.logspace(-4, 0, 50)
     ax.plot(grid, grid, "k--", lw=0.8, label="chance")
@@ -169,6 +170,8 @@ def summary_rows(report: AuditReport, *, intervals: bool = True) -> list[dict[st
             row["LiRA AUC"] = f"{auc['value']:.3f}" + (f" [{auc['low']:.3f}, {auc['high']:.3f}]" if intervals else "")
             row["TPR@0.1%FPR"] = f"{t['value']:.3f}" + (f" [{t['low']:.3f}, {t['high']:.3f}]" if intervals else "")
             row["ε lower bd"] = f"{max(mem[a]['empirical_epsilon']['lower_bound'] for a in ('loss', 'lira_offline')):.2f}"
+            if "client_update_loss" in mem:
+                row["client-update AUC"] = f"{mem['client_update_loss']['auc']['value']:.3f}"
         rows.append(row)
     return rows
 

@@ -40,6 +40,8 @@ def test_report_holds_every_protection_and_metric(small_report):
         assert 0 <= m["auc"]["low"] <= m["auc"]["value"] <= m["auc"]["high"] <= 1
         assert set(m["tpr_at_fpr"]) == {"0.01", "0.001", "0.0"}
         assert p["membership"]["loss"]["empirical_epsilon"]["lower_bound"] >= 0
+    assert plain["membership"]["client_update_loss"]["members"] > 0  # the visible update is attacked too
+    assert "client_update_loss" not in ckks["membership"]
     for name in ("reconstructions.png", "roc.png", "psnr_vs_clients.png", "accuracy.png"):
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
