@@ -22,6 +22,14 @@ console = Console()
 log = logging.getLogger("secfl")
 
 
+def _ensure_writable(directory: Path) -> None:
+    """Create ``directory`` and prove it writable before any long work starts (raises OSError)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / ".secfl-write-test"
+    probe.write_text("")
+    probe.unlink()
+
+
 def _fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code=2)
@@ -193,10 +201,7 @@ def train(
                                   aggregation=aggregation, rule_options=options, protection=protection,
                                   protocol=protocol, preset=preset, dropout=dropout, dp=dp_config, seed=seed)
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".secfl-write-test"
-            probe.write_text("")
-            probe.unlink()
+            _ensure_writable(out)
     except (FedAttnError, secagg.SecAggError) as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -250,10 +255,7 @@ def audit(
             cfg = AuditConfig.from_toml(config, **overrides)
         else:
             cfg = AuditConfig.from_mapping({k: v for k, v in overrides.items() if v is not None})
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".secfl-write-test"
-        probe.write_text("")
-        probe.unlink()
+        _ensure_writable(out)
     except (FedAttnError, secagg.SecAggError) as exc:
         _fail(str(exc))
     except OSError as exc:
