@@ -23,9 +23,12 @@ __all__ = ["write_report", "summary_rows", "MEANINGS"]
 
 #: What each reported number means, and its limits (shown in the HTML report).
 MEANINGS = {
-    "accuracy": "Test accuracy of the final global model on the held-out split.",
+    "accuracy": "Test accuracy of the final global model on the held-out split. The protections also differ "
+                "in their rule (plain: FedAvg; ckks: FedAtt; ckks+dp: equal-weight FedAvg), so accuracy "
+                "differences are not the cost of encryption alone.",
     "epsilon": "Client-level (ε, δ) of the DP protection, from an Opacus RDP accountant over the rounds; "
-               "an upper bound on what any attack can achieve, not a measurement.",
+               "an upper bound on what any attack can achieve, not a measurement. With few clients the noise "
+               "needed for a small ε swamps the mean: meaningful client-level ε needs hundreds of clients.",
     "bytes": "Bytes one client uploads per round (ciphertexts and header for CKKS, float32 for plain).",
     "share ≥ 20 dB": "Share of the attacked clients' images reconstructed at PSNR ≥ 20 dB after matching "
                      "reconstructions to originals (Hungarian assignment). 20 dB on 8×8 digits is a clearly "
