@@ -14,7 +14,7 @@ The whole flow, from key dealer to released aggregate::
     [0.06, 0.06, 0.06, 0.06, 0.06]
 """
 
-from .aggregate import aggregate
+from .aggregate import RunningSum, aggregate
 from .decrypt import decrypt, decrypt_ratio, decrypt_raw
 from .encrypt import WEIGHTS_ENTRY, encrypt_update
 from .errors import *  # noqa: F403 - the exception hierarchy is part of the public API
@@ -26,7 +26,7 @@ from .release import release
 from .wire import FORMAT_VERSION, EncryptedUpdate
 
 __all__ = [
-    "aggregate", "decrypt", "decrypt_ratio", "decrypt_raw", "encrypt_update", "WEIGHTS_ENTRY", "KeySet",
+    "aggregate", "RunningSum", "decrypt", "decrypt_ratio", "decrypt_raw", "encrypt_update", "WEIGHTS_ENTRY", "KeySet",
     "PublicContext", "SecretContext", "generate_keys", "load_public_context", "load_secret_context", "Layout",
     "DEFAULT_PRESET", "PRESETS", "Preset", "get_preset", "register_preset", "release", "FORMAT_VERSION",
     "EncryptedUpdate", *_errors_all,

@@ -110,30 +110,93 @@ def _check_headroom(context: PublicContext | SecretContext, bound: float, scale_
 
 
 def _sum(updates, context, rnd, contributors, encryption) -> EncryptedUpdate:
-    scales = {u.scale_bits for u in updates}
-    if len(scales) != 1:
-        raise KeyMismatchError("updates have different scales (some were weighted); sum like with like")
-    scale_bits = scales.pop()
-    bound = sum(u.bound for u in updates)
-    _check_headroom(context, bound, scale_bits)
-    layout = updates[0].layout
-    terms = updates[0].terms
-    for u in updates[1:]:
-        if u.terms != terms:
-            raise LayoutMismatchError(f"{u._who()} cuts its ciphertexts differently from {updates[0]._who()}")
-    loaded = [u.load(context) for u in updates]
-    ev = context.evaluator
-    out = []
-    for i in range(len(terms)):
-        acc = sealapi.Ciphertext()
-        if len(loaded) == 1:
-            ev.add_many([loaded[0][i]], acc)
+    acc = RunningSum(context, expected_round=rnd)
+    for u in updates:
+        acc.add(u)
+    return acc.result()
+
+
+class RunningSum:
+    """``Enc(sum_k x_k)`` folded one update at a time, so the server's memory holds one running sum
+    and one update's ciphertexts, however many clients upload.
+
+    :meth:`add` is all or nothing: an update that fails any check (context, round, layout, scale,
+    duplicate client, headroom, a ciphertext SEAL rejects) raises and leaves the sum unchanged,
+    so a server can drop that client and go on. Example::
+
+        >>> import numpy as np, secagg
+        >>> keys = secagg.generate_keys(preset="compact")
+        >>> acc = secagg.RunningSum(keys.public, expected_round=0)
+        >>> for k in range(3):
+        ...     acc.add(secagg.encrypt_update({"w": np.full(2, 0.5, np.float32)}, keys.secret, round=0, client_id=f"c{k}"))
+        >>> np.round(secagg.decrypt(acc.result(), keys.secret)["w"].astype(float), 4).tolist()
+        [1.5, 1.5]
+    """
+
+    def __init__(self, context: PublicContext | SecretContext, *, expected_round: int | None = None) -> None:
+        self.context = context
+        self.expected_round = expected_round
+        self._first: EncryptedUpdate | None = None
+        self._acc: list[sealapi.Ciphertext] = []
+        self._contributors: list[str] = []
+        self._bound = 0.0
+        self._noise_var = 0.0
+        self._public = False
+
+    def __len__(self) -> int:
+        return len(self._contributors)
+
+    def add(self, update: EncryptedUpdate) -> None:
+        if not isinstance(update, EncryptedUpdate):
+            raise TypeError(f"RunningSum.add expects an EncryptedUpdate, got {type(update).__name__}")
+        check_context(update, self.context)
+        first = self._first or update
+        if self.expected_round is not None and update.round != self.expected_round:
+            raise RoundMismatchError(f"{update._who()} is for round {update.round}, expected {self.expected_round}")
+        if update.round != first.round:
+            raise RoundMismatchError(f"{update._who()} is for round {update.round}, the sum is of round {first.round}")
+        if update.layout.hash != first.layout.hash:
+            raise LayoutMismatchError(
+                f"{update._who()} has a different layout (names, shapes or dtypes) from {first._who()}; "
+                "all clients must train the same model architecture"
+            )
+        if update.terms != first.terms:
+            raise LayoutMismatchError(f"{update._who()} cuts its ciphertexts differently from {first._who()}")
+        if update.scale_bits != first.scale_bits:
+            raise KeyMismatchError("updates have different scales (some were weighted); sum like with like")
+        dup = set(self._contributors).intersection(update.contributors)
+        if dup:
+            raise DuplicateClientError(f"client(s) {sorted(dup)} appear twice in this aggregation; drop the duplicate payload")
+        _check_headroom(self.context, self._bound + update.bound, update.scale_bits)
+        cached = update.ciphertexts is not None
+        cts = update.load(self.context)  # raises before the sum changes
+        if self._first is None:
+            self._acc = [_copy(self.context.evaluator, ct) for ct in cts]
+            self._first = update
         else:
-            ev.add_many([cts[i] for cts in loaded], acc)
-        out.append(acc)
-    noise = math.sqrt(sum(u.noise_std**2 for u in updates))
-    return EncryptedUpdate(context.preset, context.fingerprint, rnd, "sum", contributors, layout, terms, scale_bits,
-                           bound, noise, encryption, ciphertexts=out)
+            ev = self.context.evaluator
+            for acc, ct in zip(self._acc, cts):
+                ev.add_inplace(acc, ct)
+        if not cached and update.blobs is not None:
+            update.ciphertexts = None  # the blobs stay; dropping the parsed copy is what bounds memory
+        self._contributors.extend(update.contributors)
+        self._bound += update.bound
+        self._noise_var += update.noise_std**2
+        self._public |= update.encryption == "public"
+
+    def result(self) -> EncryptedUpdate:
+        if self._first is None:
+            raise EmptyAggregationError("nothing to aggregate: no update was added")
+        f = self._first
+        return EncryptedUpdate(self.context.preset, self.context.fingerprint, f.round, "sum", tuple(self._contributors),
+                               f.layout, f.terms, f.scale_bits, self._bound, math.sqrt(self._noise_var),
+                               "public" if self._public else "symmetric", ciphertexts=[_copy(self.context.evaluator, ct) for ct in self._acc])
+
+
+def _copy(evaluator: sealapi.Evaluator, ct: sealapi.Ciphertext) -> sealapi.Ciphertext:
+    out = sealapi.Ciphertext()
+    evaluator.add_many([ct], out)  # sealapi has no copy constructor; a one-term sum is a copy
+    return out
 
 
 def _weight_matrix(updates: Sequence[EncryptedUpdate], weights: Weights) -> np.ndarray:

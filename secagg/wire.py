@@ -144,8 +144,13 @@ class EncryptedUpdate:
         *,
         expected_round: int | None = None,
         max_bytes: int | None = None,
+        load: bool = True,
     ) -> EncryptedUpdate:
         """Parse and fully validate a payload under ``context``.
+
+        ``load=False`` stops after the checks that need no SEAL object (the ciphertexts are loaded
+        and checked on first use, e.g. by :class:`secagg.RunningSum`): a server folding many
+        uploads then holds one update's ciphertexts at a time.
 
         Checks, in order: size limit, magic, version, checksum, header schema, preset and key
         fingerprint, round, layout hash, term coverage, blob sizes; then SEAL loads each
@@ -164,7 +169,8 @@ class EncryptedUpdate:
                 f"payload from {update._who()} is for round {update.round}, expected round {expected_round}; "
                 "a stale or replayed update was dropped"
             )
-        update.load(context)
+        if load:
+            update.load(context)
         return update
 
     @property
