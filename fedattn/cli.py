@@ -54,13 +54,17 @@ def keys_generate(
     out: Annotated[Path, typer.Option("--out", help="Directory to write client.key and server.ctx into.")],
     preset: Annotated[str, typer.Option("--preset", help="Parameter preset (see `secfl presets`).")] = secagg.DEFAULT_PRESET,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing key files.")] = False,
+    clients: Annotated[int, typer.Option("--clients", min=0, max=100_000,
+                                         help="Also write a signing identity per client (client-<i>.id) and the "
+                                              "server's roster.json of their public keys.")] = 0,
 ) -> None:
-    """Act as the key dealer: write the clients' secret key file and the server's public context."""
+    """Act as the key dealer: write the clients' secret key file and the server's public context
+    (and, with --clients, each client's signing identity and the server's roster)."""
     try:
         p = secagg.get_preset(preset)
     except secagg.UnknownPresetError as exc:
         _fail(str(exc))
-    targets = [out / "client.key", out / "server.ctx"]
+    targets = [out / "client.key", out / "server.ctx"] + ([out / "roster.json"] if clients else [])
     existing = [str(t) for t in targets if t.exists()]
     if existing and not force:
         _fail(f"{', '.join(existing)} already exist; pass --force to replace them (old ciphertexts become undecryptable)")
@@ -69,6 +73,13 @@ def keys_generate(
         with console.status(f"generating a {p.name!r} key set"):
             keys = secagg.generate_keys(preset=p)
             paths = keys.save(out)
+            if clients:
+                from .auth import generate_identities
+
+                identities, roster = generate_identities(f"client-{i}" for i in range(clients))
+                for cid, identity in identities.items():
+                    identity.save(out / f"{cid}.id")
+                roster.save(out / "roster.json")
     except OSError as exc:
         _fail(f"cannot write to {out}: {exc.strerror}")
     table = Table(title=f"key set {keys.secret.fingerprint} (preset {p.name!r})")
@@ -80,6 +91,11 @@ def keys_generate(
                   "every client and every key holder (secret key: keep it off the server)")
     table.add_row(str(paths["server"]), f"{paths['server'].stat().st_size:,}", "0644",
                   "the aggregation server only (public key + evaluation keys, no secret key)")
+    if clients:
+        table.add_row(str(out / "client-<i>.id"), f"{clients} files", "0600",
+                      "client i only: its Ed25519 signing key (signs its uploads)")
+        table.add_row(str(out / "roster.json"), f"{(out / 'roster.json').stat().st_size:,}", "0644",
+                      "the server and the key holders: the clients' public verification keys")
     console.print(table)
 
 

@@ -32,9 +32,12 @@ import numpy as np
 
 import secagg
 
+from . import auth
+from .auth import ClientIdentity, Receipt, Roster
+from .errors import AuthenticationError, DuplicateUploadError, FedAttnError, InvalidConfigError, SignatureError
 from .rules import AggregationRule, FedAvg
 
-__all__ = ["Protocol", "PlainProtocol", "EncryptedProtocol", "ClientScoredProtocol", "ClientMessage", "RoundAggregate", "PROTOCOLS",
+__all__ = ["Protocol", "PlainProtocol", "EncryptedProtocol", "ServerResult", "ClientScoredProtocol", "ClientMessage", "RoundAggregate", "PROTOCOLS",
            "make_protocol"]
 log = logging.getLogger(__name__)
 
@@ -69,12 +72,14 @@ class Protocol(ABC):
 
     @abstractmethod
     def client_message(self, update: Mapping[str, np.ndarray], *, rule: AggregationRule, num_samples: int,
-                       reference: Mapping[str, np.ndarray] | None, round: int, client_id: str) -> ClientMessage:
-        """Prepare one client's upload."""
+                       reference: Mapping[str, np.ndarray] | None, round: int, client_id: str,
+                       commitment: str | None = None) -> ClientMessage:
+        """Prepare one client's upload; ``commitment`` (:func:`fedattn.auth.round_commitment`) names the
+        model and configuration the client received, and is signed with the upload where clients sign."""
 
     @abstractmethod
     def aggregate(self, messages: Sequence[ClientMessage], *, rule: AggregationRule,
-                  reference: Mapping[str, np.ndarray] | None, round: int) -> RoundAggregate:
+                  reference: Mapping[str, np.ndarray] | None, round: int, commitment: str | None = None) -> RoundAggregate:
         """Combine the uploads into ``sum_k alpha_kl d_kl``; drop invalid uploads, say which and why."""
 
 
@@ -83,12 +88,12 @@ class PlainProtocol(Protocol):
 
     name = "plain"
 
-    def client_message(self, update, *, rule, num_samples, reference, round, client_id):
+    def client_message(self, update, *, rule, num_samples, reference, round, client_id, commitment=None):
         arrays = {n: np.asarray(a, np.float32) for n, a in update.items()}
         payload = b"".join(a.tobytes() for a in arrays.values())
         return ClientMessage(client_id, payload, num_samples, plaintext=arrays)
 
-    def aggregate(self, messages, *, rule, reference, round):
+    def aggregate(self, messages, *, rule, reference, round, commitment=None):
         t0 = time.perf_counter()
         updates = [m.plaintext for m in messages]
         agg = rule.combine(updates, num_samples=[m.num_samples for m in messages], reference=reference)
@@ -96,38 +101,103 @@ class PlainProtocol(Protocol):
                               server_view={"client_updates": {m.client_id: m.plaintext for m in messages}})
 
 
+@dataclass
+class ServerResult:
+    """What the server hands the key holders: the aggregate's bytes and the contributors' receipts."""
+
+    round: int
+    wire: bytes
+    contributors: tuple[str, ...]
+    receipts: tuple[Receipt, ...]
+    rejected: dict[str, str]
+    seconds: float
+
+
 class EncryptedProtocol(Protocol):
-    """The parts every CKKS protocol shares: receiving uploads and releasing the aggregate.
+    """The parts every CKKS protocol shares: authenticated receiving, and releasing the aggregate.
 
     Subclasses say how the server combines the validated uploads (:meth:`combine`), using the
-    public context only. Args: ``keys`` - the dealer's key set (clients and key holders use
-    ``keys.secret``; the server side touches ``keys.public`` only); ``max_payload_bytes`` - uploads
-    larger than this are rejected before parsing; ``release_seed`` - makes the release flooding
-    reproducible (simulations); ``None``, the default, draws it from the OS CSPRNG as a
-    deployment must.
+    public context only. A round is :meth:`serve` (server) then :meth:`release` (one key holder);
+    :meth:`aggregate` runs both.
+
+    Args:
+        keys: the dealer's key set (clients and key holders use ``keys.secret``; the server side
+            touches ``keys.public`` only).
+        identities: the clients' signing keys (client side; :func:`fedattn.auth.generate_identities`).
+        roster: the clients' public verification keys. Given, the server accepts only uploads
+            signed by a client on it, once per round, for the current round; and key holders
+            release only aggregates whose every contributor signed for one and the same model.
+        min_contributors: key holders refuse to release an aggregate of fewer clients (checked on
+            signed receipts, so a server cannot fake them).
+        max_payload_bytes: uploads larger than this are rejected before parsing.
+        release_seed: makes the release flooding reproducible (simulations); ``None``, the
+            default, draws it from the OS CSPRNG as a deployment must.
     """
 
-    def __init__(self, keys: secagg.KeySet, *, max_payload_bytes: int | None = None,
+    def __init__(self, keys: secagg.KeySet, *, identities: Mapping[str, ClientIdentity] | None = None,
+                 roster: Roster | None = None, min_contributors: int = 1, max_payload_bytes: int | None = None,
                  release_seed: int | None = None) -> None:
+        if isinstance(min_contributors, bool) or not isinstance(min_contributors, int) or min_contributors < 1:
+            raise InvalidConfigError(f"min_contributors must be a positive integer, got {min_contributors!r}")
         self.keys = keys
+        self.identities = identities
+        self.roster = roster
+        self.min_contributors = min_contributors
         self.max_payload_bytes = max_payload_bytes
         self.release_seed = release_seed
 
     @abstractmethod
-    def combine(self, received: list[secagg.EncryptedUpdate], *, rule: AggregationRule, round: int) -> secagg.EncryptedUpdate:
-        """Server side: the ratio-form aggregate of validated uploads."""
+    def combine(self, received: list[secagg.EncryptedUpdate], *, rule: AggregationRule,
+                round: int) -> tuple[secagg.EncryptedUpdate, dict[str, str]]:
+        """Server side: the ratio-form aggregate of validated uploads, and the uploads it dropped."""
 
-    def receive(self, messages: Sequence[ClientMessage], *, round: int) -> tuple[list[secagg.EncryptedUpdate], dict[str, str]]:
-        """Parse every upload; keep the valid ones of the most common model layout, say why others went."""
+    def _envelope(self, payload: bytes, *, client_id: str, round: int, commitment: str | None) -> bytes:
+        if self.identities is None:
+            return payload
+        identity = self.identities.get(client_id)
+        if identity is None:
+            raise AuthenticationError(f"client {client_id!r} has no signing identity; the key dealer provisions one "
+                                      "per client (`secfl keys generate --clients N`)")
+        return auth.seal(payload, identity, round=round, commitment=commitment or "",
+                         fingerprint=self.keys.secret.fingerprint)
+
+    def receive(self, messages: Sequence[ClientMessage], *,
+                round: int) -> tuple[list[secagg.EncryptedUpdate], dict[str, str], dict[str, Receipt]]:
+        """Authenticate and parse every upload; keep the valid ones of the most common model layout.
+
+        Returns the updates (ciphertexts not yet loaded: :meth:`combine` loads one at a time),
+        the dropped uploads with the reason, and the receipts of the kept ones.
+        """
         public = self.keys.public
-        received, rejected = [], {}
+        received: list[secagg.EncryptedUpdate] = []
+        rejected: dict[str, str] = {}
+        receipts: dict[str, Receipt] = {}
         for m in messages:
             try:
-                received.append(secagg.EncryptedUpdate.from_bytes(m.payload, public, expected_round=round,
-                                                                  max_bytes=self.max_payload_bytes))
-            except (secagg.SecAggError, ValueError) as exc:
-                rejected[m.client_id] = f"{type(exc).__name__}: {exc}"
-                log.warning("round %d: dropped the upload of %s: %s", round, m.client_id, exc)
+                payload, receipt = m.payload, None
+                if self.roster is not None:
+                    opened = auth.open_envelope(m.payload, self.roster, expected_round=round,
+                                                max_bytes=self.max_payload_bytes)
+                    payload, receipt = opened.payload, opened.receipt
+                    if receipt.fingerprint != public.fingerprint:
+                        raise secagg.KeyMismatchError(f"{receipt.client_id!r} signed for another key set")
+                u = secagg.EncryptedUpdate.from_bytes(payload, public, expected_round=round,
+                                                      max_bytes=self.max_payload_bytes, load=False)
+                if u.kind != "update":
+                    raise secagg.PayloadError("a client uploads its own update, not an aggregate")
+                if receipt is not None and u.client_id != receipt.client_id:
+                    raise SignatureError(f"{receipt.client_id!r} signed an update that names {u.client_id!r}")
+                if any(v.client_id == u.client_id for v in received):
+                    raise DuplicateUploadError(f"a second upload from {u.client_id!r} this round was dropped; "
+                                               "the first one counts")
+            except (secagg.SecAggError, FedAttnError, ValueError) as exc:
+                key = m.client_id if m.client_id not in rejected else f"{m.client_id} (upload {len(rejected)})"
+                rejected[key] = f"{type(exc).__name__}: {exc}"
+                log.warning("round %d: dropped an upload from %s: %s", round, m.client_id, exc)
+                continue
+            received.append(u)
+            if receipt is not None:
+                receipts[u.client_id] = receipt
         if not received:
             raise secagg.EmptyAggregationError(f"round {round}: no valid upload to aggregate ({len(rejected)} rejected)")
         hashes = [u.layout.hash for u in received]
@@ -135,21 +205,45 @@ class EncryptedProtocol(Protocol):
         for u in received:
             if u.layout.hash != majority:
                 rejected[u.client_id] = "LayoutMismatchError: model architecture differs from the other clients'"
-        return [u for u in received if u.layout.hash == majority], rejected
+        return [u for u in received if u.layout.hash == majority], rejected, receipts
 
-    def aggregate(self, messages, *, rule, reference, round):
+    def serve(self, messages: Sequence[ClientMessage], *, rule: AggregationRule, round: int) -> ServerResult:
+        """Server side of a round: receive, combine; public context only."""
         t0 = time.perf_counter()
-        received, rejected = self.receive(messages, round=round)
-        total = self.combine(received, rule=rule, round=round)
+        received, rejected, receipts = self.receive(messages, round=round)
+        total, dropped = self.combine(received, rule=rule, round=round)
+        rejected.update(dropped)
         wire = total.to_bytes()
-        t1 = time.perf_counter()
-        # key holders: parse what the server sent, release numerator and denominator, divide
+        return ServerResult(round, wire, total.contributors, tuple(receipts[c] for c in total.contributors if c in receipts),
+                            rejected, time.perf_counter() - t0)
+
+    def release(self, result: ServerResult, *, expected_commitment: str | None = None) -> dict[str, np.ndarray]:
+        """Key-holder side: check the contributors' receipts, decrypt and release (noise-flooded).
+
+        Raises:
+            ModelInconsistencyError: contributors trained on different models (a malicious server).
+            AuthenticationError: receipts that do not match the aggregate, or too few contributors.
+        """
         secret = self.keys.secret
-        seed = None if self.release_seed is None else int(np.random.SeedSequence([self.release_seed, round]).generate_state(1)[0])
-        agg = secagg.decrypt_ratio(secagg.EncryptedUpdate.from_bytes(wire, secret, expected_round=round), secret, seed=seed)
-        t2 = time.perf_counter()
-        return RoundAggregate({n: a.astype(np.float64) for n, a in agg.items()}, total.contributors, rejected,
-                              t1 - t0, t2 - t1, server_view={"released_aggregate": agg, "aggregate_bytes": len(wire)})
+        total = secagg.EncryptedUpdate.from_bytes(result.wire, secret, expected_round=result.round)
+        if len(total.contributors) < self.min_contributors:
+            raise AuthenticationError(f"round {result.round}: {len(total.contributors)} contributor(s); the key holders "
+                                      f"release aggregates of at least {self.min_contributors}")
+        if self.roster is not None:
+            auth.check_receipts(result.receipts, self.roster, round=result.round, contributors=total.contributors,
+                                fingerprint=secret.fingerprint, expected_commitment=expected_commitment,
+                                min_contributors=self.min_contributors)
+        seed = None if self.release_seed is None else int(
+            np.random.SeedSequence([self.release_seed, result.round]).generate_state(1)[0])
+        return secagg.decrypt_ratio(total, secret, seed=seed)
+
+    def aggregate(self, messages, *, rule, reference, round, commitment=None):
+        served = self.serve(messages, rule=rule, round=round)
+        t1 = time.perf_counter()
+        agg = self.release(served, expected_commitment=commitment)
+        return RoundAggregate({n: a.astype(np.float64) for n, a in agg.items()}, served.contributors, served.rejected,
+                              served.seconds, time.perf_counter() - t1,
+                              server_view={"released_aggregate": agg, "aggregate_bytes": len(served.wire)})
 
 
 class ClientScoredProtocol(EncryptedProtocol):
@@ -166,30 +260,38 @@ class ClientScoredProtocol(EncryptedProtocol):
             lw = lw - math.log(rule.max_samples)
         return {n: float(np.exp(w)) for n, w in zip(update, lw)}
 
-    def client_message(self, update, *, rule, num_samples, reference, round, client_id):
+    def client_message(self, update, *, rule, num_samples, reference, round, client_id, commitment=None):
         t0 = time.perf_counter()
         weights = self.client_weights(update, rule=rule, num_samples=num_samples, reference=reference)
         enc = secagg.encrypt_update(update, self.keys.secret, round=round, client_id=client_id, weights=weights)
-        return ClientMessage(client_id, enc.to_bytes(), num_samples, seconds_encrypt=time.perf_counter() - t0)
+        payload = self._envelope(enc.to_bytes(), client_id=client_id, round=round, commitment=commitment)
+        return ClientMessage(client_id, payload, num_samples, seconds_encrypt=time.perf_counter() - t0)
 
     def combine(self, received, *, rule, round):
-        return secagg.aggregate(received, self.keys.public, expected_round=round)
+        # folded one upload at a time: the server holds one update's ciphertexts, not all of them
+        acc, dropped = secagg.RunningSum(self.keys.public, expected_round=round), {}
+        for u in received:
+            try:
+                acc.add(u)
+            except (secagg.SecAggError, ValueError) as exc:
+                dropped[u.client_id] = f"{type(exc).__name__}: {exc}"
+                log.warning("round %d: dropped the upload of %s: %s", round, u.client_id, exc)
+        return acc.result(), dropped
 
 
 PROTOCOLS = ("plain", "client-scored", "server-scored")
 
 
 def make_protocol(name: str, *, keys: secagg.KeySet | None = None, preset: str = secagg.DEFAULT_PRESET,
-                  release_seed: int | None = None) -> Protocol:
-    """Build a protocol by name; encrypted ones use ``keys`` or a fresh key set of ``preset``."""
-    from .errors import InvalidConfigError
-
+                  release_seed: int | None = None, **options) -> Protocol:
+    """Build a protocol by name; encrypted ones use ``keys`` or a fresh key set of ``preset``, and
+    take the keyword ``options`` of :class:`EncryptedProtocol` (identities, roster, ...)."""
     if name == "plain":
         return PlainProtocol()
     if name == "client-scored":
-        return ClientScoredProtocol(keys or secagg.generate_keys(preset=preset), release_seed=release_seed)
+        return ClientScoredProtocol(keys or secagg.generate_keys(preset=preset), release_seed=release_seed, **options)
     if name == "server-scored":
         from .server_scored import ServerScoredProtocol
 
-        return ServerScoredProtocol(keys or secagg.generate_keys(preset="deep"), release_seed=release_seed)
+        return ServerScoredProtocol(keys or secagg.generate_keys(preset="deep"), release_seed=release_seed, **options)
     raise InvalidConfigError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")

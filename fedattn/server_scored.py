@@ -187,13 +187,12 @@ class ServerScoredProtocol(EncryptedProtocol):
 
     name = "server-scored"
 
-    def __init__(self, keys: secagg.KeySet, *, max_payload_bytes: int | None = None,
-                 release_seed: int | None = None) -> None:
+    def __init__(self, keys: secagg.KeySet, **options) -> None:
         if keys.secret.preset.depth < 7 or "galois" not in keys.secret.preset.eval_keys:
             raise InvalidConfigError(
                 f"server-scored aggregation needs the 'deep' preset (depth 7, Galois keys), not {keys.secret.preset.name!r}"
             )
-        super().__init__(keys, max_payload_bytes=max_payload_bytes, release_seed=release_seed)
+        super().__init__(keys, **options)
 
     @staticmethod
     def _check_rule(rule) -> FedAtt:
@@ -203,15 +202,26 @@ class ServerScoredProtocol(EncryptedProtocol):
             raise InvalidConfigError("server-scored FedAtt needs score_range (0, hi)")
         return rule
 
-    def client_message(self, update, *, rule, num_samples, reference, round, client_id):
+    def client_message(self, update, *, rule, num_samples, reference, round, client_id, commitment=None):
         rule = self._check_rule(rule)
         t0 = time.perf_counter()
         clipped = clip_layer_norms(dict(update), rule.score_range[1])
         enc = secagg.encrypt_update(clipped, self.keys.secret, round=round, client_id=client_id)
-        return ClientMessage(client_id, enc.to_bytes(), num_samples, seconds_encrypt=time.perf_counter() - t0)
+        payload = self._envelope(enc.to_bytes(), client_id=client_id, round=round, commitment=commitment)
+        return ClientMessage(client_id, payload, num_samples, seconds_encrypt=time.perf_counter() - t0)
 
     def combine(self, received, *, rule, round):
-        return _server_side(received, self.keys.public, self._check_rule(rule))
+        # every client's scores need its own ciphertexts, so these are all loaded (no streaming fold)
+        kept, dropped = [], {}
+        for u in received:
+            try:
+                u.load(self.keys.public)
+                kept.append(u)
+            except (secagg.SecAggError, ValueError) as exc:
+                dropped[u.client_id] = f"{type(exc).__name__}: {exc}"
+        if not kept:
+            raise secagg.EmptyAggregationError(f"round {round}: no upload survived loading")
+        return _server_side(kept, self.keys.public, self._check_rule(rule)), dropped
 
 
 def _masks(layout: Layout, per_ct: int, hi: float) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:

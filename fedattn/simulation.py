@@ -28,17 +28,25 @@ from torch import nn
 
 import secagg
 
+from .auth import generate_identities, round_commitment
 from .data import Dataset, load_dataset, partition
-from .errors import AllClientsDroppedError, EmptyClientError, InvalidConfigError, ModelMismatchError
+from .errors import (
+    AllClientsDroppedError,
+    DecryptionAbortedError,
+    EmptyClientError,
+    InvalidConfigError,
+    ModelMismatchError,
+)
 from .models import float_state, load_float_state, make_model
 from .privacy import ClientLevelDP, DPConfig, SampleLevelDP
-from .protocols import Protocol, make_protocol
+from .protocols import EncryptedProtocol, Protocol, RoundAggregate, make_protocol
 from .rules import AggregationRule, FedAvg, make_rule
 
 __all__ = ["SimulationConfig", "RoundRecord", "SimulationResult", "Client", "Server", "run_simulation", "PROTECTIONS"]
 log = logging.getLogger(__name__)
 
 PROTECTIONS = ("plain", "ckks")
+DROPOUT_STAGES = ("before_upload", "during_upload", "after_upload", "during_decryption")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -64,6 +72,9 @@ class SimulationConfig:
     protocol: str = "client-scored"
     preset: str = secagg.DEFAULT_PRESET
     dropout: float = 0.0
+    dropouts: list = field(default_factory=list)
+    sign_uploads: bool = True
+    min_contributors: int = 1
     dp: DPConfig | None = None
     seed: int = 0
     torch_threads: int | None = 1
@@ -84,6 +95,8 @@ class SimulationConfig:
             raise InvalidConfigError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.dropout < 1:
             raise InvalidConfigError(f"dropout is a probability in [0, 1), got {self.dropout}")
+        self.dropouts = [ScriptedDropout.parse(d) for d in self.dropouts]
+        positive_int("min_contributors")
         if self.protection not in PROTECTIONS:
             raise InvalidConfigError(f"protection must be one of {PROTECTIONS}, got {self.protection!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -110,6 +123,34 @@ class SimulationConfig:
         return d
 
 
+@dataclass(frozen=True)
+class ScriptedDropout:
+    """Client ``client`` leaves in round ``round`` at ``stage``:
+
+    * ``before_upload`` - it never sends (the round goes on with the others);
+    * ``during_upload`` - its upload arrives cut in half (rejected as malformed; the others count);
+    * ``after_upload`` - its complete upload counts, but it is gone before decryption;
+    * ``during_decryption`` - asked to decrypt as a key holder, it vanishes; the next key holder
+      is asked, and if none is left the round is aborted with the global model unchanged.
+    """
+
+    round: int
+    client: str
+    stage: str
+
+    @classmethod
+    def parse(cls, raw: ScriptedDropout | dict) -> ScriptedDropout:
+        if isinstance(raw, ScriptedDropout):
+            return raw
+        if not isinstance(raw, dict) or set(raw) != {"round", "client", "stage"}:
+            raise InvalidConfigError(f"a scripted dropout is {{'round': int, 'client': str, 'stage': str}}, got {raw!r}")
+        if raw["stage"] not in DROPOUT_STAGES:
+            raise InvalidConfigError(f"dropout stage must be one of {DROPOUT_STAGES}, got {raw['stage']!r}")
+        if isinstance(raw["round"], bool) or not isinstance(raw["round"], int) or raw["round"] < 0:
+            raise InvalidConfigError(f"dropout round must be a non-negative integer, got {raw['round']!r}")
+        return cls(raw["round"], str(raw["client"]), raw["stage"])
+
+
 @dataclass
 class RoundRecord:
     """One row of the per-round table (and of ``train.json``)."""
@@ -126,6 +167,7 @@ class RoundRecord:
     seconds_encrypt: float
     seconds_aggregate: float
     seconds_decrypt: float
+    aborted: str | None = None
 
 
 @dataclass
@@ -200,6 +242,15 @@ class Server:
         self.state = float_state(model)
         self.previous_step: dict[str, np.ndarray] | None = None
 
+    def round_config(self, round: int) -> dict:
+        """The public instructions sent with the model; part of the round commitment."""
+        return {"round": round, "rule": type(self.rule).__name__, "protocol": self.protocol.name}
+
+    def model_for(self, client_id: str, round: int) -> dict[str, np.ndarray]:
+        """The global model as sent to ``client_id``. An honest server sends everyone the same one;
+        a malicious server may not, which the round commitment exposes (override to simulate it)."""
+        return self.state
+
     def check_update(self, client_id: str, update: dict[str, np.ndarray]) -> None:
         if list(update) != list(self.state) or any(update[n].shape != self.state[n].shape for n in self.state):
             raise ModelMismatchError(f"client {client_id!r} sent an update for another architecture; it was dropped")
@@ -226,7 +277,8 @@ def _seed(*parts: int) -> int:
 
 def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, keys: secagg.KeySet | None = None,
                    on_round: Callable[[RoundRecord], None] | None = None, keep_server_views: bool = False,
-                   clients: Sequence[Client] | None = None) -> SimulationResult:
+                   clients: Sequence[Client] | None = None,
+                   server_factory: Callable[..., Server] | None = None) -> SimulationResult:
     """Train a federation as ``config`` says and return one record per round."""
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
@@ -236,18 +288,24 @@ def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, 
         return make_model(config.model, input_shape=data.input_shape, n_classes=data.n_classes, seed=config.seed)
 
     rule = make_rule(config.aggregation, **config.rule_options)
-    # the release flooding is seeded too, so a simulation reproduces; deployments use OS randomness
-    protocol = make_protocol("plain" if config.protection == "plain" else config.protocol, keys=keys,
-                             preset=config.preset, release_seed=config.seed)
     sample_dp = SampleLevelDP(config.dp) if config.dp is not None and config.dp.mode == "sample" else None
     client_dp = ClientLevelDP(config.dp, n_clients=config.clients) if config.dp is not None and config.dp.mode == "client" else None
     if clients is None:
         shards = partition(data.y_train, config.clients, scheme=config.partition, alpha=config.alpha, seed=config.seed)
         clients = [Client(f"client-{i}", data.x_train[idx], data.y_train[idx], model_factory=factory, config=config,
                           sample_dp=sample_dp) for i, idx in enumerate(shards)]
+    options = {}
+    if config.protection == "ckks":
+        options["min_contributors"] = config.min_contributors
+        if config.sign_uploads:
+            options["identities"], options["roster"] = generate_identities(c.client_id for c in clients)
+    # the release flooding is seeded too, so a simulation reproduces; deployments use OS randomness
+    protocol = make_protocol("plain" if config.protection == "plain" else config.protocol, keys=keys,
+                             preset=config.preset, release_seed=config.seed, **options)
     if isinstance(rule, FedAvg) and rule.max_samples is None:
         rule.max_samples = max(c.num_samples for c in clients)
-    server = Server(factory(), rule, protocol)
+    server = (server_factory or Server)(factory(), rule, protocol)
+    scripted = {(d.round, d.client): d.stage for d in config.dropouts}
     per_round = config.clients_per_round or len(clients)
     records, views = [], []
     for rnd in range(config.rounds):
@@ -255,16 +313,20 @@ def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, 
         sampled = sorted(rng.choice(len(clients), size=per_round, replace=False).tolist())
         dropped, messages, t_train = [], [], 0.0
         rejected: dict[str, str] = {}
+        commitments: dict[str, str] = {}
+        config_sent = server.round_config(rnd)
         for i in sampled:
             client = clients[i]
-            if config.dropout and rng.random() < config.dropout:
+            stage = scripted.get((rnd, client.client_id))
+            if (config.dropout and rng.random() < config.dropout) or stage == "before_upload":
                 dropped.append(client.client_id)
                 continue
             t0 = time.perf_counter()
+            received = server.model_for(client.client_id, rnd)
+            commitments[client.client_id] = round_commitment(rnd, received, config_sent)
             try:
-                update = client.train(server.state, seed=_seed(config.seed, rnd, i, 2))
-                server_check = server.check_update  # the server repeats this check on what it receives
-                server_check(client.client_id, update)
+                update = client.train(received, seed=_seed(config.seed, rnd, i, 2))
+                server.check_update(client.client_id, update)  # the server repeats this check on what it receives
             except ModelMismatchError as exc:
                 rejected[client.client_id] = str(exc)
                 log.warning("round %d: %s", rnd, exc)
@@ -272,26 +334,64 @@ def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, 
             if client_dp is not None:
                 update, _ = client_dp.privatise(update, sampled=len(sampled), rng=np.random.default_rng(_seed(config.seed, rnd, i, 3)))
             t_train += time.perf_counter() - t0
-            messages.append(protocol.client_message(update, rule=rule, num_samples=client.num_samples,
-                                                    reference=server.previous_step, round=rnd, client_id=client.client_id))
+            message = protocol.client_message(update, rule=rule, num_samples=client.num_samples, reference=server.previous_step,
+                                              round=rnd, client_id=client.client_id, commitment=commitments[client.client_id])
+            if stage == "during_upload":
+                message.payload = message.payload[:len(message.payload) // 2]
+                dropped.append(client.client_id)
+            elif stage == "after_upload":
+                dropped.append(client.client_id)
+            messages.append(message)
         if not messages:
             raise AllClientsDroppedError(
                 f"round {rnd}: all {len(sampled)} sampled clients dropped out or were rejected; nothing to aggregate. "
                 "Lower the dropout rate or sample more clients per round"
             )
-        result = protocol.aggregate(messages, rule=rule, reference=server.previous_step, round=rnd)
-        rejected.update(result.rejected)
-        if client_dp is not None:
-            client_dp.account_round(sampled=len(sampled), survivors=len(result.contributors))
-        server.apply(result.aggregate, np.random.default_rng(_seed(config.seed, rnd, 4)))
-        acc, loss = server.evaluate(data.x_test, data.y_test)
-        eps = sample_dp.epsilon() if sample_dp else client_dp.epsilon() if client_dp else None
-        record = RoundRecord(rnd, acc, loss, eps, list(result.contributors), dropped, rejected,
-                             sum(len(m.payload) for m in messages), t_train,
-                             sum(m.seconds_encrypt for m in messages), result.seconds_aggregate, result.seconds_decrypt)
+        gone = set(dropped)
+        key_holders = [clients[i].client_id for i in sampled if clients[i].client_id in commitments
+                       and clients[i].client_id not in gone]
+        result, aborted = _aggregate_round(protocol, messages, rule=rule, reference=server.previous_step, rnd=rnd,
+                                           key_holders=key_holders, commitments=commitments, scripted=scripted)
+        if result is None:
+            acc, loss = server.evaluate(data.x_test, data.y_test)
+            record = RoundRecord(rnd, acc, loss, records[-1].epsilon if records else None, [], dropped, rejected,
+                                 sum(len(m.payload) for m in messages), t_train,
+                                 sum(m.seconds_encrypt for m in messages), 0.0, 0.0, aborted=aborted)
+        else:
+            rejected.update(result.rejected)
+            if client_dp is not None:
+                client_dp.account_round(sampled=len(sampled), survivors=len(result.contributors))
+            server.apply(result.aggregate, np.random.default_rng(_seed(config.seed, rnd, 4)))
+            acc, loss = server.evaluate(data.x_test, data.y_test)
+            eps = sample_dp.epsilon() if sample_dp else client_dp.epsilon() if client_dp else None
+            record = RoundRecord(rnd, acc, loss, eps, list(result.contributors), dropped, rejected,
+                                 sum(len(m.payload) for m in messages), t_train,
+                                 sum(m.seconds_encrypt for m in messages), result.seconds_aggregate, result.seconds_decrypt)
+            if keep_server_views:
+                views.append(result.server_view)
         records.append(record)
-        if keep_server_views:
-            views.append(result.server_view)
         if on_round:
             on_round(record)
     return SimulationResult(config, records, server.state, views)
+
+
+def _aggregate_round(protocol: Protocol, messages, *, rule, reference, rnd: int, key_holders: list[str],
+                     commitments: dict[str, str], scripted: dict) -> tuple[RoundAggregate | None, str | None]:
+    """Server step, then ask key holders in turn to release; ``(None, reason)`` if none could."""
+    if not isinstance(protocol, EncryptedProtocol):
+        return protocol.aggregate(messages, rule=rule, reference=reference, round=rnd), None
+    served = protocol.serve(messages, rule=rule, round=rnd)
+    for holder in key_holders:
+        if scripted.get((rnd, holder)) == "during_decryption":
+            log.warning("round %d: key holder %s dropped out during decryption; asking the next one", rnd, holder)
+            continue
+        t0 = time.perf_counter()
+        # raises ModelInconsistencyError: a server that gave clients different models must not go on
+        agg = protocol.release(served, expected_commitment=commitments[holder])
+        return RoundAggregate({n: a.astype(np.float64) for n, a in agg.items()}, served.contributors, served.rejected,
+                              served.seconds, time.perf_counter() - t0,
+                              server_view={"released_aggregate": agg, "aggregate_bytes": len(served.wire)}), None
+    reason = (f"round {rnd}: no key holder completed the decryption ({len(key_holders)} asked); the round was "
+              "aborted and the global model left unchanged")
+    log.warning(reason)
+    return None, f"{DecryptionAbortedError.__name__}: {reason}"
