@@ -297,6 +297,10 @@ def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, 
     options = {}
     if config.protection == "ckks":
         options["min_contributors"] = config.min_contributors
+        shapes = factory().state_dict()
+        options["max_payload_bytes"] = secagg.max_payload_bytes(
+            secagg.get_preset("deep" if config.protocol == "server-scored" else config.preset),
+            sum(t.numel() for t in shapes.values()), len(shapes))
         if config.sign_uploads:
             options["identities"], options["roster"] = generate_identities(c.client_id for c in clients)
     # the release flooding is seeded too, so a simulation reproduces; deployments use OS randomness

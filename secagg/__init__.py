@@ -23,12 +23,12 @@ from .keys import KeySet, PublicContext, SecretContext, generate_keys, load_publ
 from .packing import Layout
 from .presets import DEFAULT_PRESET, PRESETS, Preset, get_preset, register_preset
 from .release import release
-from .wire import FORMAT_VERSION, EncryptedUpdate
+from .wire import FORMAT_VERSION, EncryptedUpdate, max_payload_bytes
 
 __all__ = [
     "aggregate", "RunningSum", "decrypt", "decrypt_ratio", "decrypt_raw", "encrypt_update", "WEIGHTS_ENTRY", "KeySet",
     "PublicContext", "SecretContext", "generate_keys", "load_public_context", "load_secret_context", "Layout",
     "DEFAULT_PRESET", "PRESETS", "Preset", "get_preset", "register_preset", "release", "FORMAT_VERSION",
-    "EncryptedUpdate", *_errors_all,
+    "EncryptedUpdate", "max_payload_bytes", *_errors_all,
 ]
 __version__ = "0.1.0"

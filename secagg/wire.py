@@ -199,6 +199,14 @@ def _ciphertext_bound(preset: Preset) -> int:
     return 2 * sealio.poly_bytes(preset.poly_modulus_degree, len(preset.coeff_modulus_bits)) + 4096
 
 
+def max_payload_bytes(preset: Preset, n_values: int, n_arrays: int = 1) -> int:
+    """The largest valid payload for an update of ``n_values`` numbers in ``n_arrays`` arrays (ratio
+    form included): a server's size limit, enforced before anything is parsed."""
+    chunks = -(-(n_values + n_arrays) // preset.values_per_ciphertext)
+    header = 64 * 1024 + 256 * n_arrays
+    return chunks * _ciphertext_bound(preset) + header
+
+
 def _check_ciphertext(ct: sealapi.Ciphertext, update: EncryptedUpdate, context: Context, i: int) -> sealapi.Ciphertext:
     where = f"ciphertext {i} of {update._who()}"
     if ct.size() != 2:

@@ -209,3 +209,11 @@ def test_keys_generate_writes_identities(tmp_path):
     assert auth.Roster.load(tmp_path / "roster.json").client_ids == ("client-0", "client-1", "client-2")
     assert stat.S_IMODE((tmp_path / "client-2.id").stat().st_mode) == 0o600
     assert "verification keys" in res.output
+
+
+def test_server_size_limit_fits_real_payloads_and_little_more(keys):
+    n = 20_000
+    update = {"a": np.full(n - 100, 0.01, np.float32), "b": np.full(100, 0.01, np.float32)}
+    payload = secagg.encrypt_update(update, keys.secret, round=0, client_id="c", weights={"a": 1.0, "b": 1.0}).to_bytes()
+    limit = secagg.max_payload_bytes(keys.secret.preset, n, 2)
+    assert len(payload) <= limit < 3 * len(payload)
