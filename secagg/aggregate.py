@@ -31,12 +31,13 @@ from .errors import (
     HeadroomError,
     KeyMismatchError,
     LayoutMismatchError,
+    PayloadError,
     RoundMismatchError,
 )
 from .keys import PublicContext, SecretContext
 from .wire import EncryptedUpdate, Term, check_context, same_round
 
-__all__ = ["aggregate", "MAX_WEIGHT_BITS", "MIN_WEIGHT_BITS"]
+__all__ = ["aggregate", "RunningSum", "MAX_WEIGHT_BITS", "MIN_WEIGHT_BITS"]
 
 #: Weights are quantised to multiples of 2^-p with p as large as the headroom allows, up to this.
 MAX_WEIGHT_BITS = 30
@@ -170,6 +171,11 @@ class RunningSum:
         _check_headroom(self.context, self._bound + update.bound, update.scale_bits)
         cached = update.ciphertexts is not None
         cts = update.load(self.context)  # raises before the sum changes
+        for i, (acc, ct) in enumerate(zip(self._acc, cts)):
+            # SEAL refuses to add across levels or unequal scales; find out before touching the sum
+            if list(ct.parms_id()) != list(acc.parms_id()) or ct.scale != acc.scale:
+                raise PayloadError(f"ciphertext {i} of {update._who()} has another level or scale than the "
+                                   f"running sum ({ct.scale!r} vs {acc.scale!r}); it was not added")
         if self._first is None:
             self._acc = [_copy(self.context.evaluator, ct) for ct in cts]
             self._first = update

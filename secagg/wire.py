@@ -216,7 +216,11 @@ def _check_ciphertext(ct: sealapi.Ciphertext, update: EncryptedUpdate, context: 
     if update.kind == "update" and list(ct.parms_id()) != list(context.seal.first_parms_id()):
         raise PayloadError(f"{where} is not at the fresh level of preset {update.preset.name!r}")
     scale = ct.scale
-    if not (math.isfinite(scale) and scale > 0 and math.isclose(math.log2(scale), update.scale_bits, abs_tol=1e-9)):
+    # a client's fresh ciphertext is encoded at exactly 2^scale_bits; aggregates that were rescaled
+    # on the server carry scale^2/prime, which is a power of two only approximately
+    exact = update.kind == "update" and scale == 2.0**update.scale_bits
+    if not exact and not (update.kind != "update" and math.isfinite(scale) and scale > 0
+                          and math.isclose(math.log2(scale), update.scale_bits, abs_tol=1e-9)):
         raise PayloadError(f"{where} has scale {scale!r}, the header says 2^{update.scale_bits}")
     return ct
 

@@ -31,3 +31,9 @@ def test_each_mode_reaches_its_layer():
     """Sanity of the harness: an empty edit script is accepted in every mode that starts valid."""
     for mode in (1, 2, 3):
         fuzz_wire.one_input(bytes([mode]))
+
+
+def test_regression_forged_scale_cannot_knock_out_a_valid_upload():
+    """Found by atheris: an insider flipped the lowest bit of its ciphertext's scale (2^40 + 1/16).
+    It passed a log2-tolerance check, was added first, and SEAL then refused the valid upload."""
+    fuzz_wire.one_input(bytes.fromhex("0300240300000009"))
