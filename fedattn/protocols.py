@@ -166,7 +166,12 @@ class EncryptedProtocol(Protocol):
         """Authenticate and parse every upload; keep the valid ones of the most common model layout.
 
         Returns the updates (ciphertexts not yet loaded: :meth:`combine` loads one at a time),
-        the dropped uploads with the reason, and the receipts of the kept ones.
+        the dropped uploads with the reason, and the receipts of the kept ones. A dropped upload is
+        keyed by the client id its (verified) payload names, or by the message's ``client_id``
+        where the upload could not be parsed that far.
+
+        Raises:
+            secagg.EmptyAggregationError: no upload is valid; its message lists every reason.
         """
         public = self.keys.public
         received: list[secagg.EncryptedUpdate] = []
@@ -199,7 +204,9 @@ class EncryptedProtocol(Protocol):
             if receipt is not None:
                 receipts[u.client_id] = receipt
         if not received:
-            raise secagg.EmptyAggregationError(f"round {round}: no valid upload to aggregate ({len(rejected)} rejected)")
+            reasons = "; ".join(f"{who}: {why}" for who, why in rejected.items())
+            raise secagg.EmptyAggregationError(f"round {round}: no valid upload to aggregate ({len(rejected)} rejected: "
+                                               f"{reasons[:2000]})")
         hashes = [u.layout.hash for u in received]
         majority = max(set(hashes), key=hashes.count)
         for u in received:

@@ -188,9 +188,10 @@ class ServerScoredProtocol(EncryptedProtocol):
     name = "server-scored"
 
     def __init__(self, keys: secagg.KeySet, **options) -> None:
-        if keys.secret.preset.depth < 7 or "galois" not in keys.secret.preset.eval_keys:
+        preset = keys.public.preset  # the server side may hold the public half only
+        if preset.depth < 7 or "galois" not in preset.eval_keys:
             raise InvalidConfigError(
-                f"server-scored aggregation needs the 'deep' preset (depth 7, Galois keys), not {keys.secret.preset.name!r}"
+                f"server-scored aggregation needs the 'deep' preset (depth 7, Galois keys), not {preset.name!r}"
             )
         super().__init__(keys, **options)
 
