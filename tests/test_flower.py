@@ -6,7 +6,8 @@ sample-level DP-SGD. The good clients' decrypted aggregate must equal the standa
 (same seeds, same partitions) within the strict preset's release tolerance; the bad ones must be
 dropped with a specific reason in the server's log while the round goes on; epsilon must compose
 across rounds through ``context.state``; no server-side object or message may hold secret-key
-bytes; Flower must write only inside a temporary directory and leave no process behind.
+bytes; Flower must write only inside a temporary directory and leave no process behind. A second,
+slow-marked run covers the server-scored protocol (deep preset).
 """
 
 from __future__ import annotations
@@ -91,83 +92,82 @@ class RecordingGrid:
         return self._grid.push_messages(messages)
 
 
-@pytest.fixture(scope="module")
-def flower_run(tmp_path_factory, strict_keys):
-    from flwr.app import Context, Message
+def _example_task():
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        return importlib.import_module("secfl_example.task")
+    finally:
+        sys.path.remove(str(EXAMPLE))
+
+
+def _apps(task, settings, *, locate, server_ctx: Path, nodes: int, rounds: int, partitions: int,
+          plaintext_partition: int | None = None, **strategy_options):
+    """A ServerApp with SecAggFedAvg and a ClientApp running the example's training under secagg_mod."""
+    from flwr.app import Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
-    from flwr.simulation import run_simulation as flower_simulation
 
-    from fedattn.flower import SecAggFedAvg, enable_release, make_secagg_mod
-    from fedattn.flower.records import to_record
+    from fedattn.flower import SecAggFedAvg, enable_release, make_secagg_mod, sample_dp_from_state, save_sample_dp
+    from fedattn.flower.records import to_numpy, to_record
 
-    base = tmp_path_factory.mktemp("flower")
-    # Ray's unix sockets must fit in 107 bytes; a deep pytest basetemp gets a short sibling instead
-    ray_dir = base / "ray" if len(str(base)) <= 40 else Path(tempfile.mkdtemp(prefix="secfl-ray-"))
-    keys_dir, other_dir = base / "keys", base / "other"
-    strict_keys.save(keys_dir)
-    other_keys = secagg.generate_keys(preset="strict")
-    other_keys.save(other_dir)
-    key_of = {**{p: str(keys_dir / "client.key") for p in GOOD}, OTHER_KEY: str(other_dir / "client.key"),
-              PLAINTEXT: str(keys_dir / "client.key")}
-
-    sys.path.insert(0, str(EXAMPLE))
-    task = importlib.import_module("secfl_example.task")
-    settings = task.Settings(dp="sample", noise_multiplier=DP.noise_multiplier, clip_norm=DP.clip_norm)
-
-    def locate(context):
-        return key_of.get(int(context.node_config["partition-id"]))
-
-    def train(msg, context):  # the example's train function, with 3 partitions for the 6 nodes
-        from flwr.app import MetricRecord, RecordDict
-
-        from fedattn.flower import sample_dp_from_state, save_sample_dp
-        from fedattn.flower.records import to_numpy, to_record
-
-        pid = int(context.node_config["partition-id"]) % len(GOOD)
+    def train(msg, context):  # the example's train function, with `partitions` shards for the nodes
+        pid = int(context.node_config["partition-id"]) % partitions
         cid = f"client-{pid}"
-        dp = sample_dp_from_state(context, settings.dp_config(), client_id=cid)
-        client = task.local_client(settings, partition_id=pid, num_partitions=len(GOOD), sample_dp=dp)
+        dp = sample_dp_from_state(context, settings.dp_config(), client_id=cid) if settings.dp != "none" else None
+        client = task.local_client(settings, partition_id=pid, num_partitions=partitions, sample_dp=dp)
         trained = task.local_train(client, to_numpy(msg.content["arrays"], what="global"), settings=settings,
                                    server_round=int(msg.content["config"]["server-round"]), partition_id=pid)
-        metrics = MetricRecord({"num-examples": client.num_samples, "epsilon": save_sample_dp(context, dp, client_id=cid)})
-        return Message(RecordDict({"arrays": to_record(trained), "metrics": metrics}), reply_to=msg)
+        metrics = {"num-examples": client.num_samples}
+        if dp is not None:
+            metrics["epsilon"] = save_sample_dp(context, dp, client_id=cid)
+        return Message(RecordDict({"arrays": to_record(trained), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     def misconfigured(msg, context, call_next):  # one node runs without secagg_mod: plaintext reply
-        if msg.metadata.message_type == "train" and int(context.node_config["partition-id"]) == PLAINTEXT:
+        if msg.metadata.message_type == "train" and int(context.node_config["partition-id"]) == plaintext_partition:
             return train(msg, context)
         return call_next(msg, context)
 
     client_app = ClientApp(mods=[misconfigured, make_secagg_mod(locate_key=locate)])
     client_app.train()(train)
     enable_release(client_app, locate_key=locate)
-
     server_app, box = ServerApp(), {}
 
     @server_app.main()
     def main(grid, context: Context) -> None:
         grid = box["grid"] = RecordingGrid(grid)
-        strategy = box["strategy"] = SecAggFedAvg(public_context=keys_dir / "server.ctx", seed=settings.seed,
-                                                  fraction_evaluate=0.0, min_train_nodes=6, min_available_nodes=6)
+        strategy = box["strategy"] = SecAggFedAvg(public_context=server_ctx, seed=settings.seed, fraction_evaluate=0.0,
+                                                  min_train_nodes=nodes, min_available_nodes=nodes, **strategy_options)
         box["result"] = strategy.start(grid=grid, initial_arrays=to_record(task.initial_state(settings)),
-                                       num_rounds=ROUNDS)
+                                       num_rounds=rounds)
 
+    return server_app, client_app, box
+
+
+def _simulate(base: Path, server_app, client_app, box: dict, *, nodes: int) -> dict:
+    """Flower's in-process run_simulation on Ray, confined to ``base``; then Ray is shut down."""
+    from flwr.simulation import run_simulation as flower_simulation
+
+    # Ray's unix sockets must fit in 107 bytes; a deep pytest basetemp gets a short sibling instead
+    ray_dir = base / "ray" if len(str(base)) <= 40 else Path(tempfile.mkdtemp(prefix="secfl-ray-"))
     outside = [Path("~/.flwr").expanduser(), Path(tempfile.gettempdir()) / "ray"]
     existed = {p: p.exists() for p in outside}
     handler = _Records()
-    logging.getLogger("fedattn").addHandler(handler)
-    logging.getLogger("fedattn").setLevel(logging.INFO)
+    logger = logging.getLogger("fedattn")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLWR_TELEMETRY_ENABLED", "0")
         mp.setenv("FLWR_HOME", str(base / "flwr-home"))
         mp.setenv("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
         mp.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-        mp.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # Flower's Ray backend rewrites it
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]))  # Flower rewrites it
         mp.delenv("SECFL_CLIENT_KEY", raising=False)
+        mp.syspath_prepend(str(EXAMPLE))
         t0 = time.perf_counter()
         try:
-            flower_simulation(server_app, client_app, num_supernodes=6, backend_config={
+            flower_simulation(server_app, client_app, num_supernodes=nodes, backend_config={
                 "init_args": {"num_cpus": 2, "_temp_dir": str(ray_dir), "object_store_memory": 100 * 2**20},
                 "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
             })
@@ -175,8 +175,8 @@ def flower_run(tmp_path_factory, strict_keys):
             import ray
 
             ray.shutdown()  # Flower's backend stops its actors but leaves Ray itself running
-            logging.getLogger("fedattn").removeHandler(handler)
-            sys.path.remove(str(EXAMPLE))
+            logger.removeHandler(handler)
+            logger.setLevel(level)
         seconds = time.perf_counter() - t0
     deadline = time.monotonic() + 20
     while (left := _descendants(os.getpid())) and time.monotonic() < deadline:
@@ -186,6 +186,22 @@ def flower_run(tmp_path_factory, strict_keys):
         shutil.rmtree(ray_dir, ignore_errors=True)
     created = [str(p) for p in outside if p.exists() and not existed[p]]
     return dict(box, records=handler.records, seconds=seconds, left=left, created=created, ray_sessions=ray_sessions)
+
+
+@pytest.fixture(scope="module")
+def flower_run(tmp_path_factory, strict_keys):
+    base = tmp_path_factory.mktemp("flower")
+    keys_dir, other_dir = base / "keys", base / "other"
+    strict_keys.save(keys_dir)
+    secagg.generate_keys(preset="strict").save(other_dir)
+    key_of = {**{p: str(keys_dir / "client.key") for p in GOOD}, OTHER_KEY: str(other_dir / "client.key"),
+              PLAINTEXT: str(keys_dir / "client.key")}
+    task = _example_task()
+    settings = task.Settings(dp="sample", noise_multiplier=DP.noise_multiplier, clip_norm=DP.clip_norm)
+    apps = _apps(task, settings, locate=lambda ctx: key_of.get(int(ctx.node_config["partition-id"])),
+                 server_ctx=keys_dir / "server.ctx", nodes=6, rounds=ROUNDS, partitions=len(GOOD),
+                 plaintext_partition=PLAINTEXT)
+    return _simulate(base, *apps, nodes=6)
 
 
 @pytest.fixture(scope="module")
@@ -288,3 +304,28 @@ def test_flower_stays_in_its_temporary_directory_and_leaves_no_process(flower_ru
     assert flower_run["left"] == [], f"processes left behind: {flower_run['left']}"
     assert flower_run["created"] == [], f"written outside the temporary directory: {flower_run['created']}"
     assert flower_run["ray_sessions"], "Ray's session should live in the test's temporary directory"
+
+
+@pytest.mark.slow
+def test_server_scored_protocol_on_flower(tmp_path):
+    """The deep preset's circuit on Flower: one round of 3 clients against the plaintext reference."""
+    keys = secagg.generate_keys(preset="deep")
+    keys.save(tmp_path / "keys")
+    task = _example_task()
+    settings = task.Settings()
+    apps = _apps(task, settings, locate=lambda ctx: str(tmp_path / "keys" / "client.key"),
+                 server_ctx=tmp_path / "keys" / "server.ctx", nodes=3, rounds=1, partitions=3,
+                 protocol="server-scored", rule_options={"score": "l2_squared"})
+    run = _simulate(tmp_path, *apps, nodes=3)
+    assert run["left"] == [] and run["created"] == []
+    entry = run["strategy"].history[0]
+    assert sorted(entry.contributors) == ["client-0", "client-1", "client-2"]
+    plain = run_simulation(SimulationConfig(clients=3, rounds=1, aggregation="fedatt", rule_options={"score": "l2_squared"},
+                                            protection="plain"), keep_server_views=True)
+    updates = list(plain.server_views[0]["client_updates"].values())
+    reference = FedAtt(score="l2_squared").combine(updates, num_samples=[1] * 3, reference=None)
+    scale = max(float(np.abs(u[n]).max()) for u in updates for n in u)
+    for name, ref in reference.items():  # tests/test_server_scored.py's stated tolerance
+        np.testing.assert_allclose(entry.released[name], ref, atol=3e-3 * scale + 1e-3)
+    worst = max(float(np.abs(entry.released[n] - r).max()) for n, r in reference.items())
+    print(f"\nserver-scored on Flower: max |diff| {worst:.2e} (tolerance {3e-3 * scale + 1e-3:.2e}); {run['seconds']:.1f} s")
