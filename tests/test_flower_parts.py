@@ -135,6 +135,9 @@ def test_secagg_mod_refuses_before_training(key_files, tmp_path, caplog):
         "NotSecflMessageError": (key_files["client"], _message(RecordDict({
             "arrays": R.to_record(_global()), "config": ConfigRecord({R.CONFIG_ROUND: 1})}))),
     }
+    plain = _train_message(strategy)
+    plain.content["config"][R.CONFIG_PROTOCOL] = "plain"  # a server asking for updates in the clear
+    cases["protocol 'plain'"] = (key_files["client"], plain)
     for error, (path, msg) in cases.items():
         app, calls = _app([make_secagg_mod(locate_key=lambda ctx, p=path: p)], path)
         reply = app(msg, _context())

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 Mod = Callable[[Message, Context, Callable[[Message, Context], Message]], Message]
 
+ENCRYPTED_PROTOCOLS = ("client-scored", "server-scored")
 #: A key holder releases only sums of at least this many clients (node config ``secfl-min-contributors``).
 MIN_RELEASE_CONTRIBUTORS = 2
 _RELEASED_STATE = "secfl-released-rounds"
@@ -90,6 +91,9 @@ def make_secagg_mod(*, locate_key: KeyLocator | None = None) -> Mod:
             global_state = R.to_numpy(records[0], what="the global model")
             rule = R.rule_from_spec(str(config[R.CONFIG_RULE]))
             protocol_name = str(config[R.CONFIG_PROTOCOL])
+            if protocol_name not in ENCRYPTED_PROTOCOLS:  # "plain" would put the update on the wire in the clear
+                raise NotSecflMessageError(f"the server asks for protocol {protocol_name!r}; this client sends "
+                                           f"encrypted updates only ({', '.join(ENCRYPTED_PROTOCOLS)})")
             rnd = int(config[R.CONFIG_ROUND])
         except Exception as exc:  # noqa: BLE001 - every failure becomes a specific error reply, never plaintext
             return _error_reply(msg, exc, what="refused to train")
