@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
@@ -27,6 +28,7 @@ def main(grid: Grid, context: Context) -> None:
         public_context=public,
         protocol=str(cfg.get("protocol", "client-scored")),
         rule=str(cfg.get("aggregation", "fedatt")),
+        rule_options=json.loads(str(cfg.get("rule-options", "{}"))),  # e.g. '{"max_samples": 600}' for fedavg
         seed=settings.seed,
         fraction_train=float(cfg.get("fraction-train", 1.0)),
         fraction_evaluate=0.0,  # evaluation is central (below): the server holds the test split
