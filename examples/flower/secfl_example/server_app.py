@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fedattn.flower import SecAggFedAvg, load_server_context
 from fedattn.flower.records import to_numpy, to_record
@@ -16,6 +17,15 @@ from .task import Settings, evaluate, initial_state, show_secfl_logs
 show_secfl_logs()
 app = ServerApp()
 log = logging.getLogger("fedattn.example")  # shown by show_secfl_logs
+
+
+def train_metrics(replies: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Flower's weighted means, except epsilon: the DP guarantee is the worst client's, as secfl train reports."""
+    out = aggregate_metricrecords(replies, weight_key)
+    eps = [r["epsilon"] for c in replies for r in c.metric_records.values() if "epsilon" in r]
+    if eps:
+        out["epsilon"] = max(eps)
+    return out
 
 
 @app.main()
@@ -34,6 +44,7 @@ def main(grid: Grid, context: Context) -> None:
         fraction_evaluate=0.0,  # evaluation is central (below): the server holds the test split
         min_train_nodes=nodes,
         min_available_nodes=nodes,
+        train_metrics_aggr_fn=train_metrics,
     )
 
     def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:

@@ -25,7 +25,7 @@ def show_secfl_logs(level: int = logging.INFO) -> None:
     logger = logging.getLogger("fedattn")
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s secfl: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
 
