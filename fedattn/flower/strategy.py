@@ -180,7 +180,8 @@ class SecAggFedAvg(FlowerFedAvg):
             log.error("round %d: no client sent a usable encrypted update; the global model stays as it was", server_round)
             return None, None
         try:
-            received, rejected = self.protocol.receive(messages, round=server_round)
+            # (updates, rejected) here; signed-upload versions of receive() add receipts as a third item
+            received, rejected = self.protocol.receive(messages, round=server_round)[:2]
         except secagg.EmptyAggregationError as exc:
             # receive() logged each upload's reason; it returns none when it finds no valid one
             for m in messages:
@@ -192,11 +193,15 @@ class SecAggFedAvg(FlowerFedAvg):
         if not accepted:
             return None, None
         try:
-            total = self.protocol.combine([u for _, u in accepted], rule=self.rule, round=server_round)
+            combined = self.protocol.combine([u for _, u in accepted], rule=self.rule, round=server_round)
         except (secagg.SecAggError, InvalidConfigError) as exc:
             log.error("round %d: the encrypted aggregate could not be formed (%s: %s); the global model stays as it "
                       "was", server_round, type(exc).__name__, exc)
             return None, None
+        # a folding combine() returns the uploads it had to drop along with the aggregate
+        total, dropped = combined if isinstance(combined, tuple) else (combined, {})
+        entry.rejected.update(dropped)
+        accepted = [(label, u) for label, u in accepted if u.client_id in total.contributors]
         wire = total.to_bytes()
         entry.contributors = total.contributors
         entry.nodes = tuple(by_label[label].metadata.src_node_id for label, _ in accepted)
