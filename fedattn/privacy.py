@@ -92,6 +92,29 @@ class SampleLevelDP:
                                        max_grad_norm=self.config.clip_norm, poisson_sampling=True,
                                        noise_generator=gen)
 
+    def history(self, client_id: str) -> list[tuple[float, float, int]]:
+        """The client's accountant history, ``(noise_multiplier, sample_rate, steps)`` per entry.
+
+        Enough to rebuild the accountant in another process (a Flower client keeps it in
+        ``context.state`` between rounds); empty before the client's first round.
+        """
+        accountant = self._accountants.get(client_id)
+        return [tuple(h) for h in accountant.history] if accountant is not None else []
+
+    def restore(self, client_id: str, history: list) -> None:
+        """Continue counting from an earlier :meth:`history` of the same accountant kind."""
+        entries = []
+        for entry in history:
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
+                raise PrivacyConfigError(f"an accountant history entry is (noise_multiplier, sample_rate, steps), got {entry!r}")
+            sigma, rate, steps = float(entry[0]), float(entry[1]), int(entry[2])
+            if not (sigma > 0 and 0 < rate <= 1 and steps > 0):
+                raise PrivacyConfigError(f"accountant history entry {entry!r} is out of range")
+            entries.append((sigma, rate, steps))
+        accountant = create_accountant(self.config.accountant)
+        accountant.history = entries
+        self._accountants[client_id] = accountant
+
     def epsilon(self, client_id: str | None = None) -> float:
         """Epsilon at ``delta`` of one client, or the largest over all clients (0 before training)."""
         ids = [client_id] if client_id is not None else list(self._accountants)

@@ -1,0 +1,1 @@
+"""A Flower app that trains the digits MLP with secfl's encrypted aggregation."""

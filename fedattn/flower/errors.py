@@ -1,0 +1,32 @@
+"""Exceptions of the Flower adapter; each message says what to do next."""
+
+from __future__ import annotations
+
+from ..errors import FedAttnError, InvalidConfigError
+
+__all__ = ["FlowerAdapterError", "MissingPublicContextError", "MissingKeyError", "MissingCiphertextError",
+           "NotSecflMessageError", "ReleaseRefusedError"]
+
+
+class FlowerAdapterError(FedAttnError):
+    """Base class of the errors raised by :mod:`fedattn.flower`."""
+
+
+class MissingPublicContextError(FlowerAdapterError, InvalidConfigError):
+    """The server was started without a public context (``server.ctx``)."""
+
+
+class MissingKeyError(FlowerAdapterError, ValueError):
+    """A client node that was given no secret key (``client.key``) or cannot read it."""
+
+
+class MissingCiphertextError(FlowerAdapterError, ValueError):
+    """A client reply that carries no secfl ciphertext payload (plaintext arrays, or nothing)."""
+
+
+class NotSecflMessageError(FlowerAdapterError, ValueError):
+    """A message without the secfl configuration: the client refuses to answer it in plaintext."""
+
+
+class ReleaseRefusedError(FlowerAdapterError, PermissionError):
+    """A key holder refused to release a decryption (not an aggregate, too few clients, asked twice)."""

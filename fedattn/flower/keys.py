@@ -1,0 +1,148 @@
+"""Where each party's key material comes from, and the public context's trip to the clients.
+
+* A **client** loads its secret context (``client.key``, written by ``secfl keys generate``) from
+  a path in its own node configuration (``flower-supernode --node-config 'secret-key="..."'``),
+  or, for local simulations where Flower gives nodes no custom configuration, from the
+  ``SECFL_CLIENT_KEY`` environment variable of the machine it runs on. Nothing the server sends
+  can name or carry a key.
+* The **server** loads ``server.ctx`` (public key and evaluation keys only) from the run
+  configuration's ``server-context`` path; a secret context is refused.
+* The public context travels to the clients in the round's ConfigRecord (its fingerprint always,
+  its bytes as well while they are small): each client checks it against its own key set and
+  refuses to train for a server with another one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+
+import secagg
+
+from .errors import MissingKeyError, MissingPublicContextError
+
+__all__ = ["SECRET_KEY_CONFIG", "SECRET_KEY_ENV", "SERVER_CONTEXT_CONFIG", "KeyLocator", "default_key_path",
+           "load_client_key", "load_server_context", "check_server_context", "server_keyset", "client_id_of"]
+log = logging.getLogger(__name__)
+
+SECRET_KEY_CONFIG = "secret-key"
+SECRET_KEY_ENV = "SECFL_CLIENT_KEY"
+SERVER_CONTEXT_CONFIG = "server-context"
+
+#: Given a node's Context, the path of its client.key (or None when it has none).
+KeyLocator = Callable[[Context], "str | os.PathLike[str] | None"]
+
+
+def default_key_path(context: Context) -> str | None:
+    """The node config's ``secret-key``, else the ``SECFL_CLIENT_KEY`` environment variable."""
+    path = context.node_config.get(SECRET_KEY_CONFIG) or os.environ.get(SECRET_KEY_ENV)
+    return str(path) if path else None
+
+
+def client_id_of(context: Context) -> str:
+    """The id a client's payloads carry: node config ``client-id``, else its partition, else its node id."""
+    cfg = context.node_config
+    if cfg.get("client-id"):
+        return str(cfg["client-id"])
+    if "partition-id" in cfg:
+        return f"client-{cfg['partition-id']}"
+    return f"node-{context.node_id}"
+
+
+def load_client_key(context: Context, locate: KeyLocator | None = None) -> secagg.SecretContext:
+    """The node's secret context; :class:`MissingKeyError` saying how to provide it otherwise."""
+    path = (locate or default_key_path)(context)
+    if not path:
+        raise MissingKeyError(
+            f"node {context.node_id} has no secret key: start its SuperNode with --node-config "
+            f"'{SECRET_KEY_CONFIG}=\"/path/to/client.key\"' (local simulations: set {SECRET_KEY_ENV}); "
+            "keys are provisioned by the key dealer (secfl keys generate), never sent by the server"
+        )
+    try:
+        return secagg.load_secret_context(Path(path))
+    except secagg.KeyFileError as exc:
+        raise MissingKeyError(f"node {context.node_id} cannot use its secret key: {exc}") from None
+
+
+def load_server_context(source: Any) -> secagg.PublicContext:
+    """The server's public context from a PublicContext, a path, bytes, or a run config mapping.
+
+    Raises:
+        MissingPublicContextError: nothing given, an unreadable file, or a secret context (the
+            server must never hold one).
+    """
+    if isinstance(source, secagg.PublicContext):
+        return source
+    if isinstance(source, (secagg.SecretContext, secagg.KeySet)):
+        raise MissingPublicContextError(
+            "the server was given a secret key; give it the public context only (server.ctx, or keys.public)"
+        )
+    if isinstance(source, Mapping):
+        value = source.get(SERVER_CONTEXT_CONFIG)
+        if not value:
+            raise MissingPublicContextError(
+                f"the server has no public context: set the run config's {SERVER_CONTEXT_CONFIG!r} to the path of "
+                f"server.ctx (flwr run . --run-config \"{SERVER_CONTEXT_CONFIG}='/abs/path/keys/server.ctx'\"); "
+                "create it with `secfl keys generate --out keys/`"
+            )
+        source = Path(str(value))
+    if source is None:
+        raise MissingPublicContextError("the server has no public context: pass public_context=server.ctx's path or "
+                                        "a secagg.PublicContext (create one with `secfl keys generate --out keys/`)")
+    try:
+        return secagg.load_public_context(source)
+    except secagg.KeyFileError as exc:
+        raise MissingPublicContextError(f"the server's public context cannot be loaded: {exc}") from None
+
+
+def check_server_context(secret: secagg.SecretContext, *, fingerprint: object, context_bytes: object) -> None:
+    """A client's check that the server's public context belongs to its own key set.
+
+    ``context_bytes``, when the server sent them, are parsed and their fingerprint recomputed from
+    their contents; otherwise only the fingerprint label is compared (a guard against mix-ups, not
+    an authentication: a server could claim any fingerprint, but could not decrypt anyway).
+    """
+    if isinstance(context_bytes, bytes) and context_bytes:
+        try:
+            public = secagg.load_public_context(context_bytes)
+        except secagg.KeyFileError as exc:
+            raise secagg.KeyMismatchError(f"the server's public context is unusable: {exc}") from None
+        if public.fingerprint != fingerprint:
+            raise secagg.KeyMismatchError("the server's public context does not match the fingerprint it announced")
+    if fingerprint != secret.fingerprint:
+        raise secagg.KeyMismatchError(
+            f"the server uses key set {str(fingerprint)[:12]}..., this client holds {secret.fingerprint[:12]}...; "
+            "provision both from the same `secfl keys generate` run. Nothing was trained or sent"
+        )
+
+
+class _NoSecretKey:
+    """Stands where a KeySet's secret context would be on the server: there is none.
+
+    The protocol classes read ``keys.secret.preset`` to check their parameters; any other use
+    (encrypting, decrypting) raises :class:`secagg.MissingSecretKeyError`.
+    """
+
+    def __init__(self, preset: secagg.Preset) -> None:
+        self.preset = preset
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy, pickle and hasattr probes get the usual answer
+            raise AttributeError(name)
+        raise secagg.MissingSecretKeyError(
+            f"the server side of the Flower adapter holds no secret key (asked for {name!r}); the key holders "
+            "release aggregates"
+        )
+
+    def __repr__(self) -> str:
+        return f"<no secret key; preset {self.preset.name!r}>"
+
+
+def server_keyset(public: secagg.PublicContext) -> secagg.KeySet:
+    """A KeySet for the server's protocol object: the public context and no secret key."""
+    return secagg.KeySet(secret=_NoSecretKey(public.preset), public=public)  # type: ignore[arg-type]

@@ -1,0 +1,199 @@
+"""Client side: the mod that encrypts a ClientApp's plaintext reply, and the key holder's release.
+
+Use::
+
+    app = ClientApp(mods=[secagg_mod, fixedclipping_mod])   # secagg_mod first: it is the outermost
+    @app.train()
+    def train(msg, context): ...                             # plain Flower code, returns the trained model
+    enable_release(app)                                      # this node may release aggregates
+
+Flower applies mods outermost first: ``mods=[a, b]`` runs ``a(msg, ctx, b(...))``. Every mod that
+touches plaintext (clipping, local DP noise) must therefore come *after* ``secagg_mod`` in the list,
+so that it sees the plaintext reply before ``secagg_mod`` encrypts it. A mod listed before it would
+see only ciphertext bytes (Flower's ``fixedclipping_mod`` then replies with an error, since the
+reply's array names no longer match the global model's).
+
+On a train message ``secagg_mod``: refuses messages without the secfl configuration (no plaintext
+reply to a plain FedAvg server); loads this node's secret key and checks it against the server's
+public context before any training; strips the server's reference step; calls the app; computes
+the update against the global model it received, the client's attention weights, and replaces the
+reply's arrays with the ciphertext payload of ``Protocol.client_message``. Other messages pass
+through untouched. Failures become error replies with the exception's class and message, logged on
+the client; the plaintext never leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+
+import secagg
+
+from ..protocols import make_protocol
+from ..rules import FedAvg
+from . import records as R
+from .errors import NotSecflMessageError, ReleaseRefusedError
+from .keys import KeyLocator, check_server_context, client_id_of, load_client_key
+
+__all__ = ["make_secagg_mod", "secagg_mod", "make_release_handler", "enable_release", "MIN_RELEASE_CONTRIBUTORS"]
+log = logging.getLogger(__name__)
+
+Mod = Callable[[Message, Context, Callable[[Message, Context], Message]], Message]
+
+ENCRYPTED_PROTOCOLS = ("client-scored", "server-scored")
+#: A key holder releases only sums of at least this many clients (node config ``secfl-min-contributors``).
+MIN_RELEASE_CONTRIBUTORS = 2
+_RELEASED_STATE = "secfl-released-rounds"
+
+
+def _error_reply(msg: Message, exc: BaseException, *, what: str) -> Message:
+    reason = f"secfl {what}: {type(exc).__name__}: {exc}"
+    log.error("node %s, %s: %s", msg.metadata.dst_node_id, msg.metadata.message_type, reason)
+    return Message(Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=msg)
+
+
+def _single_config(msg: Message) -> ConfigRecord:
+    configs = list(msg.content.config_records.values())
+    if len(configs) != 1 or R.CONFIG_PROTOCOL not in configs[0]:
+        raise NotSecflMessageError(
+            "this train message carries no secfl configuration; the client refuses to send its update in "
+            "plaintext (run the server with fedattn.flower.SecAggFedAvg)"
+        )
+    return configs[0]
+
+
+def make_secagg_mod(*, locate_key: KeyLocator | None = None) -> Mod:
+    """A :data:`secagg_mod` that finds each node's ``client.key`` with ``locate_key``.
+
+    The default looks at the node config's ``secret-key``, then ``SECFL_CLIENT_KEY``.
+    """
+
+    def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        if not msg.metadata.message_type.startswith(MessageType.TRAIN):
+            return call_next(msg, context)
+        try:
+            config = _single_config(msg)
+            secret = load_client_key(context, locate_key)
+            check_server_context(secret, fingerprint=config.get(R.CONFIG_FINGERPRINT),
+                                 context_bytes=config.get(R.CONFIG_CONTEXT))
+            reference = None
+            if R.REFERENCE_RECORD in msg.content.array_records:
+                reference = R.to_numpy(msg.content.array_records[R.REFERENCE_RECORD], what="the reference step")
+                del msg.content[R.REFERENCE_RECORD]  # the user's app (and Flower's mods) see one ArrayRecord
+            records = list(msg.content.array_records.values())
+            if len(records) != 1:
+                raise ValueError(f"a train message should carry one ArrayRecord (the global model), got {len(records)}")
+            global_state = R.to_numpy(records[0], what="the global model")
+            rule = R.rule_from_spec(str(config[R.CONFIG_RULE]))
+            protocol_name = str(config[R.CONFIG_PROTOCOL])
+            if protocol_name not in ENCRYPTED_PROTOCOLS:  # "plain" would put the update on the wire in the clear
+                raise NotSecflMessageError(f"the server asks for protocol {protocol_name!r}; this client sends "
+                                           f"encrypted updates only ({', '.join(ENCRYPTED_PROTOCOLS)})")
+            rnd = int(config[R.CONFIG_ROUND])
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a specific error reply, never plaintext
+            return _error_reply(msg, exc, what="refused to train")
+
+        reply = call_next(msg, context)
+        if reply.has_error():
+            return reply
+        try:
+            return _encrypt_reply(reply, context, secret=secret, global_state=global_state, reference=reference,
+                                  rule=rule, protocol_name=protocol_name, rnd=rnd)
+        except Exception as exc:  # noqa: BLE001
+            return _error_reply(msg, exc, what="could not encrypt the update")
+
+    mod.__name__ = mod.__qualname__ = "secagg_mod"
+    return mod
+
+
+def _encrypt_reply(reply: Message, context: Context, *, secret: secagg.SecretContext, global_state, reference, rule,
+                   protocol_name: str, rnd: int) -> Message:
+    items = list(reply.content.array_records.items())
+    if len(items) != 1:
+        raise ValueError(f"the app's reply should carry one ArrayRecord (the trained model), got {len(items)}")
+    key, record = items[0]
+    local = R.to_numpy(record, what="the trained model")
+    if list(local) != list(global_state):
+        raise ValueError(f"the trained model's arrays {list(local)[:4]}... differ from the global model's "
+                         f"{list(global_state)[:4]}...")
+    update = {}
+    for name, g in global_state.items():
+        if local[name].shape != g.shape or not np.issubdtype(g.dtype, np.floating):
+            raise ValueError(f"array {name!r}: shape {local[name].shape} vs {g.shape}, dtype {g.dtype}; secfl encrypts "
+                             "floating-point arrays of the global model's shapes")
+        update[name] = local[name] - g  # in the arrays' own dtype, as the standalone simulation does
+    metrics = list(reply.content.metric_records.values())
+    num_samples = int(metrics[0][R.WEIGHT_KEY]) if len(metrics) == 1 and R.WEIGHT_KEY in metrics[0] else None
+    if num_samples is None:
+        if isinstance(rule, FedAvg) and not rule.equal_weights:
+            raise ValueError(f"FedAvg weights need the reply's MetricRecord to hold {R.WEIGHT_KEY!r}")
+        num_samples = 1
+    # the public half is never used on the client side; a client holds the secret context only
+    protocol = make_protocol(protocol_name, keys=secagg.KeySet(secret=secret, public=None))  # type: ignore[arg-type]
+    message = protocol.client_message(update, rule=rule, num_samples=num_samples, reference=reference, round=rnd,
+                                      client_id=client_id_of(context))
+    reply.content[key] = R.payload_record(message.payload)  # the plaintext record is replaced, not kept
+    log.info("round %d: %s sent %d ciphertext bytes", rnd, client_id_of(context), len(message.payload))
+    return reply
+
+
+#: The mod with the default key lookup (node config ``secret-key``, else ``SECFL_CLIENT_KEY``).
+secagg_mod = make_secagg_mod()
+
+
+def make_release_handler(*, locate_key: KeyLocator | None = None) -> Callable[[Message, Context], Message]:
+    """The key holder's answer to the server's release query (register it with :func:`enable_release`).
+
+    It parses the aggregate under the node's secret key, refuses anything that is not a sum of at
+    least ``secfl-min-contributors`` (node config, default 2) clients or that asks for a second
+    release of the same round from this node, then returns ``secagg.decrypt_ratio``'s released,
+    noise-flooded values. What it can check is what the aggregate's header says: without signed
+    uploads a malicious server could still forge contributor names (BRIEF section 3's
+    honest-but-curious server).
+    """
+
+    def release(msg: Message, context: Context) -> Message:
+        try:
+            secret = load_client_key(context, locate_key)
+            config = msg.content.config_records.get(R.RELEASE_CONFIG)
+            if config is None or R.AGGREGATE_RECORD not in msg.content.array_records:
+                raise NotSecflMessageError("a release query carries the secfl config and the encrypted aggregate")
+            check_server_context(secret, fingerprint=config.get(R.CONFIG_FINGERPRINT), context_bytes=None)
+            rnd = int(config[R.CONFIG_ROUND])
+            wire = R.payload_of(RecordDict({R.AGGREGATE_RECORD: msg.content.array_records[R.AGGREGATE_RECORD]}),
+                                who="the server's release query", stype=R.AGGREGATE_STYPE)
+            update = secagg.EncryptedUpdate.from_bytes(wire, secret, expected_round=rnd)
+            minimum = int(context.node_config.get("secfl-min-contributors", MIN_RELEASE_CONTRIBUTORS))
+            if update.kind == "update" or len(update.contributors) < minimum:
+                raise ReleaseRefusedError(
+                    f"round {rnd}: asked to release a {update.kind} of {len(update.contributors)} client(s); this key "
+                    f"holder releases sums of at least {minimum} clients only"
+                )
+            state = context.state.config_records.get(_RELEASED_STATE)
+            done = list(state["rounds"]) if state is not None else []
+            if rnd in done:
+                raise ReleaseRefusedError(f"round {rnd} was already released by this node; a second release of "
+                                          "another subset would reveal the difference")
+            values = secagg.decrypt_ratio(update, secret)
+            context.state[_RELEASED_STATE] = ConfigRecord({"rounds": [*done, rnd]})
+        except Exception as exc:  # noqa: BLE001 - refusals are error replies with their reason
+            return _error_reply(msg, exc, what="refused to release")
+        log.info("round %d: released the aggregate of %d clients", rnd, len(update.contributors))
+        content = RecordDict({
+            R.RELEASED_RECORD: ArrayRecord({n: Array(np.asarray(v)) for n, v in values.items()}),
+            R.RELEASE_CONFIG: ConfigRecord({"contributors": list(update.contributors)}),
+        })
+        return Message(content, reply_to=msg)
+
+    return release
+
+
+def enable_release(app: ClientApp, *, locate_key: KeyLocator | None = None) -> ClientApp:
+    """Register the release handler (``query.secfl_release``) on ``app``: its nodes become key holders."""
+    app.query(R.RELEASE_ACTION)(make_release_handler(locate_key=locate_key))
+    return app

@@ -1,0 +1,112 @@
+"""What crosses Flower's wire: record keys, the ciphertext ``Array``, the rule and model conversions.
+
+Only bytes and numbers cross: TenSEAL / SEAL objects do not pickle, and Flower's records hold
+scalars, bytes and ``Array``s. A ciphertext payload (the versioned :mod:`secagg.wire` format)
+travels as one ``Array`` of ``uint8`` with a secfl ``stype``; Flower's own code that calls
+``Array.numpy()`` on it raises ``TypeError`` instead of misreading the bytes as numbers, which is
+why Flower's DP wrappers and ``FedAvg.aggregate_train`` cannot be used on secfl replies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, RecordDict
+
+from ..rules import AggregationRule, make_rule
+from .errors import MissingCiphertextError
+
+__all__ = [
+    "CONFIG_PROTOCOL", "CONFIG_RULE", "CONFIG_FINGERPRINT", "CONFIG_CONTEXT", "CONFIG_ROUND", "REFERENCE_RECORD",
+    "PAYLOAD_ARRAY", "PAYLOAD_STYPE", "AGGREGATE_RECORD", "AGGREGATE_STYPE", "RELEASE_ACTION",
+    "RELEASE_MESSAGE_TYPE", "RELEASE_CONFIG", "RELEASED_RECORD", "WEIGHT_KEY", "payload_record", "payload_of",
+    "rule_spec", "rule_from_spec", "to_numpy", "to_record",
+]
+
+# keys of the one ConfigRecord of a train message (Flower's clipping mods insist on exactly one)
+CONFIG_PROTOCOL = "secfl-protocol"
+CONFIG_RULE = "secfl-rule"
+CONFIG_FINGERPRINT = "secfl-fingerprint"
+CONFIG_CONTEXT = "secfl-public-context"
+CONFIG_ROUND = "server-round"  # set by Flower's FedAvg.configure_train
+#: optional second ArrayRecord of a train message: the previous global step (cosine attention's
+#: reference); the client mod removes it before the user's train function sees the message
+REFERENCE_RECORD = "secfl-reference"
+
+PAYLOAD_ARRAY = "secfl-payload"
+PAYLOAD_STYPE = "secfl.encrypted-update.v1"
+AGGREGATE_RECORD = "secfl-aggregate"
+AGGREGATE_STYPE = "secfl.encrypted-aggregate.v1"
+
+#: the server's request to a key holder: release (noise-flood, round, then divide) one aggregate
+RELEASE_ACTION = "secfl_release"
+RELEASE_MESSAGE_TYPE = f"query.{RELEASE_ACTION}"
+RELEASE_CONFIG = "secfl"
+RELEASED_RECORD = "secfl-released"
+
+#: the MetricRecord entry with the client's sample count (Flower's convention)
+WEIGHT_KEY = "num-examples"
+
+
+def payload_record(payload: bytes, *, name: str = PAYLOAD_ARRAY, stype: str = PAYLOAD_STYPE) -> ArrayRecord:
+    """An ArrayRecord holding one ciphertext payload as bytes."""
+    return ArrayRecord({name: Array(dtype="uint8", shape=(len(payload),), stype=stype, data=bytes(payload))})
+
+
+def payload_of(content: RecordDict, *, who: str, stype: str = PAYLOAD_STYPE) -> bytes:
+    """The one ciphertext payload in ``content``; a specific error when there is none.
+
+    A reply with plaintext arrays is refused without reading them (their names are reported):
+    it means the client app runs without :func:`fedattn.flower.secagg_mod`, or a mod outside it
+    added plaintext after encryption.
+    """
+    found, plain = [], []
+    for record in content.array_records.values():
+        for name, arr in record.items():
+            (found if arr.stype == stype else plain).append((name, arr))
+    if plain:
+        names = sorted(n for n, _ in plain)[:5]
+        raise MissingCiphertextError(
+            f"{who} replied with plaintext arrays {names}{'...' if len(plain) > 5 else ''} "
+            f"{'next to' if found else 'instead of'} its ciphertexts; the reply was dropped unused. Put "
+            "fedattn.flower.secagg_mod first (outermost) in that ClientApp's mods"
+        )
+    if len(found) != 1:
+        raise MissingCiphertextError(
+            f"{who} replied with {len(found)} secfl payloads, expected exactly one (is secagg_mod installed on "
+            "that ClientApp?)"
+        )
+    name, arr = found[0]
+    if arr.dtype != "uint8" or tuple(arr.shape) != (len(arr.data),):
+        raise MissingCiphertextError(f"{who}: payload {name!r} is not a byte array (dtype {arr.dtype}, shape {arr.shape})")
+    return bytes(arr.data)
+
+
+def rule_spec(name: str, options: Mapping[str, object]) -> str:
+    """The rule as the clients rebuild it: JSON, so the round config carries it as one string."""
+    return json.dumps({"name": name, "options": dict(options)}, sort_keys=True)
+
+
+def rule_from_spec(spec: str) -> AggregationRule:
+    data = json.loads(spec)
+    if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
+        raise ValueError(f"malformed secfl rule spec {spec[:80]!r}")
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in data["options"].items()}
+    return make_rule(str(data.get("name")), **options)
+
+
+def to_numpy(record: ArrayRecord, *, what: str) -> dict[str, np.ndarray]:
+    """Name -> numpy array; a clear error when an array is not a numpy array (e.g. a ciphertext)."""
+    out = {}
+    for name, arr in record.items():
+        try:
+            out[name] = arr.numpy()
+        except TypeError:
+            raise ValueError(f"{what}: array {name!r} has stype {arr.stype!r}, not a numpy array") from None
+    return out
+
+
+def to_record(state: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({name: Array(np.asarray(a)) for name, a in state.items()})

@@ -1,0 +1,302 @@
+"""Server side: a Flower FedAvg strategy that aggregates secfl ciphertexts and never decrypts.
+
+One round (``server_round`` r, which is round ``r - 1`` of :func:`fedattn.simulation.run_simulation`):
+
+1. ``configure_train``: Flower's FedAvg sampling; the one ConfigRecord also carries the protocol,
+   the rule, the public context's fingerprint (and its bytes while they are small) and, for cosine
+   attention, the previous global step as a second ArrayRecord.
+2. The clients' ``secagg_mod`` replies with one ciphertext payload each.
+3. ``aggregate_train``: :meth:`Protocol.receive` validates the payloads (bad ones are dropped and
+   logged, the round goes on), :meth:`Protocol.combine` forms the encrypted ratio-form aggregate
+   with the public context only, and a ``query.secfl_release`` message sends it to one key holder
+   (a client node with ``client.key``), which returns the *released* (noise-flooded, rounded)
+   ``sum_k omega_k d_k / sum_k omega_k``. Another key holder is asked if one fails.
+4. The strategy applies the rule's server step (``w + step * aggregate`` plus the rule's noise), as
+   :class:`fedattn.simulation.Server` does, and returns the new plaintext global model.
+
+The strategy object holds a public context and a :class:`secagg.KeySet` whose secret half is a
+placeholder that raises on any use.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+
+import secagg
+
+from ..errors import InvalidConfigError
+from ..protocols import ClientMessage, EncryptedProtocol, make_protocol
+from ..rules import CosineAttention, FedAtt, FedAvg, make_rule
+from . import records as R
+from .errors import MissingCiphertextError
+from .keys import load_server_context, server_keyset
+
+__all__ = ["SecAggFedAvg", "RoundLog", "DEFAULT_MAX_CONTEXT_BYTES"]
+log = logging.getLogger(__name__)
+
+#: Public contexts up to this size travel in every round's config; larger ones (the deep preset's
+#: Galois keys, ~115 MB) are announced by fingerprint only.
+DEFAULT_MAX_CONTEXT_BYTES = 4 * 2**20
+
+
+@dataclass
+class RoundLog:
+    """What the server saw in one round: exactly the server's view, nothing more."""
+
+    round: int
+    contributors: tuple[str, ...] = ()
+    nodes: tuple[int, ...] = ()
+    rejected: dict[str, str] = field(default_factory=dict)
+    key_holder: int | None = None
+    released: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    metrics: dict[int, dict] = field(default_factory=dict)
+    aggregate_bytes: int = 0
+
+
+class SecAggFedAvg(FlowerFedAvg):
+    """Flower's FedAvg with secfl's encrypted protocols in place of plaintext averaging.
+
+    Args:
+        public_context: the server's ``server.ctx`` (path, bytes or :class:`secagg.PublicContext`);
+            a secret context is refused.
+        protocol: ``"client-scored"`` (default) or ``"server-scored"`` (FedAtt with squared-L2
+            scores on the ``deep`` preset).
+        rule, rule_options: the aggregation rule (:func:`fedattn.rules.make_rule`), sent to the
+            clients so that they compute their weights with it.
+        seed: seeds the rule's server noise as the standalone simulation does; ``None`` draws it
+            from the OS.
+        clipping_norm: when set, sent as ``clipping_norm`` so that Flower's ``fixedclipping_mod``
+            (placed after ``secagg_mod``) clips each update before encryption.
+        max_payload_bytes: uploads above this are rejected before parsing.
+        key_holders: node ids to ask for releases first (default: the round's contributors).
+        release_timeout: seconds to wait for one key holder.
+        **fedavg_options: Flower FedAvg's sampling options (``fraction_train``, ``min_train_nodes``...).
+    """
+
+    def __init__(self, *, public_context: object, protocol: str = "client-scored", rule: str = "fedatt",
+                 rule_options: dict | None = None, seed: int | None = None, clipping_norm: float | None = None,
+                 max_payload_bytes: int | None = None, key_holders: Sequence[int] | None = None,
+                 release_timeout: float = 600.0, max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+                 **fedavg_options: object) -> None:
+        try:
+            self.public_context = load_server_context(public_context)
+        except Exception as exc:
+            log.error("%s", exc)  # before round 1, in the server's log
+            raise
+        super().__init__(**fedavg_options)  # type: ignore[arg-type]
+        self.rule_name, self.rule_options = rule, dict(rule_options or {})
+        self.rule = make_rule(rule, **self.rule_options)
+        if protocol == "plain":
+            raise InvalidConfigError("SecAggFedAvg runs encrypted protocols; use Flower's FedAvg for plaintext")
+        proto = make_protocol(protocol, keys=server_keyset(self.public_context))
+        assert isinstance(proto, EncryptedProtocol)
+        proto.max_payload_bytes = max_payload_bytes
+        self.protocol = proto
+        self._check_rule()
+        if clipping_norm is not None and not (math.isfinite(clipping_norm) and clipping_norm > 0):
+            raise InvalidConfigError(f"clipping_norm must be positive, got {clipping_norm}")
+        self.clipping_norm = clipping_norm
+        self.seed = seed
+        self.key_holders = list(key_holders or [])
+        self.release_timeout = release_timeout
+        if self.public_context.preset.flood_bits < 40:
+            # on Flower the server holds both the aggregate's ciphertext and its release (secagg.release)
+            log.warning("preset %r floods releases by 2^%d only (a heuristic level); the server sees each aggregate's "
+                        "ciphertext and its release, so prefer the 'strict' preset", self.public_context.preset.name,
+                        self.public_context.preset.flood_bits)
+        blob = self.public_context.to_bytes()
+        self._context_bytes = blob if len(blob) <= max_context_bytes else b""
+        self.history: list[RoundLog] = []
+        self._grid: Grid | None = None
+        self._global: dict[str, np.ndarray] | None = None
+        self._previous_step: dict[str, np.ndarray] | None = None
+
+    def _check_rule(self) -> None:
+        name = self.protocol.name
+        if name == "server-scored":
+            if not isinstance(self.rule, FedAtt) or self.rule.score != "l2_squared" or self.public_context.preset.depth < 7:
+                raise InvalidConfigError("the server-scored protocol computes FedAtt with score='l2_squared' on the 'deep'"
+                                         " preset: use rule='fedatt', rule_options={'score': 'l2_squared'} and deep keys")
+        if isinstance(self.rule, FedAvg) and not self.rule.equal_weights and self.rule.max_samples is None:
+            raise InvalidConfigError("FedAvg under encryption needs rule_options={'max_samples': N}, a public bound on any"
+                                     " client's sample count (or {'equal_weights': True})")
+
+    def summary(self) -> None:
+        super().summary()
+        log.info("secfl: protocol %s, rule %s %s, preset %s, key set %s...", self.protocol.name, self.rule_name,
+                 self.rule_options, self.public_context.preset.name, self.public_context.fingerprint[:12])
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._grid = grid
+        self._global = R.to_numpy(arrays, what="the global model")
+        messages = list(super().configure_train(server_round, arrays, self.secfl_config(config), grid))
+        if isinstance(self.rule, CosineAttention) and self._previous_step is not None:
+            reference = R.to_record(self._previous_step)
+            for m in messages:
+                m.content[R.REFERENCE_RECORD] = reference
+        return messages
+
+    def secfl_config(self, config: ConfigRecord) -> ConfigRecord:
+        """Add what the clients' secagg_mod needs to a train ConfigRecord (in place, and return it)."""
+        config[R.CONFIG_PROTOCOL] = self.protocol.name
+        config[R.CONFIG_RULE] = R.rule_spec(self.rule_name, self.rule_options)
+        config[R.CONFIG_FINGERPRINT] = self.public_context.fingerprint
+        if self._context_bytes:
+            config[R.CONFIG_CONTEXT] = self._context_bytes
+        if self.clipping_norm is not None:
+            config["clipping_norm"] = float(self.clipping_norm)  # the key Flower's clipping mods read
+        return config
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, failed = self._check_and_log_replies(list(replies), is_train=True, validate=False)
+        entry = RoundLog(server_round)
+        self.history.append(entry)
+        for msg in failed:
+            reason = msg.error.reason
+            entry.rejected[f"node-{msg.metadata.src_node_id}"] = reason
+            log.warning("round %d: node %d sent no update: %s", server_round, msg.metadata.src_node_id, reason)
+        messages, by_label = [], {}
+        for msg in valid:
+            label = f"node-{msg.metadata.src_node_id}"
+            try:
+                payload = R.payload_of(msg.content, who=label)
+            except MissingCiphertextError as exc:
+                entry.rejected[label] = f"{type(exc).__name__}: {exc}"
+                log.warning("round %d: %s", server_round, entry.rejected[label])
+                continue
+            messages.append(ClientMessage(label, payload, num_samples=1))
+            by_label[label] = msg
+        if not messages:
+            log.error("round %d: no client sent a usable encrypted update; the global model stays as it was", server_round)
+            return None, None
+        try:
+            # (updates, rejected) here; signed-upload versions of receive() add receipts as a third item
+            received, rejected = self.protocol.receive(messages, round=server_round)[:2]
+        except secagg.EmptyAggregationError as exc:
+            # receive() logged each upload's reason; it returns none when it finds no valid one
+            for m in messages:
+                entry.rejected[m.client_id] = f"{type(exc).__name__}: {exc} (the reasons are in the log above)"
+            log.error("round %d: %s; the global model stays as it was", server_round, exc)
+            return None, None
+        entry.rejected.update(rejected)
+        accepted = self._match(server_round, received, messages, entry)
+        if not accepted:
+            return None, None
+        try:
+            combined = self.protocol.combine([u for _, u in accepted], rule=self.rule, round=server_round)
+        except (secagg.SecAggError, InvalidConfigError) as exc:
+            log.error("round %d: the encrypted aggregate could not be formed (%s: %s); the global model stays as it "
+                      "was", server_round, type(exc).__name__, exc)
+            return None, None
+        # a folding combine() returns the uploads it had to drop along with the aggregate
+        total, dropped = combined if isinstance(combined, tuple) else (combined, {})
+        entry.rejected.update(dropped)
+        accepted = [(label, u) for label, u in accepted if u.client_id in total.contributors]
+        wire = total.to_bytes()
+        entry.contributors = total.contributors
+        entry.nodes = tuple(by_label[label].metadata.src_node_id for label, _ in accepted)
+        entry.aggregate_bytes = len(wire)
+        released = self._release(server_round, wire, entry)
+        if released is None:
+            return None, None
+        entry.released = released
+        new = self.rule.apply(self._global, released, rng=self._rng(server_round))
+        self._previous_step = {n: new[n].astype(np.float64) - self._global[n] for n in new}
+        contents = [by_label[label].content for label, _ in accepted]
+        entry.metrics = {by_label[label].metadata.src_node_id: {k: v for r in c.metric_records.values() for k, v in r.items()}
+                         for (label, _), c in zip(accepted, contents)}
+        return R.to_record(new), self._metrics(contents, entry)
+
+    @staticmethod
+    def _match(server_round: int, received: list[secagg.EncryptedUpdate], messages: list[ClientMessage],
+               entry: RoundLog) -> list[tuple[str, secagg.EncryptedUpdate]]:
+        """Pair each accepted update with the node that sent it; one update per claimed client.
+
+        The payload's client id is the client's own claim; the node is what Flower routed. An
+        update's first ciphertext lies verbatim inside the payload it was parsed from.
+        """
+        accepted, claimed = [], set()
+        for upd in received:
+            label = next((m.client_id for m in messages if upd.blobs and upd.blobs[0] in m.payload), None)
+            if label is None:
+                continue
+            if upd.client_id in claimed:
+                entry.rejected[label] = f"DuplicateClientError: another payload already claimed client {upd.client_id!r}"
+                log.warning("round %d: %s: %s", server_round, label, entry.rejected[label])
+                continue
+            claimed.add(upd.client_id)
+            accepted.append((label, upd))
+        return accepted
+
+    def _rng(self, server_round: int) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng()
+        # the standalone simulation's server rng of its round server_round - 1
+        return np.random.default_rng(int(np.random.SeedSequence([self.seed, server_round - 1, 4]).generate_state(1)[0]))
+
+    def _release(self, server_round: int, wire: bytes, entry: RoundLog) -> dict[str, np.ndarray] | None:
+        """Ask key holders in turn to release the aggregate; the first valid answer counts."""
+        assert self._grid is not None and self._global is not None
+        contributors = sorted(entry.nodes)
+        rotated = contributors[(server_round - 1) % len(contributors):] + contributors[:(server_round - 1) % len(contributors)]
+        candidates = [n for n in self.key_holders if n in set(self._grid.get_node_ids())] + \
+            [n for n in rotated if n not in self.key_holders]
+        content = RecordDict({
+            R.AGGREGATE_RECORD: R.payload_record(wire, name="aggregate", stype=R.AGGREGATE_STYPE),
+            R.RELEASE_CONFIG: ConfigRecord({R.CONFIG_ROUND: server_round, R.CONFIG_FINGERPRINT: self.public_context.fingerprint}),
+        })
+        for node in candidates:
+            query = Message(content, dst_node_id=node, message_type=R.RELEASE_MESSAGE_TYPE)
+            replies = list(self._grid.send_and_receive([query], timeout=self.release_timeout))
+            try:
+                if not replies:
+                    raise TimeoutError(f"no answer within {self.release_timeout} s")
+                if replies[0].has_error():
+                    raise RuntimeError(replies[0].error.reason)
+                released = self._check_released(replies[0].content, entry)
+            except Exception as exc:  # noqa: BLE001 - ask the next key holder
+                log.warning("round %d: key holder node %d did not release: %s", server_round, node, exc)
+                continue
+            entry.key_holder = node
+            return released
+        log.error("round %d: no key holder released the aggregate (asked %s); the global model stays as it was",
+                  server_round, candidates)
+        return None
+
+    def _check_released(self, content: RecordDict, entry: RoundLog) -> dict[str, np.ndarray]:
+        assert self._global is not None
+        record = content.array_records.get(R.RELEASED_RECORD)
+        if record is None:
+            raise ValueError("the answer carries no released aggregate")
+        values = R.to_numpy(record, what="the released aggregate")
+        if list(values) != list(self._global) or any(values[n].shape != g.shape for n, g in self._global.items()):
+            raise ValueError("the released aggregate does not have the global model's layout")
+        if not all(np.all(np.isfinite(v)) for v in values.values()):
+            raise ValueError("the released aggregate holds non-finite values")
+        said = content.config_records.get(R.RELEASE_CONFIG, {}).get("contributors")
+        if said is not None and tuple(said) != tuple(entry.contributors):
+            raise ValueError("the key holder released an aggregate of other contributors")
+        return values
+
+    def _metrics(self, contents: list[RecordDict], entry: RoundLog) -> MetricRecord:
+        usable = [c for c in contents if len(c.metric_records) == 1
+                  and self.weighted_by_key in next(iter(c.metric_records.values()))]
+        metrics = MetricRecord()
+        if usable and len(usable) == len(contents):
+            try:
+                metrics = self.train_metrics_aggr_fn(usable, self.weighted_by_key)
+            except (TypeError, ValueError, KeyError) as exc:
+                log.warning("round %d: client metrics could not be aggregated: %s", entry.round, exc)
+        metrics["secfl-contributors"] = len(entry.contributors)
+        metrics["secfl-rejected"] = len(entry.rejected)
+        return metrics

@@ -1,0 +1,331 @@
+"""A real Flower run (Ray simulation engine, in-process ServerApp) against the standalone simulation.
+
+One simulation serves every check, because starting Ray costs more than the rounds: 3 good clients
+and 3 bad ones (no key, another key set, a plaintext reply), 2 rounds, digits MLP, FedAtt,
+sample-level DP-SGD. The good clients' decrypted aggregate must equal the standalone simulation's
+(same seeds, same partitions) within the strict preset's release tolerance; the bad ones must be
+dropped with a specific reason in the server's log while the round goes on; epsilon must compose
+across rounds through ``context.state``; no server-side object or message may hold secret-key
+bytes; Flower must write only inside a temporary directory and leave no process behind. A second,
+slow-marked run covers the server-scored protocol (deep preset).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+flwr = pytest.importorskip("flwr")
+
+import secagg  # noqa: E402
+from fedattn.privacy import DPConfig  # noqa: E402
+from fedattn.protocols import ClientScoredProtocol  # noqa: E402
+from fedattn.rules import FedAtt  # noqa: E402
+from fedattn.simulation import SimulationConfig, run_simulation  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flower"
+GOOD, NO_KEY, OTHER_KEY, PLAINTEXT = (0, 1, 2), 3, 4, 5
+ROUNDS = 2
+DP = DPConfig(mode="sample", noise_multiplier=1.0, clip_norm=1.0)
+
+
+def _descendants(pid: int) -> list[str]:
+    """Live descendants of ``pid`` from /proc (psutil is not a dependency)."""
+    parent: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat.rsplit(")", 1)
+        fields = rest.split()
+        if fields[0] == "Z":  # a zombie is already dead
+            continue
+        parent[int(entry)], names[int(entry)] = int(fields[1]), name.split("(", 1)[1]
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += [f"{c} {names[c]}" for c in kids]
+        frontier += kids
+    return out
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class RecordingGrid:
+    """The real Grid, with every message the ServerApp sends kept for inspection."""
+
+    def __init__(self, grid) -> None:
+        self._grid, self.sent = grid, []
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        self.sent.extend(messages)
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        self.sent.extend(messages)
+        return self._grid.push_messages(messages)
+
+
+def _example_task():
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        return importlib.import_module("secfl_example.task")
+    finally:
+        sys.path.remove(str(EXAMPLE))
+
+
+def _apps(task, settings, *, locate, server_ctx: Path, nodes: int, rounds: int, partitions: int,
+          plaintext_partition: int | None = None, **strategy_options):
+    """A ServerApp with SecAggFedAvg and a ClientApp running the example's training under secagg_mod."""
+    from flwr.app import Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    from fedattn.flower import SecAggFedAvg, enable_release, make_secagg_mod, sample_dp_from_state, save_sample_dp
+    from fedattn.flower.records import to_numpy, to_record
+
+    def train(msg, context):  # the example's train function, with `partitions` shards for the nodes
+        pid = int(context.node_config["partition-id"]) % partitions
+        cid = f"client-{pid}"
+        dp = sample_dp_from_state(context, settings.dp_config(), client_id=cid) if settings.dp != "none" else None
+        client = task.local_client(settings, partition_id=pid, num_partitions=partitions, sample_dp=dp)
+        trained = task.local_train(client, to_numpy(msg.content["arrays"], what="global"), settings=settings,
+                                   server_round=int(msg.content["config"]["server-round"]), partition_id=pid)
+        metrics = {"num-examples": client.num_samples}
+        if dp is not None:
+            metrics["epsilon"] = save_sample_dp(context, dp, client_id=cid)
+        return Message(RecordDict({"arrays": to_record(trained), "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+    def misconfigured(msg, context, call_next):  # one node runs without secagg_mod: plaintext reply
+        if msg.metadata.message_type == "train" and int(context.node_config["partition-id"]) == plaintext_partition:
+            return train(msg, context)
+        return call_next(msg, context)
+
+    client_app = ClientApp(mods=[misconfigured, make_secagg_mod(locate_key=locate)])
+    client_app.train()(train)
+    enable_release(client_app, locate_key=locate)
+    server_app, box = ServerApp(), {}
+
+    @server_app.main()
+    def main(grid, context: Context) -> None:
+        grid = box["grid"] = RecordingGrid(grid)
+        strategy = box["strategy"] = SecAggFedAvg(public_context=server_ctx, seed=settings.seed, fraction_evaluate=0.0,
+                                                  min_train_nodes=nodes, min_available_nodes=nodes, **strategy_options)
+        box["result"] = strategy.start(grid=grid, initial_arrays=to_record(task.initial_state(settings)),
+                                       num_rounds=rounds)
+
+    return server_app, client_app, box
+
+
+def _simulate(base: Path, server_app, client_app, box: dict, *, nodes: int) -> dict:
+    """Flower's in-process run_simulation on Ray, confined to ``base``; then Ray is shut down."""
+    from flwr.simulation import run_simulation as flower_simulation
+
+    # Ray's unix sockets must fit in 107 bytes; a deep pytest basetemp gets a short sibling instead
+    ray_dir = base / "ray" if len(str(base)) <= 40 else Path(tempfile.mkdtemp(prefix="secfl-ray-"))
+    outside = [Path("~/.flwr").expanduser(), Path(tempfile.gettempdir()) / "ray"]
+    existed = {p: p.exists() for p in outside}
+    handler = _Records()
+    logger = logging.getLogger("fedattn")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLWR_TELEMETRY_ENABLED", "0")
+        mp.setenv("FLWR_HOME", str(base / "flwr-home"))
+        mp.setenv("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        mp.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]))  # Flower rewrites it
+        mp.delenv("SECFL_CLIENT_KEY", raising=False)
+        mp.syspath_prepend(str(EXAMPLE))
+        t0 = time.perf_counter()
+        try:
+            flower_simulation(server_app, client_app, num_supernodes=nodes, backend_config={
+                "init_args": {"num_cpus": 2, "_temp_dir": str(ray_dir), "object_store_memory": 100 * 2**20},
+                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            })
+        finally:
+            import ray
+
+            ray.shutdown()  # Flower's backend stops its actors but leaves Ray itself running
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        seconds = time.perf_counter() - t0
+    deadline = time.monotonic() + 20
+    while (left := _descendants(os.getpid())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ray_sessions = sorted(p.name for p in ray_dir.glob("session_*"))
+    if ray_dir.parent != base:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    created = [str(p) for p in outside if p.exists() and not existed[p]]
+    return dict(box, records=handler.records, seconds=seconds, left=left, created=created, ray_sessions=ray_sessions)
+
+
+@pytest.fixture(scope="module")
+def flower_run(tmp_path_factory, strict_keys):
+    base = tmp_path_factory.mktemp("flower")
+    keys_dir, other_dir = base / "keys", base / "other"
+    strict_keys.save(keys_dir)
+    secagg.generate_keys(preset="strict").save(other_dir)
+    key_of = {**{p: str(keys_dir / "client.key") for p in GOOD}, OTHER_KEY: str(other_dir / "client.key"),
+              PLAINTEXT: str(keys_dir / "client.key")}
+    task = _example_task()
+    settings = task.Settings(dp="sample", noise_multiplier=DP.noise_multiplier, clip_norm=DP.clip_norm)
+    apps = _apps(task, settings, locate=lambda ctx: key_of.get(int(ctx.node_config["partition-id"])),
+                 server_ctx=keys_dir / "server.ctx", nodes=6, rounds=ROUNDS, partitions=len(GOOD),
+                 plaintext_partition=PLAINTEXT)
+    return _simulate(base, *apps, nodes=6)
+
+
+@pytest.fixture(scope="module")
+def standalone(strict_keys):
+    cfg = dict(clients=len(GOOD), rounds=ROUNDS, aggregation="fedatt", preset="strict", dp=DP, seed=0)
+    plain = run_simulation(SimulationConfig(**cfg, protection="plain"), keep_server_views=True)
+    enc = run_simulation(SimulationConfig(**cfg, protection="ckks"), keys=strict_keys, keep_server_views=True)
+    return plain, enc
+
+
+def test_flower_aggregate_equals_standalone(flower_run, standalone, strict_keys):
+    plain, enc = standalone
+    history = flower_run["strategy"].history
+    assert [sorted(h.contributors) for h in history] == [[f"client-{p}" for p in GOOD]] * ROUNDS
+    # round 1 starts from the same global model as the standalone's round 0: same updates, so the
+    # released aggregate must match the plaintext reference within the stated release tolerance
+    updates = list(plain.server_views[0]["client_updates"].values())
+    rule = FedAtt()
+    reference = rule.combine(updates, num_samples=[1] * len(updates), reference=None)
+    p = strict_keys.secret.preset
+    sigma_f = 2.0**p.flood_bits * p.noise_std() * np.sqrt(len(updates))
+    omegas = np.array([list(ClientScoredProtocol.client_weights(u, rule=rule, num_samples=1, reference=None).values())
+                       for u in updates])
+    released = history[0].released
+    worst = 0.0
+    for i, name in enumerate(updates[0]):
+        tol = 6 * sigma_f * (1 + np.abs(reference[name])) / omegas[:, i].sum() + 1e-7  # + float32 rounding
+        err = np.abs(released[name] - reference[name])
+        assert np.all(err <= tol), name
+        worst = max(worst, float(err.max()))
+    # and the whole run: the final global model equals the standalone encrypted run's up to CKKS noise
+    final = flower_run["result"].arrays.to_numpy_ndarrays()
+    diff = max(float(np.abs(a - enc.final_state[n]).max()) for a, n in zip(final, enc.final_state))
+    assert diff <= 1e-4
+    print(f"\nFlower vs standalone: round-1 aggregate max |diff| {worst:.2e}; final model max |diff| {diff:.2e}; "
+          f"Flower run {flower_run['seconds']:.1f} s")
+
+
+def test_bad_clients_are_dropped_with_specific_reasons(flower_run):
+    for entry in flower_run["strategy"].history:
+        reasons = sorted(entry.rejected.values())
+        assert len(reasons) == 3, reasons
+        assert any("MissingKeyError" in r and "secret-key" in r for r in reasons)
+        assert any("KeyMismatchError" in r for r in reasons)
+        assert any("MissingCiphertextError" in r and "plaintext arrays" in r for r in reasons)
+        assert entry.key_holder in entry.nodes
+    logged = [r.getMessage() for r in flower_run["records"] if r.levelno >= logging.WARNING]
+    for word in ("MissingKeyError", "KeyMismatchError", "MissingCiphertextError"):
+        assert sum(word in m for m in logged) == ROUNDS, word
+
+
+def test_epsilon_composes_across_rounds_in_context_state(flower_run, standalone):
+    history = flower_run["strategy"].history
+    for node in history[0].nodes:
+        eps = [h.metrics[node]["epsilon"] for h in history]
+        assert 0 < eps[0] < eps[1]  # a fresh accountant each round would repeat eps[0]
+    plain, _ = standalone
+    assert max(h.metrics[n]["epsilon"] for h in history[-1:] for n in h.nodes) == pytest.approx(plain.rounds[-1].epsilon)
+
+
+def test_no_secret_key_on_the_server_side(flower_run, strict_keys):
+    secret_file = strict_keys.secret.to_bytes()
+    secret_blob = strict_keys.secret._blobs["secret_key"]
+    needles = [secret_blob[i:i + 64] for i in range(0, len(secret_blob) - 64, len(secret_blob) // 8)]
+    sent = flower_run["grid"].sent
+    assert len(sent) >= ROUNDS * 7  # 6 train messages and at least one release query per round
+    for msg in sent:
+        for record in msg.content.values():
+            for value in record.values():
+                data = value.data if hasattr(value, "data") else value if isinstance(value, bytes) else b""
+                assert secret_file not in data and not any(n in data for n in needles)
+    strategy = flower_run["strategy"]
+    seen: set[int] = set()
+
+    def walk(obj, depth=0):
+        if id(obj) in seen or depth > 6:
+            return
+        seen.add(id(obj))
+        assert not isinstance(obj, secagg.SecretContext)
+        if isinstance(obj, (bytes, bytearray)):
+            assert not any(n in obj for n in needles)
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                walk(v, depth + 1)
+        elif isinstance(obj, (list, tuple, set)):
+            for v in obj:
+                walk(v, depth + 1)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            walk(vars(obj), depth + 1)
+
+    walk(strategy)
+    with pytest.raises(secagg.MissingSecretKeyError):
+        strategy.protocol.keys.secret.secret_key  # noqa: B018 - the server's KeySet has no secret half
+    encrypted = secagg.encrypt_update({"w": np.ones(4, np.float32)}, strict_keys.secret, round=1, client_id="c")
+    with pytest.raises(secagg.MissingSecretKeyError):
+        secagg.decrypt(encrypted, strategy.public_context)
+
+
+def test_flower_stays_in_its_temporary_directory_and_leaves_no_process(flower_run):
+    assert flower_run["left"] == [], f"processes left behind: {flower_run['left']}"
+    assert flower_run["created"] == [], f"written outside the temporary directory: {flower_run['created']}"
+    assert flower_run["ray_sessions"], "Ray's session should live in the test's temporary directory"
+
+
+@pytest.mark.slow
+def test_server_scored_protocol_on_flower(tmp_path):
+    """The deep preset's circuit on Flower: one round of 3 clients against the plaintext reference."""
+    keys = secagg.generate_keys(preset="deep")
+    keys.save(tmp_path / "keys")
+    task = _example_task()
+    settings = task.Settings()
+    apps = _apps(task, settings, locate=lambda ctx: str(tmp_path / "keys" / "client.key"),
+                 server_ctx=tmp_path / "keys" / "server.ctx", nodes=3, rounds=1, partitions=3,
+                 protocol="server-scored", rule_options={"score": "l2_squared"})
+    run = _simulate(tmp_path, *apps, nodes=3)
+    assert run["left"] == [] and run["created"] == []
+    entry = run["strategy"].history[0]
+    assert sorted(entry.contributors) == ["client-0", "client-1", "client-2"]
+    plain = run_simulation(SimulationConfig(clients=3, rounds=1, aggregation="fedatt", rule_options={"score": "l2_squared"},
+                                            protection="plain"), keep_server_views=True)
+    updates = list(plain.server_views[0]["client_updates"].values())
+    reference = FedAtt(score="l2_squared").combine(updates, num_samples=[1] * 3, reference=None)
+    scale = max(float(np.abs(u[n]).max()) for u in updates for n in u)
+    for name, ref in reference.items():  # tests/test_server_scored.py's stated tolerance
+        np.testing.assert_allclose(entry.released[name], ref, atol=3e-3 * scale + 1e-3)
+    worst = max(float(np.abs(entry.released[n] - r).max()) for n, r in reference.items())
+    print(f"\nserver-scored on Flower: max |diff| {worst:.2e} (tolerance {3e-3 * scale + 1e-3:.2e}); {run['seconds']:.1f} s")
