@@ -95,8 +95,9 @@ def write_outputs(result: dict[str, Any], out: Path) -> dict[str, Path]:
 
 
 # ---- the README block --------------------------------------------------------------------------
-def _slope(fit: dict[str, Any] | None) -> str:
-    return "—" if fit is None else f"{fit['slope']:.2f}"
+def _slope(fit: dict[str, Any] | None, top: dict[str, Any] | None = None) -> str:
+    text = "—" if fit is None else f"{fit['slope']:.2f}"
+    return text if top is None or fit is None or top["points"] == fit["points"] else f"{text} ({top['slope']:.2f})"
 
 
 def markdown(result: dict[str, Any], *, json_path: str = "bench-out/bench.json") -> str:
@@ -150,17 +151,21 @@ def targets_text(result: dict[str, Any]) -> str:
 
 def scaling_text(result: dict[str, Any]) -> str:
     cfg = result["config"]
-    lines = [f"**How costs grow** (slope on log-log axes: cost ∝ parameters^slope at {cfg['ref_clients']} clients, "
-              f"∝ clients^slope at {cfg['ref_params']:,} parameters; extrapolate with care below ~100K parameters, "
-              "where fixed costs flatten the curves)", "",
-              "| method | client s vs params | server s vs params | bytes vs params | server s vs clients "
-              f"| server peak RSS, {max(cfg['clients'])} clients |", "|---|---|---|---|---|---|"]
-    big = {c["method"]: c for c in result["cells"] if c["params"] == cfg["ref_params"] and c["clients"] == max(cfg["clients"])}
+    most, largest = max(cfg["clients"]), max(cfg["sizes"])
+    lines = [f"**How costs grow**: slope on log-log axes, cost ∝ parameters^slope at {cfg['ref_clients']} clients "
+             f"({min(cfg['sizes']):,} to {largest:,}; in brackets between the two largest sizes, the slope to "
+             f"extrapolate with, above the fixed costs that flatten small updates), ∝ clients^slope at "
+             f"{cfg['ref_params']:,} parameters ({min(cfg['clients'])} to {most} clients)", "",
+             "| method | client s vs params | server s vs params | key holder s vs params | bytes vs params "
+             f"| server s vs clients | server peak RSS vs clients | server peak RSS, {most} clients "
+             f"| server peak RSS, {largest:,} parameters |", "|---|---|---|---|---|---|---|---|---|"]
+    peak = {(c["method"], c["params"], c["clients"]): c["peak_rss"]["server"] for c in result["cells"]}
     for name in _methods(result):
         sc = result["scaling"][name]
-        peak = big[name]["peak_rss"]["server"] if name in big else None
-        lines.append(f"| {name} | {_slope(sc['vs_params']['client_s'])} | {_slope(sc['vs_params']['server_s'])} | "
-                     f"{_slope(sc['vs_params']['bytes_per_client'])} | {_slope(sc['vs_clients']['server_s'])} | {_mb(peak)} |")
+        slopes = [_slope(sc["vs_params"][m], sc["vs_params_top"][m]) for m in ("client_s", "server_s", "key_holder_s", "bytes_per_client")]
+        slopes += [_slope(sc["vs_clients"][m]) for m in ("server_s", "server_peak_rss")]
+        lines.append(f"| {name} | " + " | ".join(slopes) + f" | {_mb(peak.get((name, cfg['ref_params'], most)))} | "
+                     f"{_mb(peak.get((name, largest, cfg['ref_clients'])))} |")
     return "\n".join(lines)
 
 
