@@ -40,7 +40,7 @@ import numpy as np
 from .bench_baselines import METHODS, ROLE_PHASES, Method, Payload, Timer, make_method, method_unavailable
 
 __all__ = ["BenchConfig", "RoundSpec", "QUICK", "FULL", "config_for", "Cell", "Run", "run_role", "max_error", "measure_cell", "run_bench", "fit_slope", "scaling", "targets",
-           "layer_shapes", "measure_round", "round_row", "round_configs", "time_round", "machine_info", "peak_rss"]
+           "figure", "layer_shapes", "measure_round", "round_row", "round_configs", "time_round", "machine_info", "peak_rss"]
 log = logging.getLogger(__name__)
 
 SCHEMA = "secfl.bench/1"
@@ -252,7 +252,8 @@ def fit_slope(x: Sequence[float], y: Sequence[float]) -> dict[str, float] | None
 SCALED = ("client_s", "server_s", "key_holder_s", "bytes_per_client", "server_peak_rss")
 
 
-def _figure(cell: dict[str, Any], metric: str) -> float | None:
+def figure(cell: dict[str, Any], metric: str) -> float | None:
+    """A cell's ``metric``: one of its fields, or ``server_peak_rss``."""
     return cell["peak_rss"]["server"] if metric == "server_peak_rss" else cell.get(metric)
 
 
@@ -265,9 +266,9 @@ def scaling(cells: Sequence[dict[str, Any]], *, ref_clients: int, ref_params: in
         by_c = sorted((c for c in mine if c["params"] == ref_params), key=lambda c: c["clients"])
         top = by_p[-2:]  # the local slope where users extrapolate from, above fixed costs
         out[method] = {
-            "vs_params": {m: fit_slope([c["params"] for c in by_p], [_figure(c, m) for c in by_p]) for m in SCALED},
-            "vs_params_top": {m: fit_slope([c["params"] for c in top], [_figure(c, m) for c in top]) for m in SCALED},
-            "vs_clients": {m: fit_slope([c["clients"] for c in by_c], [_figure(c, m) for c in by_c]) for m in SCALED},
+            "vs_params": {m: fit_slope([c["params"] for c in by_p], [figure(c, m) for c in by_p]) for m in SCALED},
+            "vs_params_top": {m: fit_slope([c["params"] for c in top], [figure(c, m) for c in top]) for m in SCALED},
+            "vs_clients": {m: fit_slope([c["clients"] for c in by_c], [figure(c, m) for c in by_c]) for m in SCALED},
         }
     return out
 
