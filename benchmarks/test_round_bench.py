@@ -2,7 +2,7 @@
 
 Run:  pytest benchmarks/test_round_bench.py
 Target (issue 3): the client-scored protocol costs at most 1.5x the wall time of a plaintext round.
-The configurations and the timing are :mod:`fedattn.bench`'s, which ``secfl bench`` reports too.
+The configurations and the timing are :mod:`fedattn.bench_rounds`'s, which ``secfl bench`` reports too.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from conftest import ROUNDS
 
 import secagg
-from fedattn.bench import RoundSpec, round_configs, round_row, time_round
+from fedattn.bench_rounds import RoundSpec, round_configs, round_row, time_round
 from fedattn.data import load_dataset
 from fedattn.simulation import run_simulation
 
