@@ -295,5 +295,54 @@ def audit(
     console.print(f"report: {paths['html']}  (canonical: {paths['json']})")
 
 
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="A small grid (up to 1M parameters, 1 repetition): about a minute.")] = False,
+    out: Annotated[Path, typer.Option(help="Directory for bench.json and the PNG plots.")] = Path("bench-out"),
+    markdown: Annotated[Path | None, typer.Option(help="Rewrite this file's <!-- bench:start/end --> block (README.md).")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated subset of: plaintext, secagg-compact, secagg-strict, flare-tenseal, flower-secagg+.")] = None,
+    sizes: Annotated[str | None, typer.Option(hidden=True, help="Comma-separated update sizes (tests).")] = None,
+    clients: Annotated[str | None, typer.Option(hidden=True, help="Comma-separated client counts (tests).")] = None,
+    rounds: Annotated[bool, typer.Option("--rounds/--no-rounds", hidden=True, help="Measure federated rounds.")] = True,
+) -> None:
+    """Measure what encryption costs next to plaintext, NVIDIA FLARE's TenSEAL usage and Flower SecAgg+,
+    in one run: seconds, bytes, peak memory, error, scaling slopes; write bench.json and plots."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from fedattn import bench as b
+    from fedattn import bench_report as report
+
+    args = [f"--{k} {v}" for k, v in (("out", out), ("markdown", markdown), ("methods", methods), ("sizes", sizes),
+                                       ("clients", clients)) if v is not None]
+    command = " ".join(["secfl bench", *(["--quick"] if quick else []), *args, *([] if rounds else ["--no-rounds"])])
+    try:
+        ints = lambda text: [int(v) for v in text.split(",")] if text else None  # noqa: E731
+        config = b.config_for(quick=quick, command=command, sizes=ints(sizes), clients=ints(clients),
+                              methods=methods.split(",") if methods else None, rounds=rounds)
+        _ensure_writable(out)
+        if markdown is not None:
+            report.check_block(markdown)  # before the long run, not after it
+    except ValueError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot use {exc.filename or out}: {exc.strerror}")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+        result = b.run_bench(config, progress=lambda message: progress.update(task, description=message))
+    paths = report.write_outputs(result, out)
+    table = Table(title=f"secfl bench ({result['seconds']:.0f} s): best of the repetitions, same run")
+    for col in report.CELL_COLUMNS:
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for row in report.cell_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    console.print(report.targets_text(result))
+    if markdown is not None:
+        report.replace_block(markdown, report.markdown(result, json_path=str(paths["json"])))
+        console.print(f"rewrote the bench block of {markdown}")
+    console.print(f"wrote {paths['json']} and {', '.join(p.name for k, p in paths.items() if k != 'json')}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
