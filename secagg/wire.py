@@ -163,7 +163,9 @@ class EncryptedUpdate:
         """
         header, blobs = unframe(data, magic=_MAGIC, version=FORMAT_VERSION, what="secfl payload",
                                 max_bytes=max_bytes)
-        update = _from_header(header, [bytes(b) for b in blobs], context)
+        # views into immutable input cost nothing; a mutable buffer is copied so later writes cannot reach us
+        views = list(blobs) if isinstance(data, bytes) else [bytes(b) for b in blobs]
+        update = _from_header(header, views, context)
         if expected_round is not None and update.round != expected_round:
             raise RoundMismatchError(
                 f"payload from {update._who()} is for round {update.round}, expected round {expected_round}; "
