@@ -2,7 +2,8 @@
 
 One simulation serves every check, because starting Ray costs more than the rounds: 3 good clients
 and 3 bad ones (no key, another key set, a plaintext reply), 2 rounds, digits MLP, FedAtt,
-sample-level DP-SGD. The good clients' decrypted aggregate must equal the standalone simulation's
+sample-level DP-SGD, signed uploads (every node holds an Ed25519 identity; the server and the key
+holders hold the roster). The good clients' decrypted aggregate must equal the standalone simulation's
 (same seeds, same partitions) within the strict preset's release tolerance; the bad ones must be
 dropped with a specific reason in the server's log while the round goes on; epsilon must compose
 across rounds through ``context.state``; no server-side object or message may hold secret-key
@@ -27,6 +28,7 @@ import pytest
 flwr = pytest.importorskip("flwr")
 
 import secagg  # noqa: E402
+from fedattn.auth import generate_identities  # noqa: E402
 from fedattn.privacy import DPConfig  # noqa: E402
 from fedattn.protocols import ClientScoredProtocol  # noqa: E402
 from fedattn.rules import FedAtt  # noqa: E402
@@ -101,7 +103,7 @@ def _example_task():
 
 
 def _apps(task, settings, *, locate, server_ctx: Path, nodes: int, rounds: int, partitions: int,
-          plaintext_partition: int | None = None, **strategy_options):
+          plaintext_partition: int | None = None, locate_identity=None, locate_roster=None, **strategy_options):
     """A ServerApp with SecAggFedAvg and a ClientApp running the example's training under secagg_mod."""
     from flwr.app import Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
@@ -127,9 +129,9 @@ def _apps(task, settings, *, locate, server_ctx: Path, nodes: int, rounds: int, 
             return train(msg, context)
         return call_next(msg, context)
 
-    client_app = ClientApp(mods=[misconfigured, make_secagg_mod(locate_key=locate)])
+    client_app = ClientApp(mods=[misconfigured, make_secagg_mod(locate_key=locate, locate_identity=locate_identity)])
     client_app.train()(train)
-    enable_release(client_app, locate_key=locate)
+    enable_release(client_app, locate_key=locate, locate_roster=locate_roster)
     server_app, box = ServerApp(), {}
 
     @server_app.main()
@@ -163,7 +165,8 @@ def _simulate(base: Path, server_app, client_app, box: dict, *, nodes: int) -> d
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
         mp.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         mp.setenv("PYTHONPATH", os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]))  # Flower rewrites it
-        mp.delenv("SECFL_CLIENT_KEY", raising=False)
+        for name in ("SECFL_CLIENT_KEY", "SECFL_CLIENT_IDENTITY", "SECFL_ROSTER"):
+            mp.delenv(name, raising=False)
         mp.syspath_prepend(str(EXAMPLE))
         t0 = time.perf_counter()
         try:
@@ -196,12 +199,17 @@ def flower_run(tmp_path_factory, strict_keys):
     secagg.generate_keys(preset="strict").save(other_dir)
     key_of = {**{p: str(keys_dir / "client.key") for p in GOOD}, OTHER_KEY: str(other_dir / "client.key"),
               PLAINTEXT: str(keys_dir / "client.key")}
+    identities, roster = generate_identities(f"client-{p}" for p in range(6))  # the dealer's --clients 6
+    for cid, identity in identities.items():
+        identity.save(keys_dir / f"{cid}.id")
+    roster.save(keys_dir / "roster.json")
     task = _example_task()
     settings = task.Settings(dp="sample", noise_multiplier=DP.noise_multiplier, clip_norm=DP.clip_norm)
     apps = _apps(task, settings, locate=lambda ctx: key_of.get(int(ctx.node_config["partition-id"])),
                  server_ctx=keys_dir / "server.ctx", nodes=6, rounds=ROUNDS, partitions=len(GOOD),
-                 plaintext_partition=PLAINTEXT)
-    return _simulate(base, *apps, nodes=6)
+                 plaintext_partition=PLAINTEXT, locate_identity=lambda ctx: str(keys_dir),  # the folder
+                 locate_roster=lambda ctx: str(keys_dir / "roster.json"), roster=keys_dir / "roster.json")
+    return dict(_simulate(base, *apps, nodes=6), identities=identities)
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +261,23 @@ def test_bad_clients_are_dropped_with_specific_reasons(flower_run):
         assert sum(word in m for m in logged) == ROUNDS, word
 
 
+def test_uploads_are_signed_and_key_holders_get_the_receipts(flower_run):
+    from fedattn.flower import records as R
+
+    history = flower_run["strategy"].history
+    for entry in history:
+        assert sorted(r.client_id for r in entry.receipts) == sorted(entry.contributors)
+        assert len({r.commitment for r in entry.receipts}) == 1  # one model and configuration for all
+        assert {r.round for r in entry.receipts} == {entry.round}
+    assert history[0].receipts[0].commitment != history[1].receipts[0].commitment
+    sent = flower_run["grid"].sent
+    trains = [m for m in sent if m.metadata.message_type == "train"]
+    assert trains and all(m.content["config"][R.CONFIG_SIGNED] is True for m in trains)
+    queries = [m for m in sent if m.metadata.message_type == R.RELEASE_MESSAGE_TYPE]
+    assert len(queries) == ROUNDS  # the first key holder asked checked the receipts and released
+    assert all(len(q.content[R.RELEASE_CONFIG][R.RELEASE_RECEIPTS]) == len(GOOD) for q in queries)
+
+
 def test_epsilon_composes_across_rounds_in_context_state(flower_run, standalone):
     history = flower_run["strategy"].history
     for node in history[0].nodes:
@@ -263,9 +288,16 @@ def test_epsilon_composes_across_rounds_in_context_state(flower_run, standalone)
 
 
 def test_no_secret_key_on_the_server_side(flower_run, strict_keys):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fedattn.auth import ClientIdentity
+
     secret_file = strict_keys.secret.to_bytes()
     secret_blob = strict_keys.secret._blobs["secret_key"]
     needles = [secret_blob[i:i + 64] for i in range(0, len(secret_blob) - 64, len(secret_blob) // 8)]
+    needles += [i.key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,  # signing keys
+                                    serialization.NoEncryption()) for i in flower_run["identities"].values()]
     sent = flower_run["grid"].sent
     assert len(sent) >= ROUNDS * 7  # 6 train messages and at least one release query per round
     for msg in sent:
@@ -280,7 +312,7 @@ def test_no_secret_key_on_the_server_side(flower_run, strict_keys):
         if id(obj) in seen or depth > 6:
             return
         seen.add(id(obj))
-        assert not isinstance(obj, secagg.SecretContext)
+        assert not isinstance(obj, (secagg.SecretContext, ClientIdentity, Ed25519PrivateKey))
         if isinstance(obj, (bytes, bytearray)):
             assert not any(n in obj for n in needles)
         elif isinstance(obj, dict):

@@ -20,6 +20,7 @@ from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.clientapp.mod import fixedclipping_mod  # noqa: E402
 
 import secagg  # noqa: E402
+from fedattn.auth import generate_identities  # noqa: E402
 from fedattn.errors import InvalidConfigError, PrivacyConfigError  # noqa: E402
 from fedattn.flower import (  # noqa: E402
     MissingPublicContextError,
@@ -61,7 +62,7 @@ def _train_message(strategy: SecAggFedAvg, *, rnd: int = 1, node: int = 7) -> Me
     return _message(RecordDict({"arrays": R.to_record(_global()), "config": config}), node=node, rnd=rnd)
 
 
-def _app(mods, key_path, step: float = 0.5) -> tuple[ClientApp, list]:
+def _app(mods, key_path, step: float = 0.5, roster: Path | None = None) -> tuple[ClientApp, list]:
     """A plain ClientApp whose training moves every weight by ``step``; records its calls."""
     calls = []
     app = ClientApp(mods=mods)
@@ -73,7 +74,7 @@ def _app(mods, key_path, step: float = 0.5) -> tuple[ClientApp, list]:
         return Message(RecordDict({"arrays": R.to_record(trained), "metrics": MetricRecord({"num-examples": 10})}),
                        reply_to=msg)
 
-    enable_release(app, locate_key=lambda ctx: key_path)
+    enable_release(app, locate_key=lambda ctx: key_path, locate_roster=lambda ctx: roster)
     return app, calls
 
 
@@ -251,3 +252,132 @@ def test_fedattn_imports_without_flower():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'pip install "secfl[flower]"' in out.stdout
+
+
+# --- signed uploads -------------------------------------------------------------------------------
+
+class _LocalGrid:
+    """Hands the strategy's release queries to ClientApps in this process, as a SuperNode would."""
+
+    def __init__(self, nodes: dict[int, tuple[ClientApp, Context]]) -> None:
+        self.nodes, self.asked = nodes, []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def send_and_receive(self, messages, *, timeout=None) -> list[Message]:
+        replies = []
+        for m in messages:
+            node = m.metadata.dst_node_id
+            self.asked.append(node)
+            app, context = self.nodes[node]
+            replies.append(app(_message(m.content, message_type=m.metadata.message_type, node=node), context))
+        return replies
+
+
+@pytest.fixture(autouse=True)
+def _server_process(monkeypatch):
+    """Flower stamps a new message with the identity of the process that sends it (a ServerApp's)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in [("_run_id", 1), ("_node_id", 0), ("_task_id", 0)]:
+        monkeypatch.setattr(TaskIdentity, name, value, raising=False)
+
+
+@pytest.fixture(scope="module")
+def dealer(tmp_path_factory):
+    """`secfl keys generate --clients 3`'s identities and roster."""
+    out = tmp_path_factory.mktemp("identities")
+    identities, roster = generate_identities(f"client-{i}" for i in range(3))
+    for cid, identity in identities.items():
+        identity.save(out / f"{cid}.id")
+    roster.save(out / "roster.json")
+    return out
+
+
+def _signed_nodes(key_files, dealer, steps=(0.5, -0.1, 0.2), identity_dir=None):
+    """Nodes 1..3 (client-0..2): the dealer's identity folder, the roster for releasing."""
+    nodes = {}
+    for node, step in enumerate(steps, start=1):
+        secure = make_secagg_mod(locate_key=lambda ctx: key_files["client"],
+                                 locate_identity=lambda ctx: str(identity_dir or dealer))
+        app, _ = _app([secure], key_files["client"], step=step, roster=dealer / "roster.json")
+        nodes[node] = (app, _context(node=node, **{"partition-id": node - 1}))
+    return nodes
+
+
+def _signed_strategy(key_files, dealer, nodes) -> SecAggFedAvg:
+    strategy = SecAggFedAvg(public_context=key_files["server"], roster=dealer / "roster.json", rule="fedavg",
+                            rule_options={"equal_weights": True})
+    strategy._global, strategy._grid = _global(), _LocalGrid(nodes)  # what configure_train sets
+    return strategy
+
+
+def test_signed_round_releases_after_the_key_holder_checks_receipts(key_files, dealer):
+    nodes = _signed_nodes(key_files, dealer)
+    strategy = _signed_strategy(key_files, dealer, nodes)
+    replies = [app(_train_message(strategy, node=n), ctx) for n, (app, ctx) in nodes.items()]
+    assert all(R.payload_of(r.content, who="t").startswith(b"SFLSIGN1") for r in replies)
+    arrays, _ = strategy.aggregate_train(1, replies)
+    entry = strategy.history[-1]
+    assert arrays is not None and not entry.rejected
+    assert sorted(r.client_id for r in entry.receipts) == ["client-0", "client-1", "client-2"]
+    for name in SHAPES:
+        np.testing.assert_allclose(entry.released[name], (0.5 - 0.1 + 0.2) / 3, atol=1e-3)
+
+
+def test_a_server_that_sends_one_client_another_model_gets_no_release(key_files, dealer, caplog):
+    nodes = _signed_nodes(key_files, dealer)
+    strategy = _signed_strategy(key_files, dealer, nodes)
+    messages = {n: _train_message(strategy, node=n) for n in nodes}
+    crafted = _global()
+    crafted["fc.weight"][0, 0] = 3.0  # e.g. Pasquini et al.'s model that makes one client's update stand out
+    messages[3].content["arrays"] = R.to_record(crafted)
+    replies = [app(messages[n], ctx) for n, (app, ctx) in nodes.items()]
+    assert strategy.aggregate_train(1, replies) == (None, None)  # the round is skipped, the model kept
+    assert sorted(strategy._grid.asked) == [1, 2, 3]  # every key holder was asked, and each refused
+    assert caplog.text.count("ModelInconsistencyError") >= 3 and "different global models" in caplog.text
+
+
+def test_unsigned_foreign_and_forged_uploads_are_dropped_and_the_round_goes_on(key_files, dealer, compact_keys,
+                                                                               tmp_path):
+    impostor, _ = generate_identities(["client-2"])  # claims client-2 with a key the dealer never issued
+    impostor["client-2"].save(tmp_path / "client-2.id")
+    nodes = _signed_nodes(key_files, dealer)
+    strategy = _signed_strategy(key_files, dealer, nodes)
+    forged = _signed_nodes(key_files, dealer, identity_dir=tmp_path)[3][0]
+    replies = [nodes[n][0](_train_message(strategy, node=n), nodes[n][1]) for n in (1, 2)]
+    replies.append(forged(_train_message(strategy, node=3), _context(node=3, **{"partition-id": 2})))
+    unsigned = secagg.encrypt_update(_global(), compact_keys.secret, round=1, client_id="client-2",
+                                     weights={n: 1.0 for n in SHAPES})
+    replies.append(_reply(RecordDict({"arrays": R.payload_record(unsigned.to_bytes())}), node=4))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    entry = strategy.history[-1]
+    assert arrays is not None and sorted(entry.contributors) == ["client-0", "client-1"]
+    assert "SignatureError" in entry.rejected["node-3"] and "does not verify" in entry.rejected["node-3"]
+    assert "SignatureError" in entry.rejected["node-4"] and "not a signed envelope" in entry.rejected["node-4"]
+
+
+def test_signing_refusals_come_before_training(key_files, dealer, compact_keys):
+    signed = _signed_strategy(key_files, dealer, {})
+    unsigned = SecAggFedAvg(public_context=key_files["server"])
+    for strategy, locate, error in [
+        (signed, None, "MissingIdentityError"),  # no identity configured, SECFL_CLIENT_IDENTITY unset
+        (unsigned, str(dealer), "UnsignedRoundError"),  # the server would not check signatures
+    ]:
+        mod = make_secagg_mod(locate_key=lambda ctx: key_files["client"], locate_identity=lambda ctx, p=locate: p)
+        app, calls = _app([mod], key_files["client"])
+        reply = app(_train_message(strategy), _context())
+        assert reply.has_error() and error in reply.error.reason, reply.error.reason
+        assert calls == []
+    # a key holder with the roster refuses an aggregate that comes without receipts
+    app, _ = _app([], key_files["client"], roster=dealer / "roster.json")
+    ups = [secagg.encrypt_update({"w": np.ones(3, np.float32)}, compact_keys.secret, round=1, client_id=f"client-{k}",
+                                 weights={"w": 1.0}) for k in range(2)]
+    query = _message(RecordDict({
+        R.AGGREGATE_RECORD: R.payload_record(secagg.aggregate(ups, compact_keys.public).to_bytes(), name="aggregate",
+                                             stype=R.AGGREGATE_STYPE),
+        R.RELEASE_CONFIG: ConfigRecord({R.CONFIG_ROUND: 1, R.CONFIG_FINGERPRINT: compact_keys.public.fingerprint}),
+    }), message_type=R.RELEASE_MESSAGE_TYPE)
+    reply = app(query, _context())
+    assert reply.has_error() and "no receipts" in reply.error.reason

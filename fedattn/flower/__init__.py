@@ -5,6 +5,9 @@
 * :data:`secagg_mod` / :func:`make_secagg_mod` - the client mod that encrypts a ClientApp's
   plaintext reply; list it first in ``mods`` so that clipping and DP mods run before it.
 * :func:`enable_release` - lets a ClientApp's nodes release aggregates (key holders).
+* signed uploads: ``SecAggFedAvg(roster=...)``, each node's ``identity`` and each key holder's
+  ``roster`` (node config) make every upload an Ed25519-signed envelope and every release check
+  the contributors' receipts (:mod:`fedattn.auth`).
 * :func:`sample_dp_from_state` / :func:`save_sample_dp` - DP-SGD accountants that compose across
   rounds through Flower's ``context.state``.
 
@@ -25,12 +28,27 @@ except ImportError as exc:  # pragma: no cover - exercised where flwr is absent
 from .errors import (
     FlowerAdapterError,
     MissingCiphertextError,
+    MissingIdentityError,
     MissingKeyError,
     MissingPublicContextError,
     NotSecflMessageError,
     ReleaseRefusedError,
+    UnsignedRoundError,
 )
-from .keys import SECRET_KEY_CONFIG, SECRET_KEY_ENV, SERVER_CONTEXT_CONFIG, load_client_key, load_server_context
+from .keys import (
+    IDENTITY_CONFIG,
+    IDENTITY_ENV,
+    ROSTER_CONFIG,
+    ROSTER_ENV,
+    SECRET_KEY_CONFIG,
+    SECRET_KEY_ENV,
+    SERVER_CONTEXT_CONFIG,
+    load_client_key,
+    load_identity,
+    load_roster,
+    load_server_context,
+    load_server_roster,
+)
 from .mod import enable_release, make_release_handler, make_secagg_mod, secagg_mod
 from .state import sample_dp_from_state, save_sample_dp
 from .strategy import RoundLog, SecAggFedAvg
@@ -39,5 +57,7 @@ __all__ = [
     "SecAggFedAvg", "RoundLog", "secagg_mod", "make_secagg_mod", "enable_release", "make_release_handler",
     "sample_dp_from_state", "save_sample_dp", "load_client_key", "load_server_context", "SECRET_KEY_CONFIG",
     "SECRET_KEY_ENV", "SERVER_CONTEXT_CONFIG", "FlowerAdapterError", "MissingPublicContextError", "MissingKeyError",
-    "MissingCiphertextError", "NotSecflMessageError", "ReleaseRefusedError",
+    "MissingCiphertextError", "NotSecflMessageError", "ReleaseRefusedError", "MissingIdentityError",
+    "UnsignedRoundError", "IDENTITY_CONFIG", "IDENTITY_ENV", "ROSTER_CONFIG", "ROSTER_ENV", "load_identity",
+    "load_roster", "load_server_roster",
 ]

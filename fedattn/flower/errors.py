@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import FedAttnError, InvalidConfigError
 
 __all__ = ["FlowerAdapterError", "MissingPublicContextError", "MissingKeyError", "MissingCiphertextError",
-           "NotSecflMessageError", "ReleaseRefusedError"]
+           "NotSecflMessageError", "ReleaseRefusedError", "MissingIdentityError", "UnsignedRoundError"]
 
 
 class FlowerAdapterError(FedAttnError):
@@ -30,3 +30,11 @@ class NotSecflMessageError(FlowerAdapterError, ValueError):
 
 class ReleaseRefusedError(FlowerAdapterError, PermissionError):
     """A key holder refused to release a decryption (not an aggregate, too few clients, asked twice)."""
+
+
+class MissingIdentityError(FlowerAdapterError, ValueError):
+    """A node asked for a signed upload that holds no signing identity (``client-<i>.id``)."""
+
+
+class UnsignedRoundError(FlowerAdapterError, PermissionError):
+    """A node with a signing identity asked to upload to a server that does not verify signatures."""

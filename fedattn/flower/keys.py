@@ -7,6 +7,11 @@
   can name or carry a key.
 * The **server** loads ``server.ctx`` (public key and evaluation keys only) from the run
   configuration's ``server-context`` path; a secret context is refused.
+* With signed uploads, a client also loads its Ed25519 identity (``client-<i>.id``) from its node
+  config's ``identity`` (or ``SECFL_CLIENT_IDENTITY``): a file, or the folder ``secfl keys generate
+  --clients N`` wrote, where the node picks the file named for its client id. The server and the
+  key holders load the roster of public keys (``roster.json``): the server from the run config's
+  ``roster``, a key holder from its node config's ``roster`` (or ``SECFL_ROSTER``).
 * The public context travels to the clients in the round's ConfigRecord (its fingerprint always,
   its bytes as well while they are small): each client checks it against its own key set and
   refuses to train for a server with another one.
@@ -24,15 +29,23 @@ from flwr.app import Context
 
 import secagg
 
+from ..auth import ClientIdentity, Roster
+from ..errors import AuthenticationError
 from .errors import MissingKeyError, MissingPublicContextError
 
 __all__ = ["SECRET_KEY_CONFIG", "SECRET_KEY_ENV", "SERVER_CONTEXT_CONFIG", "KeyLocator", "default_key_path",
-           "load_client_key", "load_server_context", "check_server_context", "server_keyset", "client_id_of"]
+           "load_client_key", "load_server_context", "check_server_context", "server_keyset", "client_id_of",
+           "IDENTITY_CONFIG", "IDENTITY_ENV", "ROSTER_CONFIG", "ROSTER_ENV", "default_identity_path",
+           "default_roster_path", "load_identity", "load_roster", "load_server_roster"]
 log = logging.getLogger(__name__)
 
 SECRET_KEY_CONFIG = "secret-key"
 SECRET_KEY_ENV = "SECFL_CLIENT_KEY"
 SERVER_CONTEXT_CONFIG = "server-context"
+IDENTITY_CONFIG = "identity"
+IDENTITY_ENV = "SECFL_CLIENT_IDENTITY"
+ROSTER_CONFIG = "roster"
+ROSTER_ENV = "SECFL_ROSTER"
 
 #: Given a node's Context, the path of its client.key (or None when it has none).
 KeyLocator = Callable[[Context], "str | os.PathLike[str] | None"]
@@ -41,6 +54,18 @@ KeyLocator = Callable[[Context], "str | os.PathLike[str] | None"]
 def default_key_path(context: Context) -> str | None:
     """The node config's ``secret-key``, else the ``SECFL_CLIENT_KEY`` environment variable."""
     path = context.node_config.get(SECRET_KEY_CONFIG) or os.environ.get(SECRET_KEY_ENV)
+    return str(path) if path else None
+
+
+def default_identity_path(context: Context) -> str | None:
+    """The node config's ``identity``, else the ``SECFL_CLIENT_IDENTITY`` environment variable."""
+    path = context.node_config.get(IDENTITY_CONFIG) or os.environ.get(IDENTITY_ENV)
+    return str(path) if path else None
+
+
+def default_roster_path(context: Context) -> str | None:
+    """The node config's ``roster``, else the ``SECFL_ROSTER`` environment variable."""
+    path = context.node_config.get(ROSTER_CONFIG) or os.environ.get(ROSTER_ENV)
     return str(path) if path else None
 
 
@@ -67,6 +92,51 @@ def load_client_key(context: Context, locate: KeyLocator | None = None) -> secag
         return secagg.load_secret_context(Path(path))
     except secagg.KeyFileError as exc:
         raise MissingKeyError(f"node {context.node_id} cannot use its secret key: {exc}") from None
+
+
+def load_identity(context: Context, locate: KeyLocator | None = None) -> ClientIdentity | None:
+    """The node's signing identity, or None when it was given none.
+
+    A folder stands for the key dealer's output: the node takes ``<client id>.id`` from it, its
+    client id being :func:`client_id_of`. The identity then names the client: a node config
+    ``client-id`` that says otherwise is an error, not a silent rename.
+
+    Raises:
+        MissingKeyError: a configured identity that cannot be read.
+    """
+    path = (locate or default_identity_path)(context)
+    if not path:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{client_id_of(context)}.id"
+    try:
+        identity = ClientIdentity.load(path)
+    except AuthenticationError as exc:
+        raise MissingKeyError(f"node {context.node_id} cannot use its signing identity: {exc}") from None
+    claimed = context.node_config.get("client-id")
+    if claimed and str(claimed) != identity.client_id:
+        raise MissingKeyError(f"node {context.node_id}: node config client-id {claimed!r} but its identity file is "
+                              f"{identity.client_id!r}'s; give each node its own client-<i>.id")
+    return identity
+
+
+def load_roster(context: Context, locate: KeyLocator | None = None) -> Roster | None:
+    """A key holder's roster of the clients' public keys, or None when it was given none."""
+    path = (locate or default_roster_path)(context)
+    return Roster.load(path) if path else None
+
+
+def load_server_roster(source: Any) -> Roster | None:
+    """The server's roster from a Roster, a path, or a run config mapping (``roster``); None: unsigned."""
+    if isinstance(source, Mapping):
+        source = source.get(ROSTER_CONFIG) or None
+    if source is None or isinstance(source, Roster):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return Roster.load(source)
+    raise AuthenticationError(f"roster: expected a fedattn.auth.Roster or the path of roster.json, got "
+                              f"{type(source).__name__}")
 
 
 def load_server_context(source: Any) -> secagg.PublicContext:

@@ -17,13 +17,18 @@ On a train message ``secagg_mod``: refuses messages without the secfl configurat
 reply to a plain FedAvg server); loads this node's secret key and checks it against the server's
 public context before any training; strips the server's reference step; calls the app; computes
 the update against the global model it received, the client's attention weights, and replaces the
-reply's arrays with the ciphertext payload of ``Protocol.client_message``. Other messages pass
+reply's arrays with the ciphertext payload of ``Protocol.client_message``. When the round asks
+for signed uploads (the server holds the roster), the payload goes out in an envelope signed with
+the node's identity over the round commitment of the model and configuration it received; a node
+that holds an identity refuses to upload to a server that does not ask for signatures, so a
+server cannot quietly turn the key holders' model-consistency check off. Other messages pass
 through untouched. Failures become error replies with the exception's class and message, logged on
 the client; the plaintext never leaves.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -34,11 +39,13 @@ from flwr.common.constant import ErrorCode
 
 import secagg
 
+from .. import auth
+from ..auth import ClientIdentity
 from ..protocols import make_protocol
 from ..rules import FedAvg
 from . import records as R
-from .errors import NotSecflMessageError, ReleaseRefusedError
-from .keys import KeyLocator, check_server_context, client_id_of, load_client_key
+from .errors import MissingIdentityError, NotSecflMessageError, ReleaseRefusedError, UnsignedRoundError
+from .keys import KeyLocator, check_server_context, client_id_of, load_client_key, load_identity, load_roster
 
 __all__ = ["make_secagg_mod", "secagg_mod", "make_release_handler", "enable_release", "MIN_RELEASE_CONTRIBUTORS"]
 log = logging.getLogger(__name__)
@@ -49,6 +56,8 @@ ENCRYPTED_PROTOCOLS = ("client-scored", "server-scored")
 #: A key holder releases only sums of at least this many clients (node config ``secfl-min-contributors``).
 MIN_RELEASE_CONTRIBUTORS = 2
 _RELEASED_STATE = "secfl-released-rounds"
+_COMMITMENT_STATE = "secfl-commitments"
+_KEPT_COMMITMENTS = 16
 
 
 def _error_reply(msg: Message, exc: BaseException, *, what: str) -> Message:
@@ -67,10 +76,50 @@ def _single_config(msg: Message) -> ConfigRecord:
     return configs[0]
 
 
-def make_secagg_mod(*, locate_key: KeyLocator | None = None) -> Mod:
-    """A :data:`secagg_mod` that finds each node's ``client.key`` with ``locate_key``.
+def _signing(context: Context, config: ConfigRecord, locate: KeyLocator | None) -> ClientIdentity | None:
+    identity = load_identity(context, locate)
+    signed = config.get(R.CONFIG_SIGNED, False) is True
+    if signed and identity is None:
+        raise MissingIdentityError(
+            f"the server accepts signed uploads only and node {context.node_id} has no signing identity: start its "
+            "SuperNode with --node-config 'identity=\"/path/to/client-<i>.id\"' (local simulations: set "
+            "SECFL_CLIENT_IDENTITY to the folder of `secfl keys generate --clients N`). Nothing was trained or sent"
+        )
+    if identity is not None and not signed:
+        raise UnsignedRoundError(
+            f"node {context.node_id} signs its uploads as {identity.client_id!r}, but this server does not verify "
+            "signatures, so the key holders could not check that every client got the same model; start "
+            "SecAggFedAvg with roster=roster.json (or remove this node's identity). Nothing was trained or sent"
+        )
+    return identity
 
-    The default looks at the node config's ``secret-key``, then ``SECFL_CLIENT_KEY``.
+
+def _remember_commitment(context: Context, rnd: int, commitment: str) -> None:
+    """Keep the commitment of the model this node trained on: as a key holder it checks the round's
+    receipts against its own view, so a server cannot give every other client a different model."""
+    state = context.state.config_records.get(_COMMITMENT_STATE)
+    rounds = list(state["rounds"]) if state is not None else []
+    values = list(state["commitments"]) if state is not None else []
+    if rnd in rounds:
+        values[rounds.index(rnd)] = commitment
+    else:
+        rounds, values = [*rounds, rnd][-_KEPT_COMMITMENTS:], [*values, commitment][-_KEPT_COMMITMENTS:]
+    context.state[_COMMITMENT_STATE] = ConfigRecord({"rounds": rounds, "commitments": values})
+
+
+def _own_commitment(context: Context, rnd: int) -> str | None:
+    state = context.state.config_records.get(_COMMITMENT_STATE)
+    if state is None or rnd not in list(state["rounds"]):
+        return None
+    return str(list(state["commitments"])[list(state["rounds"]).index(rnd)])
+
+
+def make_secagg_mod(*, locate_key: KeyLocator | None = None, locate_identity: KeyLocator | None = None) -> Mod:
+    """A :data:`secagg_mod` that finds each node's ``client.key`` with ``locate_key``, and its
+    signing identity (a file, or the dealer's folder of ``client-<i>.id``) with ``locate_identity``.
+
+    The defaults look at the node config's ``secret-key`` / ``identity``, then
+    ``SECFL_CLIENT_KEY`` / ``SECFL_CLIENT_IDENTITY``.
     """
 
     def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
@@ -95,6 +144,10 @@ def make_secagg_mod(*, locate_key: KeyLocator | None = None) -> Mod:
                 raise NotSecflMessageError(f"the server asks for protocol {protocol_name!r}; this client sends "
                                            f"encrypted updates only ({', '.join(ENCRYPTED_PROTOCOLS)})")
             rnd = int(config[R.CONFIG_ROUND])
+            identity = _signing(context, config, locate_identity)
+            commitment = None
+            if identity is not None:
+                commitment = R.train_commitment(config, global_state, reference)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a specific error reply, never plaintext
             return _error_reply(msg, exc, what="refused to train")
 
@@ -102,8 +155,12 @@ def make_secagg_mod(*, locate_key: KeyLocator | None = None) -> Mod:
         if reply.has_error():
             return reply
         try:
-            return _encrypt_reply(reply, context, secret=secret, global_state=global_state, reference=reference,
-                                  rule=rule, protocol_name=protocol_name, rnd=rnd)
+            out = _encrypt_reply(reply, context, secret=secret, global_state=global_state, reference=reference,
+                                 rule=rule, protocol_name=protocol_name, rnd=rnd, identity=identity,
+                                 commitment=commitment)
+            if identity is not None and commitment is not None:
+                _remember_commitment(context, rnd, commitment)
+            return out
         except Exception as exc:  # noqa: BLE001
             return _error_reply(msg, exc, what="could not encrypt the update")
 
@@ -112,7 +169,7 @@ def make_secagg_mod(*, locate_key: KeyLocator | None = None) -> Mod:
 
 
 def _encrypt_reply(reply: Message, context: Context, *, secret: secagg.SecretContext, global_state, reference, rule,
-                   protocol_name: str, rnd: int) -> Message:
+                   protocol_name: str, rnd: int, identity: ClientIdentity | None, commitment: str | None) -> Message:
     items = list(reply.content.array_records.items())
     if len(items) != 1:
         raise ValueError(f"the app's reply should carry one ArrayRecord (the trained model), got {len(items)}")
@@ -134,11 +191,14 @@ def _encrypt_reply(reply: Message, context: Context, *, secret: secagg.SecretCon
             raise ValueError(f"FedAvg weights need the reply's MetricRecord to hold {R.WEIGHT_KEY!r}")
         num_samples = 1
     # the public half is never used on the client side; a client holds the secret context only
-    protocol = make_protocol(protocol_name, keys=secagg.KeySet(secret=secret, public=None))  # type: ignore[arg-type]
+    client_id = identity.client_id if identity is not None else client_id_of(context)
+    protocol = make_protocol(protocol_name, keys=secagg.KeySet(secret=secret, public=None),  # type: ignore[arg-type]
+                             identities={client_id: identity} if identity is not None else None)
     message = protocol.client_message(update, rule=rule, num_samples=num_samples, reference=reference, round=rnd,
-                                      client_id=client_id_of(context))
+                                      client_id=client_id, commitment=commitment)
     reply.content[key] = R.payload_record(message.payload)  # the plaintext record is replaced, not kept
-    log.info("round %d: %s sent %d ciphertext bytes", rnd, client_id_of(context), len(message.payload))
+    log.info("round %d: %s sent %d ciphertext bytes%s", rnd, client_id, len(message.payload),
+             ", signed" if identity is not None else "")
     return reply
 
 
@@ -146,15 +206,21 @@ def _encrypt_reply(reply: Message, context: Context, *, secret: secagg.SecretCon
 secagg_mod = make_secagg_mod()
 
 
-def make_release_handler(*, locate_key: KeyLocator | None = None) -> Callable[[Message, Context], Message]:
+def make_release_handler(*, locate_key: KeyLocator | None = None,
+                         locate_roster: KeyLocator | None = None) -> Callable[[Message, Context], Message]:
     """The key holder's answer to the server's release query (register it with :func:`enable_release`).
 
     It parses the aggregate under the node's secret key, refuses anything that is not a sum of at
     least ``secfl-min-contributors`` (node config, default 2) clients or that asks for a second
     release of the same round from this node, then returns ``secagg.decrypt_ratio``'s released,
-    noise-flooded values. What it can check is what the aggregate's header says: without signed
-    uploads a malicious server could still forge contributor names (BRIEF section 3's
-    honest-but-curious server).
+    noise-flooded values.
+
+    With a roster (``locate_roster``; default: node config ``roster``, else ``SECFL_ROSTER``) it
+    releases only aggregates whose every contributor sent a signed receipt for this round and key
+    set, all for one and the same model and configuration, the one this node trained on when it
+    took part (:func:`fedattn.auth.check_receipts`): contributor names and counts can no longer be
+    forged, and a model-inconsistency attack is refused. Without a roster it can check only what
+    the aggregate's header says (BRIEF section 3's honest-but-curious server).
     """
 
     def release(msg: Message, context: Context) -> Message:
@@ -179,11 +245,24 @@ def make_release_handler(*, locate_key: KeyLocator | None = None) -> Callable[[M
             if rnd in done:
                 raise ReleaseRefusedError(f"round {rnd} was already released by this node; a second release of "
                                           "another subset would reveal the difference")
+            roster = load_roster(context, locate_roster)
+            if roster is not None:
+                raw = config.get(R.RELEASE_RECEIPTS)
+                if raw is None:
+                    raise ReleaseRefusedError(
+                        f"round {rnd}: this key holder releases aggregates of signed uploads only and the server sent "
+                        "no receipts; start SecAggFedAvg with roster=roster.json"
+                    )
+                receipts = [auth.Receipt.from_dict(json.loads(str(r))) for r in raw]  # type: ignore[union-attr]
+                auth.check_receipts(receipts, roster, round=rnd, contributors=update.contributors,
+                                    fingerprint=secret.fingerprint, expected_commitment=_own_commitment(context, rnd),
+                                    min_contributors=minimum)
             values = secagg.decrypt_ratio(update, secret)
             context.state[_RELEASED_STATE] = ConfigRecord({"rounds": [*done, rnd]})
         except Exception as exc:  # noqa: BLE001 - refusals are error replies with their reason
             return _error_reply(msg, exc, what="refused to release")
-        log.info("round %d: released the aggregate of %d clients", rnd, len(update.contributors))
+        log.info("round %d: released the aggregate of %d clients%s", rnd, len(update.contributors),
+                 ", every receipt checked against the roster" if roster is not None else " (no roster: receipts unchecked)")
         content = RecordDict({
             R.RELEASED_RECORD: ArrayRecord({n: Array(np.asarray(v)) for n, v in values.items()}),
             R.RELEASE_CONFIG: ConfigRecord({"contributors": list(update.contributors)}),
@@ -193,7 +272,8 @@ def make_release_handler(*, locate_key: KeyLocator | None = None) -> Callable[[M
     return release
 
 
-def enable_release(app: ClientApp, *, locate_key: KeyLocator | None = None) -> ClientApp:
+def enable_release(app: ClientApp, *, locate_key: KeyLocator | None = None,
+                   locate_roster: KeyLocator | None = None) -> ClientApp:
     """Register the release handler (``query.secfl_release``) on ``app``: its nodes become key holders."""
-    app.query(R.RELEASE_ACTION)(make_release_handler(locate_key=locate_key))
+    app.query(R.RELEASE_ACTION)(make_release_handler(locate_key=locate_key, locate_roster=locate_roster))
     return app

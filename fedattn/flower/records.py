@@ -9,20 +9,22 @@ why Flower's DP wrappers and ``FedAvg.aggregate_train`` cannot be used on secfl 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
+from ..auth import round_commitment
 from ..rules import AggregationRule, make_rule
 from .errors import MissingCiphertextError
 
 __all__ = [
     "CONFIG_PROTOCOL", "CONFIG_RULE", "CONFIG_FINGERPRINT", "CONFIG_CONTEXT", "CONFIG_ROUND", "REFERENCE_RECORD",
     "PAYLOAD_ARRAY", "PAYLOAD_STYPE", "AGGREGATE_RECORD", "AGGREGATE_STYPE", "RELEASE_ACTION",
-    "RELEASE_MESSAGE_TYPE", "RELEASE_CONFIG", "RELEASED_RECORD", "WEIGHT_KEY", "payload_record", "payload_of",
-    "rule_spec", "rule_from_spec", "to_numpy", "to_record",
+    "RELEASE_MESSAGE_TYPE", "RELEASE_CONFIG", "RELEASED_RECORD", "WEIGHT_KEY", "CONFIG_SIGNED", "RELEASE_RECEIPTS",
+    "payload_record", "payload_of", "rule_spec", "rule_from_spec", "to_numpy", "to_record", "train_commitment",
 ]
 
 # keys of the one ConfigRecord of a train message (Flower's clipping mods insist on exactly one)
@@ -31,6 +33,8 @@ CONFIG_RULE = "secfl-rule"
 CONFIG_FINGERPRINT = "secfl-fingerprint"
 CONFIG_CONTEXT = "secfl-public-context"
 CONFIG_ROUND = "server-round"  # set by Flower's FedAvg.configure_train
+#: True when the server verifies signed uploads (it holds the roster): clients must sign
+CONFIG_SIGNED = "secfl-signed"
 #: optional second ArrayRecord of a train message: the previous global step (cosine attention's
 #: reference); the client mod removes it before the user's train function sees the message
 REFERENCE_RECORD = "secfl-reference"
@@ -45,6 +49,8 @@ RELEASE_ACTION = "secfl_release"
 RELEASE_MESSAGE_TYPE = f"query.{RELEASE_ACTION}"
 RELEASE_CONFIG = "secfl"
 RELEASED_RECORD = "secfl-released"
+#: RELEASE_CONFIG entry: the contributors' signed receipts, one JSON object per string
+RELEASE_RECEIPTS = "receipts"
 
 #: the MetricRecord entry with the client's sample count (Flower's convention)
 WEIGHT_KEY = "num-examples"
@@ -110,3 +116,25 @@ def to_numpy(record: ArrayRecord, *, what: str) -> dict[str, np.ndarray]:
 
 def to_record(state: Mapping[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({name: Array(np.asarray(a)) for name, a in state.items()})
+
+
+def train_commitment(config: Mapping[str, object], global_state: Mapping[str, np.ndarray],
+                     reference: Mapping[str, np.ndarray] | None = None) -> str:
+    """The round commitment a client signs for a train message, as it received it.
+
+    It covers the round, every entry of the round's ConfigRecord (bytes by their BLAKE2b digest;
+    the public context's bytes are left to the fingerprint they were checked against), the global
+    model and, for cosine attention, the reference step. Clients of an honest server compute the
+    same value; a server that sends one client another model or configuration cannot hide it from
+    the key holder (:func:`fedattn.auth.check_receipts`).
+    """
+    def plain(v: object) -> object:
+        if isinstance(v, bytes):
+            return "blake2b:" + hashlib.blake2b(v, digest_size=32).hexdigest()
+        return [plain(x) for x in v] if isinstance(v, list) else v
+
+    public = {k: plain(v) for k, v in config.items() if k != CONFIG_CONTEXT}
+    model = dict(global_state)
+    for name, a in (reference or {}).items():
+        model[f"{REFERENCE_RECORD}/{name}"] = a
+    return round_commitment(int(config[CONFIG_ROUND]), model, public)  # type: ignore[call-overload]

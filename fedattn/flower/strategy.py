@@ -10,7 +10,9 @@ One round (``server_round`` r, which is round ``r - 1`` of :func:`fedattn.simula
    logged, the round goes on), :meth:`Protocol.combine` forms the encrypted ratio-form aggregate
    with the public context only, and a ``query.secfl_release`` message sends it to one key holder
    (a client node with ``client.key``), which returns the *released* (noise-flooded, rounded)
-   ``sum_k omega_k d_k / sum_k omega_k``. Another key holder is asked if one fails.
+   ``sum_k omega_k d_k / sum_k omega_k``. Another key holder is asked if one fails. With a roster
+   the uploads are signed envelopes, and the query carries the contributors' signed receipts,
+   which a key holder with the roster checks before it decrypts anything.
 4. The strategy applies the rule's server step (``w + step * aggregate`` plus the rule's noise), as
    :class:`fedattn.simulation.Server` does, and returns the new plaintext global model.
 
@@ -20,6 +22,7 @@ placeholder that raises on any use.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -32,12 +35,13 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 import secagg
 
+from ..auth import Receipt
 from ..errors import InvalidConfigError
 from ..protocols import ClientMessage, EncryptedProtocol, make_protocol
 from ..rules import CosineAttention, FedAtt, FedAvg, make_rule
 from . import records as R
 from .errors import MissingCiphertextError
-from .keys import load_server_context, server_keyset
+from .keys import load_server_context, load_server_roster, server_keyset
 
 __all__ = ["SecAggFedAvg", "RoundLog", "DEFAULT_MAX_CONTEXT_BYTES"]
 log = logging.getLogger(__name__)
@@ -59,6 +63,7 @@ class RoundLog:
     released: dict[str, np.ndarray] | None = field(default=None, repr=False)
     metrics: dict[int, dict] = field(default_factory=dict)
     aggregate_bytes: int = 0
+    receipts: tuple[Receipt, ...] = ()
 
 
 class SecAggFedAvg(FlowerFedAvg):
@@ -75,6 +80,10 @@ class SecAggFedAvg(FlowerFedAvg):
             from the OS.
         clipping_norm: when set, sent as ``clipping_norm`` so that Flower's ``fixedclipping_mod``
             (placed after ``secagg_mod``) clips each update before encryption.
+        roster: the clients' public verification keys (``roster.json`` of ``secfl keys generate
+            --clients N``, or a :class:`fedattn.auth.Roster`). Given, every upload must be signed by
+            a client on it, for this round, once (:mod:`fedattn.auth`); the release query carries
+            the receipts for the key holders to check. ``None`` (default): unsigned uploads.
         max_payload_bytes: uploads above this are rejected before parsing.
         key_holders: node ids to ask for releases first (default: the round's contributors).
         release_timeout: seconds to wait for one key holder.
@@ -83,11 +92,12 @@ class SecAggFedAvg(FlowerFedAvg):
 
     def __init__(self, *, public_context: object, protocol: str = "client-scored", rule: str = "fedatt",
                  rule_options: dict | None = None, seed: int | None = None, clipping_norm: float | None = None,
-                 max_payload_bytes: int | None = None, key_holders: Sequence[int] | None = None,
+                 roster: object = None, max_payload_bytes: int | None = None, key_holders: Sequence[int] | None = None,
                  release_timeout: float = 600.0, max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
                  **fedavg_options: object) -> None:
         try:
             self.public_context = load_server_context(public_context)
+            roster = load_server_roster(roster)
         except Exception as exc:
             log.error("%s", exc)  # before round 1, in the server's log
             raise
@@ -99,6 +109,7 @@ class SecAggFedAvg(FlowerFedAvg):
         proto = make_protocol(protocol, keys=server_keyset(self.public_context))
         assert isinstance(proto, EncryptedProtocol)
         proto.max_payload_bytes = max_payload_bytes
+        proto.roster = roster
         self.protocol = proto
         self._check_rule()
         if clipping_norm is not None and not (math.isfinite(clipping_norm) and clipping_norm > 0):
@@ -150,6 +161,7 @@ class SecAggFedAvg(FlowerFedAvg):
         config[R.CONFIG_PROTOCOL] = self.protocol.name
         config[R.CONFIG_RULE] = R.rule_spec(self.rule_name, self.rule_options)
         config[R.CONFIG_FINGERPRINT] = self.public_context.fingerprint
+        config[R.CONFIG_SIGNED] = self.protocol.roster is not None
         if self._context_bytes:
             config[R.CONFIG_CONTEXT] = self._context_bytes
         if self.clipping_norm is not None:
@@ -180,8 +192,7 @@ class SecAggFedAvg(FlowerFedAvg):
             log.error("round %d: no client sent a usable encrypted update; the global model stays as it was", server_round)
             return None, None
         try:
-            # (updates, rejected) here; signed-upload versions of receive() add receipts as a third item
-            received, rejected = self.protocol.receive(messages, round=server_round)[:2]
+            received, rejected, receipts = self.protocol.receive(messages, round=server_round)
         except secagg.EmptyAggregationError as exc:
             # receive() logged each upload's reason; it returns none when it finds no valid one
             for m in messages:
@@ -206,6 +217,7 @@ class SecAggFedAvg(FlowerFedAvg):
         entry.contributors = total.contributors
         entry.nodes = tuple(by_label[label].metadata.src_node_id for label, _ in accepted)
         entry.aggregate_bytes = len(wire)
+        entry.receipts = tuple(receipts[c] for c in total.contributors if c in receipts)
         released = self._release(server_round, wire, entry)
         if released is None:
             return None, None
@@ -253,7 +265,10 @@ class SecAggFedAvg(FlowerFedAvg):
             [n for n in rotated if n not in self.key_holders]
         content = RecordDict({
             R.AGGREGATE_RECORD: R.payload_record(wire, name="aggregate", stype=R.AGGREGATE_STYPE),
-            R.RELEASE_CONFIG: ConfigRecord({R.CONFIG_ROUND: server_round, R.CONFIG_FINGERPRINT: self.public_context.fingerprint}),
+            R.RELEASE_CONFIG: ConfigRecord({
+                R.CONFIG_ROUND: server_round, R.CONFIG_FINGERPRINT: self.public_context.fingerprint,
+                **({R.RELEASE_RECEIPTS: [json.dumps(r.to_dict()) for r in entry.receipts]} if entry.receipts else {}),
+            }),
         })
         for node in candidates:
             query = Message(content, dst_node_id=node, message_type=R.RELEASE_MESSAGE_TYPE)

@@ -9,7 +9,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDic
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from fedattn.flower import SecAggFedAvg, load_server_context
+from fedattn.flower import SecAggFedAvg, load_server_context, load_server_roster
 from fedattn.flower.records import to_numpy, to_record
 
 from .task import Settings, evaluate, initial_state, show_secfl_logs
@@ -32,6 +32,7 @@ def train_metrics(replies: list[RecordDict], weight_key: str) -> MetricRecord:
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
     public = load_server_context(cfg)  # a missing server-context stops the run here, before round 1
+    roster = load_server_roster(cfg)  # run config `roster`: signed uploads only; empty: unsigned
     settings = Settings.from_run_config(cfg)
     nodes = int(cfg.get("min-nodes", 3))
     strategy = SecAggFedAvg(
@@ -40,6 +41,7 @@ def main(grid: Grid, context: Context) -> None:
         rule=str(cfg.get("aggregation", "fedatt")),
         rule_options=json.loads(str(cfg.get("rule-options", "{}"))),  # e.g. '{"max_samples": 600}' for fedavg
         seed=settings.seed,
+        roster=roster,
         fraction_train=float(cfg.get("fraction-train", 1.0)),
         fraction_evaluate=0.0,  # evaluation is central (below): the server holds the test split
         min_train_nodes=nodes,
@@ -55,6 +57,6 @@ def main(grid: Grid, context: Context) -> None:
                             num_rounds=int(cfg.get("num-server-rounds", 3)), train_config=ConfigRecord(),
                             evaluate_fn=central_evaluate)
     for entry in strategy.history:
-        log.info("round %d: %d contributors, %d rejected, released by node %s", entry.round, len(entry.contributors),
-                 len(entry.rejected), entry.key_holder)
+        log.info("round %d: %d contributors (%d signed receipts), %d rejected, released by node %s", entry.round,
+                 len(entry.contributors), len(entry.receipts), len(entry.rejected), entry.key_holder)
     log.info("final metrics: %s", result.evaluate_metrics_serverapp)
