@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +30,17 @@ def _ensure_writable(directory: Path) -> None:
     probe = directory / ".secfl-write-test"
     probe.write_text("")
     probe.unlink()
+
+
+@contextmanager
+def _spinner() -> Iterator[Callable[[str], None]]:
+    """A transient spinner with the elapsed time; yields the callback a long job names its step with."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+        yield lambda message: progress.update(task, description=message)
 
 
 def _fail(message: str) -> None:
@@ -257,8 +270,6 @@ def audit(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer rounds, shadows and iterations: a smoke run.")] = False,
 ) -> None:
     """The privacy audit: train under each protection, attack what the server sees, write a report."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from attacks.audit import AuditConfig, run_audit
     from attacks.report import summary_rows, write_report
     from fedattn.errors import FedAttnError
@@ -276,11 +287,9 @@ def audit(
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write to {out}: {exc.strerror}")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
-        task = progress.add_task("starting", total=None)
+    with _spinner() as step:
         try:
-            report = run_audit(cfg, progress=lambda message: progress.update(task, description=message))
+            report = run_audit(cfg, progress=step)
         except (FedAttnError, secagg.SecAggError) as exc:
             _fail(str(exc))
     paths = write_report(report, out)
@@ -307,7 +316,6 @@ def bench(
 ) -> None:
     """Measure what encryption costs next to plaintext, NVIDIA FLARE's TenSEAL usage and Flower SecAgg+,
     in one run: seconds, bytes, peak memory, error, scaling slopes; write bench.json and plots."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from fedattn import bench as b
     from fedattn import bench_report as report
@@ -326,10 +334,8 @@ def bench(
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot use {exc.filename or out}: {exc.strerror}")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
-        task = progress.add_task("starting", total=None)
-        result = b.run_bench(config, progress=lambda message: progress.update(task, description=message))
+    with _spinner() as step:
+        result = b.run_bench(config, progress=step)
     paths = report.write_outputs(result, out)
     table = Table(title=f"secfl bench ({result['seconds']:.0f} s): best of the repetitions, same run")
     for col in report.CELL_COLUMNS:
