@@ -25,7 +25,9 @@ What is attacked (the honest-but-curious server's view, BRIEF section 4):
   the ``ckks`` view the number of clients is swept (PSNR vs clients).
 * membership - the final global model: LOSS and LiRA (offline, fixed variance) on members (the
   clients' training data) vs non-members (the held-out test set); under ``plain`` also a client's
-  visible update (its local model ``w + d``: LOSS on its own shard vs the test set). LiRA assumes the attacker knows
+  visible update (its local model ``w + d``: LOSS on its own shard vs the test set); under every
+  protection the last round's step, as the server applies it (the released aggregate under
+  ``ckks``): how much it lowered each example's loss. LiRA assumes the attacker knows
   the training recipe: each shadow model is a whole federated training with the protection's
   rule and DP settings (without encryption, which does not change the model beyond CKKS noise) on
   a random half of the pool, every example IN for exactly half of the shadows.
@@ -70,7 +72,7 @@ from .metrics import (
     membership_metrics,
     roc_curve,
 )
-from .views import client_observations, released_mean
+from .views import ObservingServer, client_observations, released_mean
 
 __all__ = ["AuditConfig", "AuditReport", "run_audit", "PROTECTIONS", "ATTACKS"]
 log = logging.getLogger(__name__)
@@ -220,7 +222,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
     is_member = np.r_[np.ones(len(data.x_train), bool), np.zeros(len(data.x_test), bool)]
     for protection in cfg.protections:
         say(f"{protection}: federated training ({cfg.rounds} rounds, {cfg.clients} clients)")
-        sim = run_simulation(_simulation_config(cfg, protection), dataset=data, keys=keys)
+        sim, server = _observed_run(cfg, protection, data, keys)
         entry: dict[str, Any] = _training_summary(sim)
         artefacts["accuracy"][protection] = [r.accuracy for r in sim.rounds]
         if "inversion" in cfg.attacks:
@@ -235,9 +237,24 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             entry["membership"] = _membership(cfg, model, pool_x, pool_y, is_member, shadows, protection, artefacts)
             if protection == "plain":
                 entry["membership"]["client_update_loss"] = _client_update_membership(cfg, data, sim.final_state, artefacts)
+            say(f"{protection}: membership inference on the last round's aggregate")
+            entry["membership"]["aggregate_step_loss"] = _aggregate_step_membership(
+                cfg, data, server, pool_x, pool_y, is_member, protection, artefacts)
         results[protection] = entry
     seeds = {"audit": cfg.seed, "partition": cfg.seed, "model_init": cfg.seed, "shadows": cfg.seed + 1, "inversion": cfg.seed}
     return AuditReport(cfg.to_dict(), config.hash, seeds, _versions(), results, time.perf_counter() - t_start, artefacts)
+
+
+def _observed_run(cfg: AuditConfig, protection: str, data, keys) -> tuple[Any, ObservingServer]:
+    """The protection's training run, and its server with its view of the last round."""
+    servers: list[ObservingServer] = []
+
+    def observing(*args, **kwargs) -> ObservingServer:
+        servers.append(ObservingServer(*args, **kwargs))
+        return servers[-1]
+
+    sim = run_simulation(_simulation_config(cfg, protection), dataset=data, keys=keys, server_factory=observing)
+    return sim, servers[-1]
 
 
 def _federated_shadows(cfg: AuditConfig, protection: str, data, pool_x, pool_y) -> mia.ShadowModels:
@@ -387,9 +404,24 @@ def _client_update_membership(cfg: AuditConfig, data, final_state, artefacts) ->
     x = np.concatenate([data.x_train[idx], data.x_test])
     y = np.concatenate([data.y_train[idx], data.y_test])
     is_member = np.r_[np.ones(len(idx), bool), np.zeros(len(data.x_test), bool)]
-    out = _scored(cfg, mia.loss_attack(local, x, y), is_member, "plain", "client-0 update / loss", artefacts)
+    out = _scored(cfg, mia.loss_attack(local, x, y), is_member, "plain", "client_update_loss", artefacts)
     out.update(members=int(len(idx)), nonmembers=int(len(data.x_test)),
                view="client-0's next update after training, visible to the server under plain FedAvg")
+    return out
+
+
+def _aggregate_step_membership(cfg: AuditConfig, data, server: ObservingServer, x, y, is_member, protection,
+                               artefacts) -> dict[str, Any]:
+    """The server's own view of the last round: the model it sent and the aggregate it applied.
+    Members: every client's training examples (all clients take part in each round)."""
+    before, after = _factory(cfg, data)(), _factory(cfg, data)()
+    load_float_state(before, server.sent)
+    load_float_state(after, server.state)
+    out = _scored(cfg, mia.loss_change_attack(before, after, x, y), is_member, protection, "aggregate_step_loss",
+                  artefacts)
+    out.update(members=int(is_member.sum()), nonmembers=int((~is_member).sum()),
+               view="the last round's aggregate as the server applied it: combined from the visible updates under "
+                    "plain, the released (decrypted, noise-flooded) aggregate under ckks")
     return out
 
 

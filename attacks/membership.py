@@ -200,6 +200,16 @@ def loss_attack(model: nn.Module, x: np.ndarray, y: np.ndarray, *, batch_size: i
     return (-nn.functional.softplus(-phi)).numpy()
 
 
+def loss_change_attack(before: nn.Module, after: nn.Module, x: np.ndarray, y: np.ndarray, *,
+                       batch_size: int = 1024) -> np.ndarray:
+    """Membership from one observed step ``before -> after`` (e.g. a round's aggregate applied to
+    the global model): score = how much the step lowered the example's loss; higher = more likely
+    member. A server that sees only the released aggregate of a round can run it; the examples of
+    the round's clients are the ones the step was fitted to.
+    """
+    return loss_attack(after, x, y, batch_size=batch_size) - loss_attack(before, x, y, batch_size=batch_size)
+
+
 @dataclass
 class ShadowModels:
     """Shadow models trained on random halves of a pool.

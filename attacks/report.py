@@ -21,6 +21,10 @@ from .audit import AuditReport  # noqa: E402
 
 __all__ = ["write_report", "summary_rows", "MEANINGS"]
 
+#: How the ROC figure names each membership attack.
+ATTACK_LABELS = {"loss": "LOSS", "lira_offline": "LiRA offline", "client_update_loss": "client-0 update / LOSS",
+                 "aggregate_step_loss": "last aggregate / LOSS change"}
+
 #: What each reported number means, and its limits (shown in the HTML report).
 MEANINGS = {
     "accuracy": "Test accuracy of the final global model on the held-out split. The protections also differ "
@@ -40,6 +44,11 @@ MEANINGS = {
     "AUC / TPR@FPR": "Membership inference on the final model: members are the clients' training examples, "
                      "non-members the held-out test set. TPR at a low FPR is what matters for privacy; the "
                      "brackets are 95 % bootstrap intervals.",
+    "aggregate-step AUC": "LOSS-change attack on the last round's step as the server applies it (under CKKS "
+                          "the released aggregate, the only update it sees): how much the step lowered each "
+                          "example's loss; members are every client's training examples.",
+    "client-update AUC": "Under plain FedAvg only: LOSS attack on one client's visible update (its local model), "
+                         "members its own training examples.",
     "empirical ε": "A lower bound on ε at 95 % confidence (Clopper-Pearson) from the attack's TPR and FPR at a "
                    "threshold chosen on a separate half of the data. A lower bound only: a weak attack gives a "
                    "small number even for a leaky model.",
@@ -92,9 +101,9 @@ def figure_roc(report: AuditReport) -> bytes | None:
     fig, ax = plt.subplots(figsize=(5, 4.2))
     for protection, curves in roc.items():
         for attack, (fpr, tpr) in curves.items():
-            mem = report.protections[protection]["membership"]
-            auc = (mem[attack] if attack in mem else mem["client_update_loss"])["auc"]["value"]
-            ax.plot(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), label=f"{protection} / {attack} (AUC {auc:.3f})")
+            auc = report.protections[protection]["membership"][attack]["auc"]["value"]
+            ax.plot(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4),
+                    label=f"{protection} / {ATTACK_LABELS.get(attack, attack)} (AUC {auc:.3f})")
     grid = np.logspace(-4, 0, 50)
     ax.plot(grid, grid, "k--", lw=0.8, label="chance")
     ax.set_xscale("log")
@@ -103,7 +112,7 @@ def figure_roc(report: AuditReport) -> bytes | None:
     ax.set_ylim(1e-3, 1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title("Membership inference on the final model (log axes)", fontsize=9)
+    ax.set_title("Membership inference on what the server sees (log axes)", fontsize=9)
     ax.legend(fontsize=6, loc="lower right")
     return _png(fig)
 
@@ -173,6 +182,8 @@ def summary_rows(report: AuditReport, *, intervals: bool = True) -> list[dict[st
             row["LiRA AUC"] = f"{auc['value']:.3f}" + (f" [{auc['low']:.3f}, {auc['high']:.3f}]" if intervals else "")
             row["TPR@0.1%FPR"] = f"{t['value']:.3f}" + (f" [{t['low']:.3f}, {t['high']:.3f}]" if intervals else "")
             row["ε lower bd"] = f"{max(mem[a]['empirical_epsilon']['lower_bound'] for a in ('loss', 'lira_offline')):.2f}"
+            if "aggregate_step_loss" in mem:
+                row["aggregate-step AUC"] = f"{mem['aggregate_step_loss']['auc']['value']:.3f}"
             if "client_update_loss" in mem:
                 row["client-update AUC"] = f"{mem['client_update_loss']['auc']['value']:.3f}"
         rows.append(row)

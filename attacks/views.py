@@ -7,6 +7,10 @@ A privacy audit compares like with like by running one attack on each protection
   produced here with real CKKS ciphertexts through :mod:`secagg` (:func:`released_mean`);
 * client-level DP - the released mean of clipped, noised observations (:func:`dp_noised_mean`).
 
+:class:`ObservingServer` keeps, from a real training run, the server's view of the last round it
+applied: the global model it sent and the aggregate it applied (every update combined under plain
+FedAvg, the released aggregate under CKKS).
+
 Example:
     >>> import numpy as np, secagg
     >>> from fedattn.models import make_model
@@ -27,10 +31,26 @@ import numpy as np
 from torch import nn
 
 import secagg
+from fedattn.simulation import Server
 
 from .inversion import InversionError, fedavg_update, gradient_of
 
-__all__ = ["client_observations", "released_mean", "dp_noised_mean"]
+__all__ = ["client_observations", "released_mean", "dp_noised_mean", "ObservingServer"]
+
+
+class ObservingServer(Server):
+    """A simulation :class:`~fedattn.simulation.Server` that keeps what it already holds after each
+    round: ``sent`` (the global model the clients trained on) and ``aggregate`` (what it applied).
+    Pass it as ``run_simulation(..., server_factory=ObservingServer)``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: dict[str, np.ndarray] | None = None
+        self.aggregate: dict[str, np.ndarray] | None = None
+
+    def apply(self, aggregate: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+        self.sent, self.aggregate = dict(self.state), aggregate  # apply() replaces the state, never mutates it
+        super().apply(aggregate, rng)
 
 
 def client_observations(model: nn.Module, x: np.ndarray, y: np.ndarray, *, n_clients: int, batch_size: int,

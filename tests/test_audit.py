@@ -42,6 +42,9 @@ def test_report_holds_every_protection_and_metric(small_report):
         assert p["membership"]["loss"]["empirical_epsilon"]["lower_bound"] >= 0
     assert plain["membership"]["client_update_loss"]["members"] > 0  # the visible update is attacked too
     assert "client_update_loss" not in ckks["membership"]
+    for p in data["protections"].values():  # the last round's aggregate, as the server applied it
+        step = p["membership"]["aggregate_step_loss"]
+        assert step["members"] > 0 and step["nonmembers"] > 0 and 0 <= step["auc"]["value"] <= 1
     for name in ("reconstructions.png", "roc.png", "psnr_vs_clients.png", "accuracy.png"):
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -14,6 +14,7 @@ from attacks.membership import (
     lira,
     logit_confidence,
     loss_attack,
+    loss_change_attack,
     train_model,
     train_shadow_models,
 )
@@ -59,6 +60,24 @@ def test_loss_attack_beats_chance_on_overfit_model(digits):
     # the score is minus the cross-entropy
     ce = nn.functional.cross_entropy(model(torch.as_tensor(x_in[:5])), torch.as_tensor(y_in[:5]), reduction="none")
     np.testing.assert_allclose(scores[:5], -ce.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_loss_change_attack_finds_the_examples_a_step_was_fitted_to(digits):
+    # one observed step from a half-trained model: a few epochs on 200 members only (an aggregate's view)
+    x, y = digits.x_train[:400], digits.y_train[:400]
+    member = np.arange(400) < 200
+    before, _ = train_model(_factory(digits), x[200:], y[200:], epochs=2, lr=0.1, batch_size=32, seed=3)
+    after = _factory(digits)()
+    after.load_state_dict(before.state_dict())
+    opt = torch.optim.SGD(after.parameters(), lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(after(torch.as_tensor(x[member])), torch.as_tensor(y[member])).backward()
+        opt.step()
+    scores = loss_change_attack(before, after, x, y)
+    assert roc_auc_score(member, scores) > 0.6
+    np.testing.assert_allclose(scores, loss_attack(after, x, y) - loss_attack(before, x, y))
+    assert roc_auc_score(member, loss_change_attack(before, before, x, y)) == 0.5  # no step, no signal
 
 
 @pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
