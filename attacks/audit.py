@@ -237,9 +237,12 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             entry["membership"] = _membership(cfg, model, pool_x, pool_y, is_member, shadows, protection, artefacts)
             if protection == "plain":
                 entry["membership"]["client_update_loss"] = _client_update_membership(cfg, data, sim.final_state, artefacts)
-            say(f"{protection}: membership inference on the last round's aggregate")
-            entry["membership"]["aggregate_step_loss"] = _aggregate_step_membership(
-                cfg, data, server, pool_x, pool_y, is_member, protection, artefacts)
+            if server.sent is not None:  # None only when no round was ever applied
+                say(f"{protection}: membership inference on the last round's aggregate")
+                entry["membership"]["aggregate_step_loss"] = _aggregate_step_membership(
+                    cfg, data, server, pool_x, pool_y, is_member, protection, artefacts)
+            else:
+                log.warning("%s: no round was applied, so there is no aggregate to attack", protection)
         results[protection] = entry
     seeds = {"audit": cfg.seed, "partition": cfg.seed, "model_init": cfg.seed, "shadows": cfg.seed + 1, "inversion": cfg.seed}
     return AuditReport(cfg.to_dict(), config.hash, seeds, _versions(), results, time.perf_counter() - t_start, artefacts)

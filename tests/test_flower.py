@@ -131,7 +131,7 @@ def _apps(task, settings, *, locate, server_ctx: Path, nodes: int, rounds: int, 
 
     client_app = ClientApp(mods=[misconfigured, make_secagg_mod(locate_key=locate, locate_identity=locate_identity)])
     client_app.train()(train)
-    enable_release(client_app, locate_key=locate, locate_roster=locate_roster)
+    enable_release(client_app, locate_key=locate, locate_roster=locate_roster, locate_identity=locate_identity)
     server_app, box = ServerApp(), {}
 
     @server_app.main()

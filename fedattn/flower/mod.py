@@ -41,6 +41,7 @@ import secagg
 
 from .. import auth
 from ..auth import ClientIdentity
+from ..errors import ReplayError
 from ..protocols import make_protocol
 from ..rules import FedAvg
 from . import records as R
@@ -73,6 +74,8 @@ def _single_config(msg: Message) -> ConfigRecord:
             "this train message carries no secfl configuration; the client refuses to send its update in "
             "plaintext (run the server with fedattn.flower.SecAggFedAvg)"
         )
+    if R.CONFIG_ROUND not in configs[0]:
+        raise NotSecflMessageError(f"this train message's config has no {R.CONFIG_ROUND!r} (Flower's FedAvg sets it)")
     return configs[0]
 
 
@@ -94,16 +97,22 @@ def _signing(context: Context, config: ConfigRecord, locate: KeyLocator | None) 
     return identity
 
 
-def _remember_commitment(context: Context, rnd: int, commitment: str) -> None:
-    """Keep the commitment of the model this node trained on: as a key holder it checks the round's
-    receipts against its own view, so a server cannot give every other client a different model."""
+def _claim_round(context: Context, rnd: int, commitment: str) -> None:
+    """Record, before training, the commitment of the model this node is asked to train on.
+
+    As a key holder it checks the round's receipts against this view, so a server cannot give every
+    other client a different model. A round is signed once: a second train message for this or an
+    earlier round of the run is refused (it would give the server two signed updates of one client,
+    or overwrite the view the key holder checks against). Rounds only grow, so dropping the oldest
+    record (beyond the last 16) only makes this node refuse to release those rounds.
+    """
     state = context.state.config_records.get(_COMMITMENT_STATE)
     rounds = list(state["rounds"]) if state is not None else []
     values = list(state["commitments"]) if state is not None else []
-    if rnd in rounds:
-        values[rounds.index(rnd)] = commitment
-    else:
-        rounds, values = [*rounds, rnd][-_KEPT_COMMITMENTS:], [*values, commitment][-_KEPT_COMMITMENTS:]
+    if rounds and rnd <= max(rounds):
+        raise ReplayError(f"this node already signed an update for round {max(rounds)} of this run; a train message "
+                          f"for round {rnd} is refused (one signed update per round, rounds only grow)")
+    rounds, values = [*rounds, rnd][-_KEPT_COMMITMENTS:], [*values, commitment][-_KEPT_COMMITMENTS:]
     context.state[_COMMITMENT_STATE] = ConfigRecord({"rounds": rounds, "commitments": values})
 
 
@@ -147,7 +156,8 @@ def make_secagg_mod(*, locate_key: KeyLocator | None = None, locate_identity: Ke
             identity = _signing(context, config, locate_identity)
             commitment = None
             if identity is not None:
-                commitment = R.train_commitment(config, global_state, reference)
+                commitment = R.train_commitment(config, global_state, reference, run_id=msg.metadata.run_id)
+                _claim_round(context, rnd, commitment)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a specific error reply, never plaintext
             return _error_reply(msg, exc, what="refused to train")
 
@@ -155,12 +165,9 @@ def make_secagg_mod(*, locate_key: KeyLocator | None = None, locate_identity: Ke
         if reply.has_error():
             return reply
         try:
-            out = _encrypt_reply(reply, context, secret=secret, global_state=global_state, reference=reference,
-                                 rule=rule, protocol_name=protocol_name, rnd=rnd, identity=identity,
-                                 commitment=commitment)
-            if identity is not None and commitment is not None:
-                _remember_commitment(context, rnd, commitment)
-            return out
+            return _encrypt_reply(reply, context, secret=secret, global_state=global_state, reference=reference,
+                                  rule=rule, protocol_name=protocol_name, rnd=rnd, identity=identity,
+                                  commitment=commitment)
         except Exception as exc:  # noqa: BLE001
             return _error_reply(msg, exc, what="could not encrypt the update")
 
@@ -206,8 +213,8 @@ def _encrypt_reply(reply: Message, context: Context, *, secret: secagg.SecretCon
 secagg_mod = make_secagg_mod()
 
 
-def make_release_handler(*, locate_key: KeyLocator | None = None,
-                         locate_roster: KeyLocator | None = None) -> Callable[[Message, Context], Message]:
+def make_release_handler(*, locate_key: KeyLocator | None = None, locate_roster: KeyLocator | None = None,
+                         locate_identity: KeyLocator | None = None) -> Callable[[Message, Context], Message]:
     """The key holder's answer to the server's release query (register it with :func:`enable_release`).
 
     It parses the aggregate under the node's secret key, refuses anything that is not a sum of at
@@ -216,11 +223,15 @@ def make_release_handler(*, locate_key: KeyLocator | None = None,
     noise-flooded values.
 
     With a roster (``locate_roster``; default: node config ``roster``, else ``SECFL_ROSTER``) it
-    releases only aggregates whose every contributor sent a signed receipt for this round and key
-    set, all for one and the same model and configuration, the one this node trained on when it
-    took part (:func:`fedattn.auth.check_receipts`): contributor names and counts can no longer be
-    forged, and a model-inconsistency attack is refused. Without a roster it can check only what
-    the aggregate's header says (BRIEF section 3's honest-but-curious server).
+    releases only rounds of this run that it trained in itself, and only aggregates whose every
+    named contributor sent a signed receipt for this round and key set, all committing to the
+    model, configuration and run this node trained on (:func:`fedattn.auth.check_receipts`): a
+    server can name only clients that uploaded this round, cannot replay another run's uploads,
+    and a model-inconsistency attack is refused. Receipts do not bind what the server summed: it
+    can still add one client's ciphertext under another's receipt (computation integrity,
+    ``docs/security.md``). A node with a signing identity (``locate_identity``) but no roster
+    refuses to release, as does any node sent receipts without a roster. Without signing it can
+    check only what the aggregate's header says (BRIEF section 3's honest-but-curious server).
     """
 
     def release(msg: Message, context: Context) -> Message:
@@ -230,6 +241,8 @@ def make_release_handler(*, locate_key: KeyLocator | None = None,
             if config is None or R.AGGREGATE_RECORD not in msg.content.array_records:
                 raise NotSecflMessageError("a release query carries the secfl config and the encrypted aggregate")
             check_server_context(secret, fingerprint=config.get(R.CONFIG_FINGERPRINT), context_bytes=None)
+            if R.CONFIG_ROUND not in config:
+                raise NotSecflMessageError(f"a release query names its round ({R.CONFIG_ROUND!r})")
             rnd = int(config[R.CONFIG_ROUND])
             wire = R.payload_of(RecordDict({R.AGGREGATE_RECORD: msg.content.array_records[R.AGGREGATE_RECORD]}),
                                 who="the server's release query", stype=R.AGGREGATE_STYPE)
@@ -246,17 +259,28 @@ def make_release_handler(*, locate_key: KeyLocator | None = None,
                 raise ReleaseRefusedError(f"round {rnd} was already released by this node; a second release of "
                                           "another subset would reveal the difference")
             roster = load_roster(context, locate_roster)
+            raw = config.get(R.RELEASE_RECEIPTS)
+            if roster is None and (raw is not None or load_identity(context, locate_identity) is not None):
+                raise ReleaseRefusedError(
+                    f"round {rnd}: this node signs its uploads (or was sent receipts) but holds no roster to check the "
+                    "contributors' receipts against; start it with --node-config 'roster=\"/path/to/roster.json\"' "
+                    "(local simulations: SECFL_ROSTER)"
+                )
             if roster is not None:
-                raw = config.get(R.RELEASE_RECEIPTS)
                 if raw is None:
                     raise ReleaseRefusedError(
                         f"round {rnd}: this key holder releases aggregates of signed uploads only and the server sent "
                         "no receipts; start SecAggFedAvg with roster=roster.json"
                     )
+                own = _own_commitment(context, rnd)
+                if own is None:
+                    raise ReleaseRefusedError(
+                        f"round {rnd}: this key holder releases only rounds of this run it trained in itself, so that "
+                        "it can check the model every contributor was given against its own"
+                    )
                 receipts = [auth.Receipt.from_dict(json.loads(str(r))) for r in raw]  # type: ignore[union-attr]
                 auth.check_receipts(receipts, roster, round=rnd, contributors=update.contributors,
-                                    fingerprint=secret.fingerprint, expected_commitment=_own_commitment(context, rnd),
-                                    min_contributors=minimum)
+                                    fingerprint=secret.fingerprint, expected_commitment=own, min_contributors=minimum)
             values = secagg.decrypt_ratio(update, secret)
             context.state[_RELEASED_STATE] = ConfigRecord({"rounds": [*done, rnd]})
         except Exception as exc:  # noqa: BLE001 - refusals are error replies with their reason
@@ -272,8 +296,9 @@ def make_release_handler(*, locate_key: KeyLocator | None = None,
     return release
 
 
-def enable_release(app: ClientApp, *, locate_key: KeyLocator | None = None,
-                   locate_roster: KeyLocator | None = None) -> ClientApp:
+def enable_release(app: ClientApp, *, locate_key: KeyLocator | None = None, locate_roster: KeyLocator | None = None,
+                   locate_identity: KeyLocator | None = None) -> ClientApp:
     """Register the release handler (``query.secfl_release``) on ``app``: its nodes become key holders."""
-    app.query(R.RELEASE_ACTION)(make_release_handler(locate_key=locate_key, locate_roster=locate_roster))
+    app.query(R.RELEASE_ACTION)(make_release_handler(locate_key=locate_key, locate_roster=locate_roster,
+                                                     locate_identity=locate_identity))
     return app

@@ -119,22 +119,22 @@ def to_record(state: Mapping[str, np.ndarray]) -> ArrayRecord:
 
 
 def train_commitment(config: Mapping[str, object], global_state: Mapping[str, np.ndarray],
-                     reference: Mapping[str, np.ndarray] | None = None) -> str:
+                     reference: Mapping[str, np.ndarray] | None = None, *, run_id: int) -> str:
     """The round commitment a client signs for a train message, as it received it.
 
-    It covers the round, every entry of the round's ConfigRecord (bytes by their BLAKE2b digest;
-    the public context's bytes are left to the fingerprint they were checked against), the global
-    model and, for cosine attention, the reference step. Clients of an honest server compute the
-    same value; a server that sends one client another model or configuration cannot hide it from
-    the key holder (:func:`fedattn.auth.check_receipts`).
+    It covers the Flower run, the round, every entry of the round's ConfigRecord (bytes by their
+    BLAKE2b digest; the public context's bytes are left to the fingerprint they were checked
+    against), the global model and, for cosine attention, the reference step. Clients of an honest
+    server compute the same value; a server that sends one client another model or configuration
+    cannot hide it from the key holder (:func:`fedattn.auth.check_receipts`), nor pass off a
+    receipt of another run as one of this run.
     """
     def plain(v: object) -> object:
-        if isinstance(v, bytes):
-            return "blake2b:" + hashlib.blake2b(v, digest_size=32).hexdigest()
+        if isinstance(v, bytes):  # a tagged object: no str value can hash like it
+            return {"blake2b": hashlib.blake2b(v, digest_size=32).hexdigest()}
         return [plain(x) for x in v] if isinstance(v, list) else v
 
     public = {k: plain(v) for k, v in config.items() if k != CONFIG_CONTEXT}
-    model = dict(global_state)
-    for name, a in (reference or {}).items():
-        model[f"{REFERENCE_RECORD}/{name}"] = a
-    return round_commitment(int(config[CONFIG_ROUND]), model, public)  # type: ignore[call-overload]
+    rnd = int(config[CONFIG_ROUND])  # type: ignore[call-overload]
+    step = None if reference is None else round_commitment(rnd, reference, {"secfl": "reference step"})
+    return round_commitment(rnd, global_state, {"run": int(run_id), "train-config": public, "reference": step})

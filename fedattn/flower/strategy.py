@@ -85,7 +85,8 @@ class SecAggFedAvg(FlowerFedAvg):
             a client on it, for this round, once (:mod:`fedattn.auth`); the release query carries
             the receipts for the key holders to check. ``None`` (default): unsigned uploads.
         max_payload_bytes: uploads above this are rejected before parsing.
-        key_holders: node ids to ask for releases first (default: the round's contributors).
+        key_holders: node ids to ask for releases first (default: the round's contributors). With
+            signed uploads a key holder releases only rounds it trained in itself.
         release_timeout: seconds to wait for one key holder.
         **fedavg_options: Flower FedAvg's sampling options (``fraction_train``, ``min_train_nodes``...).
     """
