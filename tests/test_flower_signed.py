@@ -32,6 +32,15 @@ pytestmark = pytest.mark.usefixtures("server_process")
 STEPS = (0.5, -0.1, 0.2)
 
 
+@pytest.fixture(autouse=True)
+def ledgers(tmp_path, monkeypatch):
+    """Each test's nodes keep their ledgers (what they signed and released) in a fresh folder."""
+    folder = tmp_path / "ledgers"
+    folder.mkdir()
+    monkeypatch.setenv("SECFL_LEDGER", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def key_files(tmp_path_factory, compact_keys):
     return compact_keys.save(tmp_path_factory.mktemp("keys"))
@@ -48,13 +57,14 @@ def dealer(tmp_path_factory):
     return out
 
 
-def _node(key_files, dealer, node: int, *, step: float = 0.5, identity_dir=None, run: int = 1, partition=None):
+def _node(key_files, dealer, node: int, *, step: float = 0.5, identity_dir=None, run: int = 1, partition=None,
+          **node_config):
     """Node ``node`` (client-<node - 1>): its identity from the folder, the roster for releasing."""
-    secure = make_secagg_mod(locate_key=lambda ctx: key_files["client"],
-                             locate_identity=lambda ctx: str(identity_dir or dealer))
-    app, calls = client_app([secure], key_files["client"], step=step, roster=dealer / "roster.json")
+    identity = identity_dir or dealer
+    secure = make_secagg_mod(locate_key=lambda ctx: key_files["client"], locate_identity=lambda ctx: str(identity))
+    app, calls = client_app([secure], key_files["client"], step=step, roster=dealer / "roster.json", identity=identity)
     pid = node - 1 if partition is None else partition
-    return app, node_context(node=node, run=run, **{"partition-id": pid}), calls
+    return app, node_context(node=node, run=run, **{"partition-id": pid}, **node_config), calls
 
 
 def _nodes(key_files, dealer, run: int = 1) -> dict:
@@ -97,9 +107,10 @@ def test_a_server_that_sends_one_client_another_model_gets_no_release(key_files,
     assert caplog.text.count("ModelInconsistencyError") >= 3 and "different global models" in caplog.text
 
 
-def test_a_key_holder_compares_the_receipts_with_its_own_round(key_files, dealer, caplog):
+def test_a_key_holder_compares_the_receipts_with_its_own_round(key_files, dealer, caplog, tmp_path):
     nodes = _nodes(key_files, dealer)
-    nodes[4] = _node(key_files, dealer, 4, partition=0)[:2]  # a key holder that did not train this round
+    # a key holder that did not train this round (client-0's keys on another machine, its own ledger)
+    nodes[4] = _node(key_files, dealer, 4, partition=0, **{"secfl-ledger": str(tmp_path)})[:2]
     strategy = _strategy(key_files, dealer, nodes, key_holders=[4, 1])
     crafted = {n: a + 1.0 for n, a in zeros_model().items()}
     replies = _train({n: nodes[n] for n in (1, 2, 3)}, strategy, models={2: crafted, 3: crafted})
@@ -113,7 +124,8 @@ def test_a_key_holder_compares_the_receipts_with_its_own_round(key_files, dealer
 
 def test_uploads_of_another_run_are_not_released(key_files, dealer, caplog):
     """A server replays run 1's round-1 uploads of clients 0 and 1 in run 2, where the key holder
-    has not released round 1 yet, to subtract their sum from run 1's full aggregate."""
+    has not released round 1 yet, to subtract their sum from run 1's full aggregate. The nodes keep
+    their ledgers across the runs, as a SuperNode does (and Flower may hand run 2 run 1's state)."""
     old_nodes = _nodes(key_files, dealer, run=1)
     old = _train(old_nodes, _strategy(key_files, dealer, old_nodes))
     nodes = _nodes(key_files, dealer, run=2)
@@ -195,3 +207,41 @@ def test_key_holders_that_cannot_check_receipts_refuse(key_files, dealer, compac
         assert reply.has_error() and "ReleaseRefusedError" in reply.error.reason and words in reply.error.reason
     app, _ = client_app([], key_files["client"])  # unsigned deployments release as before
     assert not app(query(), node_context()).has_error()
+
+
+def test_the_ledger_is_atomic_across_concurrent_tasks_and_keyed_by_run(tmp_path):
+    """A SuperNode may run two ClientApp tasks at once: exactly one may sign a round, or release it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fedattn.errors import ReplayError
+    from fedattn.flower.errors import ReleaseRefusedError
+    from fedattn.flower.ledger import FileLedger, StateLedger
+
+    path = tmp_path / "client-0.ledger"
+    FileLedger(path)
+    assert (path.stat().st_mode & 0o777) == 0o600
+
+    def attempt(call):
+        try:
+            call()
+            return "ok"
+        except (ReplayError, ReleaseRefusedError) as exc:
+            return type(exc).__name__
+
+    with ThreadPoolExecutor(8) as pool:  # one connection per attempt, as separate processes have
+        signed = list(pool.map(lambda i: attempt(lambda: FileLedger(path).claim_round(7, 3, f"c{i}")), range(8)))
+        released = list(pool.map(lambda i: attempt(lambda: FileLedger(path).claim_release(7, 3)), range(8)))
+    assert sorted(signed) == ["ReplayError"] * 7 + ["ok"]
+    assert sorted(released) == ["ReleaseRefusedError"] * 7 + ["ok"]
+    winner = FileLedger(path).commitment(7, 3)
+    assert winner in {f"c{i}" for i in range(8)}
+    for ledger in (FileLedger(path), StateLedger(node_context())):
+        run = 2**64 - 1  # Flower's run ids are unsigned 64-bit
+        ledger.claim_round(run, 1, "next run")  # another run starts again at round 1
+        assert ledger.commitment(run, 1) == "next run" and ledger.commitment(run, 2) is None
+        with pytest.raises(ReplayError):
+            ledger.claim_round(run, 1, "again")
+        ledger.claim_release(run, 1)
+        with pytest.raises(ReleaseRefusedError):
+            ledger.claim_release(run, 1)
+    assert FileLedger(path).commitment(7, 3) == winner  # a record is never overwritten

@@ -49,6 +49,7 @@ from .keys import (
     load_server_context,
     load_server_roster,
 )
+from .ledger import LEDGER_CONFIG, LEDGER_ENV, FileLedger, StateLedger, open_ledger
 from .mod import enable_release, make_release_handler, make_secagg_mod, secagg_mod
 from .state import sample_dp_from_state, save_sample_dp
 from .strategy import RoundLog, SecAggFedAvg
@@ -59,5 +60,5 @@ __all__ = [
     "SECRET_KEY_ENV", "SERVER_CONTEXT_CONFIG", "FlowerAdapterError", "MissingPublicContextError", "MissingKeyError",
     "MissingCiphertextError", "NotSecflMessageError", "ReleaseRefusedError", "MissingIdentityError",
     "UnsignedRoundError", "IDENTITY_CONFIG", "IDENTITY_ENV", "ROSTER_CONFIG", "ROSTER_ENV", "load_identity",
-    "load_roster", "load_server_roster",
+    "load_roster", "load_server_roster", "LEDGER_CONFIG", "LEDGER_ENV", "FileLedger", "StateLedger", "open_ledger",
 ]

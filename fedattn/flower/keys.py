@@ -36,7 +36,7 @@ from .errors import MissingKeyError, MissingPublicContextError
 __all__ = ["SECRET_KEY_CONFIG", "SECRET_KEY_ENV", "SERVER_CONTEXT_CONFIG", "KeyLocator", "default_key_path",
            "load_client_key", "load_server_context", "check_server_context", "server_keyset", "client_id_of",
            "IDENTITY_CONFIG", "IDENTITY_ENV", "ROSTER_CONFIG", "ROSTER_ENV", "default_identity_path",
-           "default_roster_path", "load_identity", "load_roster", "load_server_roster"]
+           "default_roster_path", "identity_file", "load_identity", "load_roster", "load_server_roster"]
 log = logging.getLogger(__name__)
 
 SECRET_KEY_CONFIG = "secret-key"
@@ -94,6 +94,15 @@ def load_client_key(context: Context, locate: KeyLocator | None = None) -> secag
         raise MissingKeyError(f"node {context.node_id} cannot use its secret key: {exc}") from None
 
 
+def identity_file(context: Context, locate: KeyLocator | None = None) -> Path | None:
+    """Where the node's signing identity is (a folder stands for ``<folder>/<client id>.id``); None: unsigned."""
+    path = (locate or default_identity_path)(context)
+    if not path:
+        return None
+    path = Path(path)
+    return path / f"{client_id_of(context)}.id" if path.is_dir() else path
+
+
 def load_identity(context: Context, locate: KeyLocator | None = None) -> ClientIdentity | None:
     """The node's signing identity, or None when it was given none.
 
@@ -104,12 +113,9 @@ def load_identity(context: Context, locate: KeyLocator | None = None) -> ClientI
     Raises:
         MissingKeyError: a configured identity that cannot be read.
     """
-    path = (locate or default_identity_path)(context)
-    if not path:
+    path = identity_file(context, locate)
+    if path is None:
         return None
-    path = Path(path)
-    if path.is_dir():
-        path = path / f"{client_id_of(context)}.id"
     try:
         identity = ClientIdentity.load(path)
     except AuthenticationError as exc:

@@ -41,12 +41,20 @@ import secagg
 
 from .. import auth
 from ..auth import ClientIdentity
-from ..errors import ReplayError
 from ..protocols import make_protocol
 from ..rules import FedAvg
 from . import records as R
 from .errors import MissingIdentityError, NotSecflMessageError, ReleaseRefusedError, UnsignedRoundError
-from .keys import KeyLocator, check_server_context, client_id_of, load_client_key, load_identity, load_roster
+from .keys import (
+    KeyLocator,
+    check_server_context,
+    client_id_of,
+    identity_file,
+    load_client_key,
+    load_identity,
+    load_roster,
+)
+from .ledger import open_ledger
 
 __all__ = ["make_secagg_mod", "secagg_mod", "make_release_handler", "enable_release", "MIN_RELEASE_CONTRIBUTORS"]
 log = logging.getLogger(__name__)
@@ -56,9 +64,6 @@ Mod = Callable[[Message, Context, Callable[[Message, Context], Message]], Messag
 ENCRYPTED_PROTOCOLS = ("client-scored", "server-scored")
 #: A key holder releases only sums of at least this many clients (node config ``secfl-min-contributors``).
 MIN_RELEASE_CONTRIBUTORS = 2
-_RELEASED_STATE = "secfl-released-rounds"
-_COMMITMENT_STATE = "secfl-commitments"
-_KEPT_COMMITMENTS = 16
 
 
 def _error_reply(msg: Message, exc: BaseException, *, what: str) -> Message:
@@ -97,38 +102,20 @@ def _signing(context: Context, config: ConfigRecord, locate: KeyLocator | None) 
     return identity
 
 
-def _claim_round(context: Context, rnd: int, commitment: str) -> None:
-    """Record, before training, the commitment of the model this node is asked to train on.
+def make_secagg_mod(*, locate_key: KeyLocator | None = None, locate_identity: KeyLocator | None = None,
+                    locate_ledger: KeyLocator | None = None) -> Mod:
+    """A :data:`secagg_mod` that finds each node's ``client.key`` with ``locate_key``, its signing
+    identity (a file, or the dealer's folder of ``client-<i>.id``) with ``locate_identity``, and
+    the ledger of the rounds it signed (:mod:`fedattn.flower.ledger`) with ``locate_ledger``.
 
-    As a key holder it checks the round's receipts against this view, so a server cannot give every
-    other client a different model. A round is signed once: a second train message for this or an
-    earlier round of the run is refused (it would give the server two signed updates of one client,
-    or overwrite the view the key holder checks against). Rounds only grow, so dropping the oldest
-    record (beyond the last 16) only makes this node refuse to release those rounds.
-    """
-    state = context.state.config_records.get(_COMMITMENT_STATE)
-    rounds = list(state["rounds"]) if state is not None else []
-    values = list(state["commitments"]) if state is not None else []
-    if rounds and rnd <= max(rounds):
-        raise ReplayError(f"this node already signed an update for round {max(rounds)} of this run; a train message "
-                          f"for round {rnd} is refused (one signed update per round, rounds only grow)")
-    rounds, values = [*rounds, rnd][-_KEPT_COMMITMENTS:], [*values, commitment][-_KEPT_COMMITMENTS:]
-    context.state[_COMMITMENT_STATE] = ConfigRecord({"rounds": rounds, "commitments": values})
+    The defaults look at the node config's ``secret-key`` / ``identity`` / ``secfl-ledger``, then
+    ``SECFL_CLIENT_KEY`` / ``SECFL_CLIENT_IDENTITY`` / ``SECFL_LEDGER``; the ledger defaults to a
+    file beside the identity.
 
-
-def _own_commitment(context: Context, rnd: int) -> str | None:
-    state = context.state.config_records.get(_COMMITMENT_STATE)
-    if state is None or rnd not in list(state["rounds"]):
-        return None
-    return str(list(state["commitments"])[list(state["rounds"]).index(rnd)])
-
-
-def make_secagg_mod(*, locate_key: KeyLocator | None = None, locate_identity: KeyLocator | None = None) -> Mod:
-    """A :data:`secagg_mod` that finds each node's ``client.key`` with ``locate_key``, and its
-    signing identity (a file, or the dealer's folder of ``client-<i>.id``) with ``locate_identity``.
-
-    The defaults look at the node config's ``secret-key`` / ``identity``, then
-    ``SECFL_CLIENT_KEY`` / ``SECFL_CLIENT_IDENTITY``.
+    A signing node records the commitment of each round before it trains, in its ledger, and
+    signs one update per round of a run: a second train message for this or an earlier round is
+    refused (it would give the server two signed updates, or overwrite the view the node checks
+    receipts against as a key holder).
     """
 
     def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
@@ -157,7 +144,9 @@ def make_secagg_mod(*, locate_key: KeyLocator | None = None, locate_identity: Ke
             commitment = None
             if identity is not None:
                 commitment = R.train_commitment(config, global_state, reference, run_id=msg.metadata.run_id)
-                _claim_round(context, rnd, commitment)
+                ledger = open_ledger(context, client_id=identity.client_id, locate=locate_ledger,
+                                     identity_file=identity_file(context, locate_identity))
+                ledger.claim_round(msg.metadata.run_id, rnd, commitment)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a specific error reply, never plaintext
             return _error_reply(msg, exc, what="refused to train")
 
@@ -214,7 +203,8 @@ secagg_mod = make_secagg_mod()
 
 
 def make_release_handler(*, locate_key: KeyLocator | None = None, locate_roster: KeyLocator | None = None,
-                         locate_identity: KeyLocator | None = None) -> Callable[[Message, Context], Message]:
+                         locate_identity: KeyLocator | None = None,
+                         locate_ledger: KeyLocator | None = None) -> Callable[[Message, Context], Message]:
     """The key holder's answer to the server's release query (register it with :func:`enable_release`).
 
     It parses the aggregate under the node's secret key, refuses anything that is not a sum of at
@@ -253,14 +243,13 @@ def make_release_handler(*, locate_key: KeyLocator | None = None, locate_roster:
                     f"round {rnd}: asked to release a {update.kind} of {len(update.contributors)} client(s); this key "
                     f"holder releases sums of at least {minimum} clients only"
                 )
-            state = context.state.config_records.get(_RELEASED_STATE)
-            done = list(state["rounds"]) if state is not None else []
-            if rnd in done:
-                raise ReleaseRefusedError(f"round {rnd} was already released by this node; a second release of "
-                                          "another subset would reveal the difference")
+            run = msg.metadata.run_id
+            identity = load_identity(context, locate_identity)
+            ledger = open_ledger(context, client_id=identity.client_id if identity else client_id_of(context),
+                                 identity_file=identity_file(context, locate_identity), locate=locate_ledger)
             roster = load_roster(context, locate_roster)
             raw = config.get(R.RELEASE_RECEIPTS)
-            if roster is None and (raw is not None or load_identity(context, locate_identity) is not None):
+            if roster is None and (raw is not None or identity is not None):
                 raise ReleaseRefusedError(
                     f"round {rnd}: this node signs its uploads (or was sent receipts) but holds no roster to check the "
                     "contributors' receipts against; start it with --node-config 'roster=\"/path/to/roster.json\"' "
@@ -272,7 +261,7 @@ def make_release_handler(*, locate_key: KeyLocator | None = None, locate_roster:
                         f"round {rnd}: this key holder releases aggregates of signed uploads only and the server sent "
                         "no receipts; start SecAggFedAvg with roster=roster.json"
                     )
-                own = _own_commitment(context, rnd)
+                own = ledger.commitment(run, rnd)
                 if own is None:
                     raise ReleaseRefusedError(
                         f"round {rnd}: this key holder releases only rounds of this run it trained in itself, so that "
@@ -281,8 +270,8 @@ def make_release_handler(*, locate_key: KeyLocator | None = None, locate_roster:
                 receipts = [auth.Receipt.from_dict(json.loads(str(r))) for r in raw]  # type: ignore[union-attr]
                 auth.check_receipts(receipts, roster, round=rnd, contributors=update.contributors,
                                     fingerprint=secret.fingerprint, expected_commitment=own, min_contributors=minimum)
+            ledger.claim_release(run, rnd)  # checked and recorded at once, after every other check passed
             values = secagg.decrypt_ratio(update, secret)
-            context.state[_RELEASED_STATE] = ConfigRecord({"rounds": [*done, rnd]})
         except Exception as exc:  # noqa: BLE001 - refusals are error replies with their reason
             return _error_reply(msg, exc, what="refused to release")
         log.info("round %d: released the aggregate of %d clients%s", rnd, len(update.contributors),
@@ -297,8 +286,8 @@ def make_release_handler(*, locate_key: KeyLocator | None = None, locate_roster:
 
 
 def enable_release(app: ClientApp, *, locate_key: KeyLocator | None = None, locate_roster: KeyLocator | None = None,
-                   locate_identity: KeyLocator | None = None) -> ClientApp:
+                   locate_identity: KeyLocator | None = None, locate_ledger: KeyLocator | None = None) -> ClientApp:
     """Register the release handler (``query.secfl_release``) on ``app``: its nodes become key holders."""
     app.query(R.RELEASE_ACTION)(make_release_handler(locate_key=locate_key, locate_roster=locate_roster,
-                                                     locate_identity=locate_identity))
+                                                     locate_identity=locate_identity, locate_ledger=locate_ledger))
     return app
