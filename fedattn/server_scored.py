@@ -188,7 +188,8 @@ class ServerScoredProtocol(EncryptedProtocol):
     name = "server-scored"
 
     def __init__(self, keys: secagg.KeySet, **options) -> None:
-        preset = keys.public.preset  # the server side may hold the public half only
+        # the server side holds the public half only, a client (on Flower) the secret half only
+        preset = (keys.public if keys.public is not None else keys.secret).preset
         if preset.depth < 7 or "galois" not in preset.eval_keys:
             raise InvalidConfigError(
                 f"server-scored aggregation needs the 'deep' preset (depth 7, Galois keys), not {preset.name!r}"

@@ -340,16 +340,24 @@ def test_flower_stays_in_its_temporary_directory_and_leaves_no_process(flower_ru
 
 @pytest.mark.slow
 def test_server_scored_protocol_on_flower(tmp_path):
-    """The deep preset's circuit on Flower: one round of 3 clients against the plaintext reference."""
+    """The deep preset's circuit on Flower, signed: one round of 3 clients against the plaintext reference."""
     keys = secagg.generate_keys(preset="deep")
-    keys.save(tmp_path / "keys")
+    keys_dir = tmp_path / "keys"
+    keys.save(keys_dir)
+    identities, roster = generate_identities(f"client-{p}" for p in range(3))
+    for cid, identity in identities.items():
+        identity.save(keys_dir / f"{cid}.id")
+    roster.save(keys_dir / "roster.json")
     task = _example_task()
     settings = task.Settings()
-    apps = _apps(task, settings, locate=lambda ctx: str(tmp_path / "keys" / "client.key"),
-                 server_ctx=tmp_path / "keys" / "server.ctx", nodes=3, rounds=1, partitions=3,
-                 protocol="server-scored", rule_options={"score": "l2_squared"})
+    apps = _apps(task, settings, locate=lambda ctx: str(keys_dir / "client.key"),
+                 server_ctx=keys_dir / "server.ctx", nodes=3, rounds=1, partitions=3,
+                 protocol="server-scored", rule_options={"score": "l2_squared"},
+                 locate_identity=lambda ctx: str(keys_dir), locate_roster=lambda ctx: str(keys_dir / "roster.json"),
+                 roster=keys_dir / "roster.json")
     run = _simulate(tmp_path, *apps, nodes=3)
     assert run["left"] == [] and run["created"] == []
+    assert len(run["strategy"].history[0].receipts) == 3
     entry = run["strategy"].history[0]
     assert sorted(entry.contributors) == ["client-0", "client-1", "client-2"]
     plain = run_simulation(SimulationConfig(clients=3, rounds=1, aggregation="fedatt", rule_options={"score": "l2_squared"},

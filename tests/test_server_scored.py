@@ -61,3 +61,10 @@ def test_configuration_errors(deep_keys, compact_keys):
     with pytest.raises(InvalidConfigError, match="server-scored protocol"):
         SimulationConfig(protocol="server-scored")
     assert make_protocol("server-scored", keys=deep_keys).name == "server-scored"
+    # each party holds one half of the key set: a client (on Flower) the secret one only
+    client_side = ServerScoredProtocol(secagg.KeySet(secret=deep_keys.secret, public=None))
+    msg = client_side.client_message({"w": np.full(3, 0.1, np.float32)}, rule=FedAtt(score="l2_squared"),
+                                     num_samples=1, reference=None, round=0, client_id="c")
+    assert msg.payload
+    with pytest.raises(InvalidConfigError, match="deep"):
+        ServerScoredProtocol(secagg.KeySet(secret=compact_keys.secret, public=None))
