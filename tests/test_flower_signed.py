@@ -245,3 +245,14 @@ def test_the_ledger_is_atomic_across_concurrent_tasks_and_keyed_by_run(tmp_path)
         with pytest.raises(ReleaseRefusedError):
             ledger.claim_release(run, 1)
     assert FileLedger(path).commitment(7, 3) == winner  # a record is never overwritten
+
+
+def test_a_ledger_that_cannot_be_written_is_a_clear_refusal(key_files, dealer, tmp_path):
+    from fedattn.flower.errors import LedgerError
+    from fedattn.flower.ledger import FileLedger
+
+    with pytest.raises(LedgerError, match="secfl-ledger"):
+        FileLedger(tmp_path / "no" / "such" / "dir" / "client-0.ledger")
+    app, ctx, calls = _node(key_files, dealer, 1, **{"secfl-ledger": str(tmp_path / "missing-dir" / "x.ledger")})
+    reply = app(train_message(_strategy(key_files, dealer, {}), node=1), ctx)
+    assert reply.has_error() and "LedgerError" in reply.error.reason and calls == []  # nothing trained or sent

@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised where flwr is absent
 
 from .errors import (
     FlowerAdapterError,
+    LedgerError,
     MissingCiphertextError,
     MissingIdentityError,
     MissingKeyError,
@@ -61,4 +62,5 @@ __all__ = [
     "MissingCiphertextError", "NotSecflMessageError", "ReleaseRefusedError", "MissingIdentityError",
     "UnsignedRoundError", "IDENTITY_CONFIG", "IDENTITY_ENV", "ROSTER_CONFIG", "ROSTER_ENV", "load_identity",
     "load_roster", "load_server_roster", "LEDGER_CONFIG", "LEDGER_ENV", "FileLedger", "StateLedger", "open_ledger",
+    "LedgerError",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import FedAttnError, InvalidConfigError
 
 __all__ = ["FlowerAdapterError", "MissingPublicContextError", "MissingKeyError", "MissingCiphertextError",
-           "NotSecflMessageError", "ReleaseRefusedError", "MissingIdentityError", "UnsignedRoundError"]
+           "NotSecflMessageError", "ReleaseRefusedError", "MissingIdentityError", "UnsignedRoundError", "LedgerError"]
 
 
 class FlowerAdapterError(FedAttnError):
@@ -38,3 +38,7 @@ class MissingIdentityError(FlowerAdapterError, ValueError):
 
 class UnsignedRoundError(FlowerAdapterError, PermissionError):
     """A node with a signing identity asked to upload to a server that does not verify signatures."""
+
+
+class LedgerError(FlowerAdapterError, OSError):
+    """A node's ledger of signed and released rounds cannot be opened or written."""

@@ -26,9 +26,9 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context
 
 from ..errors import ReplayError
-from .errors import ReleaseRefusedError
+from .errors import LedgerError, ReleaseRefusedError
 
-__all__ = ["LEDGER_CONFIG", "LEDGER_ENV", "FileLedger", "StateLedger", "open_ledger"]
+__all__ = ["LEDGER_CONFIG", "LEDGER_ENV", "LedgerError", "FileLedger", "StateLedger", "open_ledger"]
 
 LEDGER_CONFIG = "secfl-ledger"
 LEDGER_ENV = "SECFL_LEDGER"
@@ -56,10 +56,17 @@ class FileLedger:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        try:
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            db = self._connect()
+            try:
+                db.executescript(_SCHEMA)
+            finally:
+                db.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot use the node's ledger {self.path} ({exc}); give the node a writable path with "
+                              f"--node-config '{LEDGER_CONFIG}=\"/path/to/dir\"' ({LEDGER_ENV} in simulations)") from None
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60, isolation_level=None)
