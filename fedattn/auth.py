@@ -53,7 +53,7 @@ from .errors import (
     UnknownClientError,
 )
 
-__all__ = ["ClientIdentity", "Roster", "Receipt", "OpenedEnvelope", "generate_identities", "round_commitment",
+__all__ = ["ClientIdentity", "Roster", "Receipt", "OpenedEnvelope", "generate_identities", "deal_identities", "round_commitment",
            "seal", "open_envelope", "check_receipts", "ENVELOPE_OVERHEAD_BYTES"]
 
 _MAGIC = b"SFLSIGN1"
@@ -167,6 +167,17 @@ def generate_identities(client_ids: Iterable[str]) -> tuple[dict[str, ClientIden
             raise AuthenticationError(f"client id {cid!r} is listed twice")
         ids[cid] = ClientIdentity(cid, Ed25519PrivateKey.generate())
     return ids, Roster({cid: i.public_bytes() for cid, i in ids.items()})
+
+
+def deal_identities(client_ids: Iterable[str], out: str | os.PathLike) -> tuple[dict[str, ClientIdentity], Roster]:
+    """Key dealer: :func:`generate_identities` written out as ``<client id>.id`` (mode 0600) per
+    client and ``roster.json``, the files ``secfl keys generate --clients N`` hands out."""
+    out = Path(out)
+    identities, roster = generate_identities(client_ids)
+    for cid, identity in identities.items():
+        identity.save(out / f"{cid}.id")
+    roster.save(out / "roster.json")
+    return identities, roster
 
 
 def round_commitment(round: int, global_state: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> str:

@@ -87,12 +87,9 @@ def keys_generate(
             keys = secagg.generate_keys(preset=p)
             paths = keys.save(out)
             if clients:
-                from .auth import generate_identities
+                from .auth import deal_identities
 
-                identities, roster = generate_identities(f"client-{i}" for i in range(clients))
-                for cid, identity in identities.items():
-                    identity.save(out / f"{cid}.id")
-                roster.save(out / "roster.json")
+                deal_identities((f"client-{i}" for i in range(clients)), out)
     except OSError as exc:
         _fail(f"cannot write to {out}: {exc.strerror}")
     table = Table(title=f"key set {keys.secret.fingerprint} (preset {p.name!r})")

@@ -28,7 +28,7 @@ import pytest
 flwr = pytest.importorskip("flwr")
 
 import secagg  # noqa: E402
-from fedattn.auth import generate_identities  # noqa: E402
+from fedattn.auth import deal_identities  # noqa: E402
 from fedattn.privacy import DPConfig  # noqa: E402
 from fedattn.protocols import ClientScoredProtocol  # noqa: E402
 from fedattn.rules import FedAtt  # noqa: E402
@@ -199,10 +199,7 @@ def flower_run(tmp_path_factory, strict_keys):
     secagg.generate_keys(preset="strict").save(other_dir)
     key_of = {**{p: str(keys_dir / "client.key") for p in GOOD}, OTHER_KEY: str(other_dir / "client.key"),
               PLAINTEXT: str(keys_dir / "client.key")}
-    identities, roster = generate_identities(f"client-{p}" for p in range(6))  # the dealer's --clients 6
-    for cid, identity in identities.items():
-        identity.save(keys_dir / f"{cid}.id")
-    roster.save(keys_dir / "roster.json")
+    identities, _ = deal_identities((f"client-{p}" for p in range(6)), keys_dir)  # the dealer's --clients 6
     task = _example_task()
     settings = task.Settings(dp="sample", noise_multiplier=DP.noise_multiplier, clip_norm=DP.clip_norm)
     apps = _apps(task, settings, locate=lambda ctx: key_of.get(int(ctx.node_config["partition-id"])),
@@ -344,10 +341,7 @@ def test_server_scored_protocol_on_flower(tmp_path):
     keys = secagg.generate_keys(preset="deep")
     keys_dir = tmp_path / "keys"
     keys.save(keys_dir)
-    identities, roster = generate_identities(f"client-{p}" for p in range(3))
-    for cid, identity in identities.items():
-        identity.save(keys_dir / f"{cid}.id")
-    roster.save(keys_dir / "roster.json")
+    deal_identities((f"client-{p}" for p in range(3)), keys_dir)
     task = _example_task()
     settings = task.Settings()
     apps = _apps(task, settings, locate=lambda ctx: str(keys_dir / "client.key"),

@@ -24,7 +24,7 @@ from flower_kit import (  # noqa: E402
 from flwr.app import ConfigRecord, RecordDict  # noqa: E402
 
 import secagg  # noqa: E402
-from fedattn.auth import generate_identities  # noqa: E402
+from fedattn.auth import deal_identities  # noqa: E402
 from fedattn.flower import SecAggFedAvg, make_secagg_mod  # noqa: E402
 from fedattn.flower import records as R  # noqa: E402
 
@@ -50,10 +50,7 @@ def key_files(tmp_path_factory, compact_keys):
 def dealer(tmp_path_factory):
     """`secfl keys generate --clients 3`'s identities and roster."""
     out = tmp_path_factory.mktemp("identities")
-    identities, roster = generate_identities(f"client-{i}" for i in range(3))
-    for cid, identity in identities.items():
-        identity.save(out / f"{cid}.id")
-    roster.save(out / "roster.json")
+    deal_identities((f"client-{i}" for i in range(3)), out)
     return out
 
 
@@ -137,10 +134,8 @@ def test_uploads_of_another_run_are_not_released(key_files, dealer, caplog):
 
 
 def test_unsigned_forged_unknown_and_replayed_uploads_are_dropped(key_files, dealer, compact_keys, tmp_path):
-    impostor, _ = generate_identities(["client-2"])  # claims client-2 with a key the dealer never issued
-    impostor["client-2"].save(tmp_path / "client-2.id")
-    stranger, _ = generate_identities(["client-9"])  # a valid signature, from no one on the roster
-    stranger["client-9"].save(tmp_path / "client-9.id")
+    # not the dealer's: client-2 with a key it never issued, client-9 whom the roster does not know
+    deal_identities(["client-2", "client-9"], tmp_path)
     nodes = _nodes(key_files, dealer)
     strategy = _strategy(key_files, dealer, nodes)
     stale = _train({3: nodes[3]}, strategy, rnd=1)[3]  # client-2's round-1 upload, replayed in round 2

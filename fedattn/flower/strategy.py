@@ -107,10 +107,9 @@ class SecAggFedAvg(FlowerFedAvg):
         self.rule = make_rule(rule, **self.rule_options)
         if protocol == "plain":
             raise InvalidConfigError("SecAggFedAvg runs encrypted protocols; use Flower's FedAvg for plaintext")
-        proto = make_protocol(protocol, keys=server_keyset(self.public_context))
+        proto = make_protocol(protocol, keys=server_keyset(self.public_context), roster=roster,
+                              max_payload_bytes=max_payload_bytes)
         assert isinstance(proto, EncryptedProtocol)
-        proto.max_payload_bytes = max_payload_bytes
-        proto.roster = roster
         self.protocol = proto
         self._check_rule()
         if clipping_norm is not None and not (math.isfinite(clipping_norm) and clipping_norm > 0):
