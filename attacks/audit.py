@@ -193,7 +193,7 @@ def _versions() -> dict[str, str]:
 
 
 def _simulation_config(cfg: AuditConfig, protection: str) -> SimulationConfig:
-    common = dict(dataset=cfg.dataset, model=cfg.model, clients=cfg.clients, rounds=cfg.rounds,
+    common: dict[str, Any] = dict(dataset=cfg.dataset, model=cfg.model, clients=cfg.clients, rounds=cfg.rounds,
                   local_epochs=cfg.local_epochs, lr=cfg.lr, partition=cfg.partition, alpha=cfg.alpha,
                   preset=cfg.preset, seed=cfg.seed)
     if protection == "plain":
@@ -295,7 +295,7 @@ def _training_summary(sim) -> dict[str, Any]:
     }
 
 
-def _attack_rows(model, observed, x, idx, data, cfg, y) -> dict[str, dict[str, float]]:
+def _attack_rows(model, observed, x, idx, data, cfg, y) -> dict[str, dict[str, Any]]:
     shape = data.input_shape
     out = {}
     runs = {
@@ -361,7 +361,7 @@ def _inversion(cfg: AuditConfig, protection: str, data, keys, artefacts) -> dict
 
 def _mean_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in rows[0] if not k.startswith("_")]
-    out = {k: float(np.mean([r[k] for r in rows])) for k in keys if k != "median_psnr_db"}
+    out: dict[str, Any] = {k: float(np.mean([r[k] for r in rows])) for k in keys if k != "median_psnr_db"}
     out["median_psnr_db"] = float(np.median([r["median_psnr_db"] for r in rows]))
     out["_reconstructions"] = np.concatenate([r["_reconstructions"] for r in rows])
     return out
@@ -417,6 +417,7 @@ def _aggregate_step_membership(cfg: AuditConfig, data, server: ObservingServer, 
                                artefacts) -> dict[str, Any]:
     """The server's own view of the last round: the model it sent and the aggregate it applied.
     Members: every client's training examples (all clients take part in each round)."""
+    assert server.sent is not None  # the caller checks that a round was applied
     before, after = _factory(cfg, data)(), _factory(cfg, data)()
     load_float_state(before, server.sent)
     load_float_state(after, server.state)

@@ -129,7 +129,7 @@ def fedavg_update(model: nn.Module, x: np.ndarray, y: np.ndarray, *, steps: int,
     return {n: (w - s).numpy() for (n, _), w, s in zip(_params(model), current, start)}
 
 
-def _functional_grad(model: nn.Module, weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+def _functional_grad(model: nn.Module, weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor | None,
                      *, create_graph: bool, soft_labels: torch.Tensor | None = None) -> list[torch.Tensor]:
     names = [n for n, _ in _params(model)]
     ws = [w if w.requires_grad else w.detach().requires_grad_(True) for w in weights]
@@ -137,6 +137,7 @@ def _functional_grad(model: nn.Module, weights: list[torch.Tensor], x: torch.Ten
     if soft_labels is not None:
         loss = torch.mean(torch.sum(-torch.softmax(soft_labels, -1) * torch.log_softmax(out, -1), -1))
     else:
+        assert y is not None, "labels or soft labels"
         loss = nn.functional.cross_entropy(out, y)
     return list(torch.autograd.grad(loss, ws, create_graph=create_graph))
 
@@ -250,6 +251,7 @@ def _optimise(model, observed, *, knowledge, input_shape, iterations, lr, tv, pa
         loss = 1 - nn.functional.cosine_similarity(p_flat, t_flat, dim=0)
         total = loss + tv * _total_variation(x) if tv else loss
         total.backward()
+        assert x.grad is not None  # backward() just filled it
         x.grad.sign_()
         opt.step()
         sched.step()
@@ -289,7 +291,7 @@ def dlg(model: nn.Module, observed: Mapping[str, np.ndarray], *, knowledge: Atta
     def closure() -> torch.Tensor:
         opt.zero_grad()
         produced = _functional_grad(model, weights, x, y, create_graph=True, soft_labels=soft)
-        loss = sum(((p - t) ** 2).sum() for p, t in zip(produced, target))
+        loss = torch.stack([((p - t) ** 2).sum() for p, t in zip(produced, target)]).sum()
         loss.backward()
         state["loss"] = float(loss.detach())
         return loss

@@ -1,22 +1,11 @@
-"""Shared state of the benchmark suites, and a same-run summary printed through ``secfl bench``'s report code."""
+"""A same-run summary of the benchmark suites, printed through ``secfl bench``'s report code."""
 
 from __future__ import annotations
 
-from typing import Any
+from benchkit import CELLS, FIELDS, ROUNDS
 
-from fedattn import bench
-from fedattn import bench_report as report
-
-#: (method, params, clients) -> figures recorded by the tests of that cell
-CELLS: dict[tuple[str, int, int], dict[str, Any]] = {}
-#: one row per measured round (see test_round_bench.py)
-ROUNDS: list[dict[str, Any]] = []
-
-_FIELDS = ("client_s", "server_s", "key_holder_s", "bytes_per_client", "bytes_x_float32", "max_error")
-
-
-def record(method: str, params: int, clients: int, **figures: Any) -> None:
-    CELLS.setdefault((method, params, clients), {}).update(figures)
+from secfl.bench import cells as bench
+from secfl.bench import report
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -24,7 +13,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if ROUNDS:
         tr.section("one federated round, encrypted vs plaintext (same run)")
         tr.write_line(report.rounds_text({"rounds": ROUNDS}))
-    cells = [{"method": m, "params": p, "clients": c, **dict.fromkeys(_FIELDS), **fig} for (m, p, c), fig in CELLS.items()]
+    cells = [{"method": m, "params": p, "clients": c, **dict.fromkeys(FIELDS), **fig} for (m, p, c), fig in CELLS.items()]
     for params, clients in sorted({(c["params"], c["clients"]) for c in cells}):
         at = [c for c in cells if (c["params"], c["clients"]) == (params, clients)]
         if not all(c["client_s"] and c["server_s"] and c["bytes_per_client"] for c in at):

@@ -2,18 +2,18 @@
 
 Run:  pytest benchmarks/test_round_bench.py
 Target (issue 3): the client-scored protocol costs at most 1.5x the wall time of a plaintext round.
-The configurations and the timing are :mod:`fedattn.bench_rounds`'s, which ``secfl bench`` reports too.
+The configurations and the timing are :mod:`secfl.bench.rounds`'s, which ``secfl bench`` reports too.
 """
 
 from __future__ import annotations
 
 import pytest
-from conftest import ROUNDS
+from benchkit import ROUNDS
 
 import secagg
-from fedattn.bench_rounds import RoundSpec, round_configs, round_row, time_round
 from fedattn.data import load_dataset
 from fedattn.simulation import run_simulation
+from secfl.bench.rounds import RoundSpec, round_configs, round_row, time_round
 
 REPEATS = 3
 CLIENTS = 10

@@ -4,7 +4,7 @@ Run:  python -m pytest benchmarks/test_secagg_bench.py --benchmark-columns=min,m
       python -m pytest benchmarks/test_secagg_bench.py -m slow       # the large cells only (10M values, 50 clients)
       python -m pytest benchmarks/test_secagg_bench.py -m ""         # everything
 
-Methods (see :mod:`fedattn.bench_baselines`, the same code ``secfl bench`` measures): plaintext numpy,
+Methods (see :mod:`secfl.bench.baselines`, the same code ``secfl bench`` measures): plaintext numpy,
 ``secagg`` with the ``compact`` and ``strict`` presets, NVIDIA FLARE's TenSEAL usage (N=8192,
 [60, 40, 40], 2^40, Galois keys, one ``CKKSVector`` per layer, serialised without the context) and
 Flower's SecAgg+ masking (skipped where ``flwr`` is missing: ``pip install -e ".[flower]"``).
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import record
+from benchkit import record
 
-from fedattn import bench
-from fedattn.bench_baselines import METHODS, ROLE_PHASES, Timer
+from secfl.bench import cells as bench
+from secfl.bench.baselines import METHODS, ROLE_PHASES, Timer
 
 ROUNDS = 3
 CLIENTS = 10

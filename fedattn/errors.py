@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+# the signing layer lives in secagg; its errors are re-exported here for fedattn users
+from secagg import (
+    AuthenticationError,
+    DuplicateUploadError,
+    ModelInconsistencyError,
+    ReplayError,
+    SignatureError,
+    UnknownClientError,
+)
+
 __all__ = [
     "FedAttnError", "UnknownDatasetError", "PartitionError", "ModelMismatchError", "EmptyClientError",
     "AllClientsDroppedError", "ScoreOutOfRangeError", "InvalidConfigError", "PrivacyConfigError",
@@ -44,30 +54,6 @@ class InvalidConfigError(FedAttnError, ValueError):
 
 class PrivacyConfigError(InvalidConfigError):
     """Differential-privacy options that make no sense (negative noise, delta >= 1, ...)."""
-
-
-class AuthenticationError(FedAttnError, ValueError):
-    """An upload, receipt or identity that cannot be authenticated."""
-
-
-class UnknownClientError(AuthenticationError):
-    """An upload from a client that is not on the server's roster (a foreign payload)."""
-
-
-class SignatureError(AuthenticationError):
-    """An unsigned upload, or one whose signature does not verify (tampered, or another key)."""
-
-
-class ReplayError(AuthenticationError):
-    """A correctly signed upload for another round (replayed or stale)."""
-
-
-class DuplicateUploadError(AuthenticationError):
-    """A second upload from the same client in one round."""
-
-
-class ModelInconsistencyError(FedAttnError, RuntimeError):
-    """Clients were given different global models or configurations in one round (a malicious server)."""
 
 
 class DecryptionAbortedError(FedAttnError, RuntimeError):

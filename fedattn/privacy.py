@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ class SampleLevelDP:
 
     def __init__(self, config: DPConfig) -> None:
         self.config = config
-        self._accountants: dict[str, object] = {}
+        self._accountants: dict[str, Any] = {}
 
     def make_private(self, client_id: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      loader: torch.utils.data.DataLoader, *, noise_seed: int):

@@ -21,14 +21,15 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 import secagg
+from secagg.signing import generate_identities, round_commitment
 
-from .auth import generate_identities, round_commitment
 from .data import Dataset, load_dataset, partition
 from .errors import (
     AllClientsDroppedError,
@@ -294,7 +295,7 @@ def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, 
         shards = partition(data.y_train, config.clients, scheme=config.partition, alpha=config.alpha, seed=config.seed)
         clients = [Client(f"client-{i}", data.x_train[idx], data.y_train[idx], model_factory=factory, config=config,
                           sample_dp=sample_dp) for i, idx in enumerate(shards)]
-    options = {}
+    options: dict[str, Any] = {}
     if config.protection == "ckks":
         options["min_contributors"] = config.min_contributors
         shapes = factory().state_dict()
@@ -311,7 +312,8 @@ def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, 
     server = (server_factory or Server)(factory(), rule, protocol)
     scripted = {(d.round, d.client): d.stage for d in config.dropouts}
     per_round = config.clients_per_round or len(clients)
-    records, views = [], []
+    records: list[RoundRecord] = []
+    views: list[dict[str, Any]] = []
     for rnd in range(config.rounds):
         rng = np.random.default_rng(_seed(config.seed, rnd, 1))
         sampled = sorted(rng.choice(len(clients), size=per_round, replace=False).tolist())

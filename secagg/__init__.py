@@ -18,17 +18,19 @@ from .aggregate import RunningSum, aggregate
 from .decrypt import decrypt, decrypt_ratio, decrypt_raw
 from .encrypt import WEIGHTS_ENTRY, encrypt_update
 from .errors import *  # noqa: F403 - the exception hierarchy is part of the public API
-from .errors import __all__ as _errors_all  # type: ignore[attr-defined]
+from .errors import __all__ as _errors_all
 from .keys import KeySet, PublicContext, SecretContext, generate_keys, load_public_context, load_secret_context
 from .packing import Layout
+from .parallel import PARALLEL_MIN_CHUNKS, choose_workers
 from .presets import DEFAULT_PRESET, PRESETS, Preset, get_preset, register_preset
 from .release import release
-from .wire import FORMAT_VERSION, EncryptedUpdate, max_payload_bytes
+from .wire import FORMAT_VERSION, EncryptedUpdate, max_payload_bytes, validate_client_id
 
 __all__ = [
     "aggregate", "RunningSum", "decrypt", "decrypt_ratio", "decrypt_raw", "encrypt_update", "WEIGHTS_ENTRY", "KeySet",
     "PublicContext", "SecretContext", "generate_keys", "load_public_context", "load_secret_context", "Layout",
     "DEFAULT_PRESET", "PRESETS", "Preset", "get_preset", "register_preset", "release", "FORMAT_VERSION",
-    "EncryptedUpdate", "max_payload_bytes", *_errors_all,
+    "EncryptedUpdate", "max_payload_bytes", "validate_client_id", "choose_workers", "PARALLEL_MIN_CHUNKS",
+    *_errors_all,
 ]
 __version__ = "0.1.0"

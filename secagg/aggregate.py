@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import tenseal.sealapi as sealapi
@@ -35,6 +35,7 @@ from .errors import (
     RoundMismatchError,
 )
 from .keys import PublicContext, SecretContext
+from .packing import Layout
 from .wire import EncryptedUpdate, Term, check_context, same_round
 
 __all__ = ["aggregate", "RunningSum", "MAX_WEIGHT_BITS", "MIN_WEIGHT_BITS"]
@@ -110,7 +111,8 @@ def _check_headroom(context: PublicContext | SecretContext, bound: float, scale_
         )
 
 
-def _sum(updates, context, rnd, contributors, encryption) -> EncryptedUpdate:
+def _sum(updates: Sequence[EncryptedUpdate], context: PublicContext | SecretContext, rnd: int, contributors: tuple[str, ...],
+         encryption: str) -> EncryptedUpdate:
     acc = RunningSum(context, expected_round=rnd)
     for u in updates:
         acc.add(u)
@@ -231,7 +233,8 @@ def _weight_matrix(updates: Sequence[EncryptedUpdate], weights: Weights) -> np.n
     return matrix
 
 
-def _weighted(updates, context, matrix, rnd, contributors, encryption) -> EncryptedUpdate:
+def _weighted(updates: Sequence[EncryptedUpdate], context: PublicContext | SecretContext, matrix: np.ndarray,
+              rnd: int, contributors: tuple[str, ...], encryption: str) -> EncryptedUpdate:
     preset = context.preset
     layout = updates[0].layout
     in_scale = updates[0].scale_bits
@@ -291,15 +294,16 @@ def _weighted(updates, context, matrix, rnd, contributors, encryption) -> Encryp
                            float(scale_bits), total, noise, encryption, ciphertexts=out_cts)
 
 
-def _runs(layout, term: Term, q: np.ndarray):
+def _runs(layout: Layout, term: Term, q: np.ndarray) -> Iterator[tuple[int, int, tuple[float, ...]]]:
     """Split ``term`` into runs of consecutive layers that share one weight column."""
-    run_start, run_col, run_stop = None, None, None
+    run: tuple[int, int, tuple[float, ...]] | None = None
     for layer, lo, hi in layout.layer_ranges(term.start, term.stop):
-        col = tuple(q[:, layer])
-        if run_col == col:
-            run_stop = hi
+        col = tuple(float(v) for v in q[:, layer])
+        if run is not None and run[2] == col:
+            run = (run[0], hi, col)
             continue
-        if run_col is not None:
-            yield run_start, run_stop, run_col
-        run_start, run_stop, run_col = lo, hi, col
-    yield run_start, run_stop, run_col
+        if run is not None:
+            yield run
+        run = (lo, hi, col)
+    assert run is not None, "a term covers at least one value"
+    yield run

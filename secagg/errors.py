@@ -25,6 +25,12 @@ __all__ = [
     "RoundMismatchError",
     "EmptyAggregationError",
     "DuplicateClientError",
+    "AuthenticationError",
+    "UnknownClientError",
+    "SignatureError",
+    "ReplayError",
+    "DuplicateUploadError",
+    "ModelInconsistencyError",
 ]
 
 
@@ -97,3 +103,27 @@ class EmptyAggregationError(SecAggError, ValueError):
 
 class DuplicateClientError(SecAggError, ValueError):
     """Two payloads in one aggregation claim the same client id."""
+
+
+class AuthenticationError(SecAggError, ValueError):
+    """An upload, receipt or identity that cannot be authenticated."""
+
+
+class UnknownClientError(AuthenticationError):
+    """An upload from a client that is not on the server's roster (a foreign payload)."""
+
+
+class SignatureError(AuthenticationError):
+    """An unsigned upload, or one whose signature does not verify (tampered, or another key)."""
+
+
+class ReplayError(AuthenticationError):
+    """A correctly signed upload for another round (replayed or stale)."""
+
+
+class DuplicateUploadError(AuthenticationError):
+    """A second upload from the same client in one round."""
+
+
+class ModelInconsistencyError(SecAggError, RuntimeError):
+    """Clients were given different global models or configurations in one round (a malicious server)."""

@@ -35,7 +35,7 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def frame(magic: bytes, version: int, header: dict[str, Any], blobs: Sequence[bytes]) -> bytes:
+def frame(magic: bytes, version: int, header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -> bytes:
     """Serialise ``header`` and ``blobs`` into one checksummed container."""
     header = dict(header, blob_sizes=[len(b) for b in blobs])
     head = canonical_json(header)

@@ -245,7 +245,7 @@ def _read_key_file(source: str | os.PathLike[str] | bytes, role: str) -> tuple[P
     if not set(names) <= allowed or "public_key" not in names:
         raise KeyFileError(f"{label} lists objects {names}; a {role} context holds {sorted(allowed)}")
     try:
-        preset = Preset.from_dict(header.get("preset"))
+        preset = Preset.from_dict(header.get("preset"))  # type: ignore[arg-type]  # from_dict validates the type
     except InvalidParametersError as exc:
         raise KeyFileError(f"{label}: {exc}") from None
     contents = {n: bytes(b) for n, b in zip(names, blobs)}

@@ -109,7 +109,7 @@ def load(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | m
     context; any complaint it raises becomes a :class:`PayloadError`.
     """
     raw = inflate(blob, max_inflated=max_inflated, what=what)
-    obj = factory()
+    obj: Any = factory()
     path = _scratch_path()
     try:
         with open(path, "wb") as fh:
@@ -119,7 +119,7 @@ def load(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | m
         raise PayloadError(f"{what} was rejected by SEAL ({type(exc).__name__}: {exc})") from None
     finally:
         _unlink(path)
-    return obj
+    return obj  # type: ignore[no-any-return]  # SEAL's bindings are untyped
 
 
 def poly_bytes(poly_modulus_degree: int, n_primes: int) -> int:

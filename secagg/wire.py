@@ -87,7 +87,7 @@ class EncryptedUpdate:
     bound: float
     noise_std: float
     encryption: str
-    blobs: list[bytes] | None = field(default=None, repr=False)
+    blobs: Sequence[bytes | memoryview] | None = field(default=None, repr=False)
     ciphertexts: list[sealapi.Ciphertext] | None = field(default=None, repr=False)
 
     @property
@@ -164,7 +164,7 @@ class EncryptedUpdate:
         header, blobs = unframe(data, magic=_MAGIC, version=FORMAT_VERSION, what="secfl payload",
                                 max_bytes=max_bytes)
         # views into immutable input cost nothing; a mutable buffer is copied so later writes cannot reach us
-        views = list(blobs) if isinstance(data, bytes) else [bytes(b) for b in blobs]
+        views: list[bytes | memoryview] = list(blobs) if isinstance(data, bytes) else [bytes(b) for b in blobs]
         update = _from_header(header, views, context)
         if expected_round is not None and update.round != expected_round:
             raise RoundMismatchError(
@@ -234,11 +234,11 @@ def _field(header: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> 
     return value
 
 
-def _from_header(header: dict[str, Any], blobs: list[bytes], context: Context) -> EncryptedUpdate:
+def _from_header(header: dict[str, Any], blobs: list[bytes | memoryview], context: Context) -> EncryptedUpdate:
     if header.get("format") != "secfl.encrypted-update":
         raise PayloadError("payload header is not a secfl encrypted update")
     try:
-        preset = Preset.from_dict(header.get("preset"))
+        preset = Preset.from_dict(header.get("preset"))  # type: ignore[arg-type]  # from_dict validates the type
     except ValueError as exc:
         raise PayloadError(f"payload preset is malformed: {exc}") from None
     fingerprint = _field(header, "fingerprint", str)

@@ -7,7 +7,7 @@
 * :func:`enable_release` - lets a ClientApp's nodes release aggregates (key holders).
 * signed uploads: ``SecAggFedAvg(roster=...)``, each node's ``identity`` and each key holder's
   ``roster`` (node config) make every upload an Ed25519-signed envelope and every release check
-  the contributors' receipts (:mod:`fedattn.auth`).
+  the contributors' receipts (:mod:`secagg.signing`).
 * :func:`sample_dp_from_state` / :func:`save_sample_dp` - DP-SGD accountants that compose across
   rounds through Flower's ``context.state``.
 

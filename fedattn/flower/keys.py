@@ -28,8 +28,8 @@ from typing import Any
 from flwr.app import Context
 
 import secagg
+from secagg.signing import ClientIdentity, Roster
 
-from ..auth import ClientIdentity, Roster
 from ..errors import AuthenticationError
 from .errors import MissingKeyError, MissingPublicContextError
 
@@ -141,7 +141,7 @@ def load_server_roster(source: Any) -> Roster | None:
         return source
     if isinstance(source, (str, os.PathLike)):
         return Roster.load(source)
-    raise AuthenticationError(f"roster: expected a fedattn.auth.Roster or the path of roster.json, got "
+    raise AuthenticationError(f"roster: expected a secagg.signing.Roster or the path of roster.json, got "
                               f"{type(source).__name__}")
 
 

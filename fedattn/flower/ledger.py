@@ -117,7 +117,7 @@ class StateLedger:
 
     def _rows(self, table: str) -> list[list]:
         record = self.context.state.config_records.get(_STATE)
-        return [] if record is None or table not in record else [s.split(":", 2) for s in record[table]]
+        return [] if record is None or table not in record else [str(s).split(":", 2) for s in record[table]]  # type: ignore[union-attr]
 
     def _save(self, table: str, rows: list[list]) -> None:
         record = self.context.state.config_records.get(_STATE) or ConfigRecord()

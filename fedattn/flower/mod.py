@@ -38,9 +38,9 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 import secagg
+from secagg import signing as auth
+from secagg.signing import ClientIdentity
 
-from .. import auth
-from ..auth import ClientIdentity
 from ..protocols import make_protocol
 from ..rules import FedAvg
 from . import records as R
@@ -139,7 +139,7 @@ def make_secagg_mod(*, locate_key: KeyLocator | None = None, locate_identity: Ke
             if protocol_name not in ENCRYPTED_PROTOCOLS:  # "plain" would put the update on the wire in the clear
                 raise NotSecflMessageError(f"the server asks for protocol {protocol_name!r}; this client sends "
                                            f"encrypted updates only ({', '.join(ENCRYPTED_PROTOCOLS)})")
-            rnd = int(config[R.CONFIG_ROUND])
+            rnd = R.config_int(config, R.CONFIG_ROUND)
             identity = _signing(context, config, locate_identity)
             commitment = None
             if identity is not None:
@@ -181,7 +181,7 @@ def _encrypt_reply(reply: Message, context: Context, *, secret: secagg.SecretCon
                              "floating-point arrays of the global model's shapes")
         update[name] = local[name] - g  # in the arrays' own dtype, as the standalone simulation does
     metrics = list(reply.content.metric_records.values())
-    num_samples = int(metrics[0][R.WEIGHT_KEY]) if len(metrics) == 1 and R.WEIGHT_KEY in metrics[0] else None
+    num_samples = R.config_int(metrics[0], R.WEIGHT_KEY) if len(metrics) == 1 and R.WEIGHT_KEY in metrics[0] else None
     if num_samples is None:
         if isinstance(rule, FedAvg) and not rule.equal_weights:
             raise ValueError(f"FedAvg weights need the reply's MetricRecord to hold {R.WEIGHT_KEY!r}")
@@ -215,7 +215,7 @@ def make_release_handler(*, locate_key: KeyLocator | None = None, locate_roster:
     With a roster (``locate_roster``; default: node config ``roster``, else ``SECFL_ROSTER``) it
     releases only rounds of this run that it trained in itself, and only aggregates whose every
     named contributor sent a signed receipt for this round and key set, all committing to the
-    model, configuration and run this node trained on (:func:`fedattn.auth.check_receipts`): a
+    model, configuration and run this node trained on (:func:`secagg.signing.check_receipts`): a
     server can name only clients that uploaded this round, cannot replay another run's uploads,
     and a model-inconsistency attack is refused. Receipts do not bind what the server summed: it
     can still add one client's ciphertext under another's receipt (computation integrity,
@@ -233,7 +233,7 @@ def make_release_handler(*, locate_key: KeyLocator | None = None, locate_roster:
             check_server_context(secret, fingerprint=config.get(R.CONFIG_FINGERPRINT), context_bytes=None)
             if R.CONFIG_ROUND not in config:
                 raise NotSecflMessageError(f"a release query names its round ({R.CONFIG_ROUND!r})")
-            rnd = int(config[R.CONFIG_ROUND])
+            rnd = R.config_int(config, R.CONFIG_ROUND)
             wire = R.payload_of(RecordDict({R.AGGREGATE_RECORD: msg.content.array_records[R.AGGREGATE_RECORD]}),
                                 who="the server's release query", stype=R.AGGREGATE_STYPE)
             update = secagg.EncryptedUpdate.from_bytes(wire, secret, expected_round=rnd)

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from ..auth import round_commitment
+from secagg.signing import round_commitment
+
 from ..rules import AggregationRule, make_rule
 from .errors import MissingCiphertextError
 
@@ -24,7 +25,7 @@ __all__ = [
     "CONFIG_PROTOCOL", "CONFIG_RULE", "CONFIG_FINGERPRINT", "CONFIG_CONTEXT", "CONFIG_ROUND", "REFERENCE_RECORD",
     "PAYLOAD_ARRAY", "PAYLOAD_STYPE", "AGGREGATE_RECORD", "AGGREGATE_STYPE", "RELEASE_ACTION",
     "RELEASE_MESSAGE_TYPE", "RELEASE_CONFIG", "RELEASED_RECORD", "WEIGHT_KEY", "CONFIG_SIGNED", "RELEASE_RECEIPTS",
-    "payload_record", "payload_of", "rule_spec", "rule_from_spec", "to_numpy", "to_record", "train_commitment",
+    "payload_record", "payload_of", "config_int", "rule_spec", "rule_from_spec", "to_numpy", "to_record", "train_commitment",
 ]
 
 # keys of the one ConfigRecord of a train message (Flower's clipping mods insist on exactly one)
@@ -68,7 +69,8 @@ def payload_of(content: RecordDict, *, who: str, stype: str = PAYLOAD_STYPE) -> 
     it means the client app runs without :func:`fedattn.flower.secagg_mod`, or a mod outside it
     added plaintext after encryption.
     """
-    found, plain = [], []
+    found: list[tuple[str, Array]] = []
+    plain: list[tuple[str, Array]] = []
     for record in content.array_records.values():
         for name, arr in record.items():
             (found if arr.stype == stype else plain).append((name, arr))
@@ -103,6 +105,14 @@ def rule_from_spec(spec: str) -> AggregationRule:
     return make_rule(str(data.get("name")), **options)
 
 
+def config_int(record: Mapping[str, object], key: str) -> int:
+    """``record[key]`` as an int; a clear error when the sender put something else there."""
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"{key!r} must be an integer, got a {type(value).__name__}")
+    return int(value)
+
+
 def to_numpy(record: ArrayRecord, *, what: str) -> dict[str, np.ndarray]:
     """Name -> numpy array; a clear error when an array is not a numpy array (e.g. a ciphertext)."""
     out = {}
@@ -126,7 +136,7 @@ def train_commitment(config: Mapping[str, object], global_state: Mapping[str, np
     BLAKE2b digest; the public context's bytes are left to the fingerprint they were checked
     against), the global model and, for cosine attention, the reference step. Clients of an honest
     server compute the same value; a server that sends one client another model or configuration
-    cannot hide it from the key holder (:func:`fedattn.auth.check_receipts`), nor pass off a
+    cannot hide it from the key holder (:func:`secagg.signing.check_receipts`), nor pass off a
     receipt of another run as one of this run.
     """
     def plain(v: object) -> object:

@@ -34,8 +34,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 import secagg
+from secagg.signing import Receipt
 
-from ..auth import Receipt
 from ..errors import InvalidConfigError
 from ..protocols import ClientMessage, EncryptedProtocol, make_protocol
 from ..rules import CosineAttention, FedAtt, FedAvg, make_rule
@@ -81,8 +81,8 @@ class SecAggFedAvg(FlowerFedAvg):
         clipping_norm: when set, sent as ``clipping_norm`` so that Flower's ``fixedclipping_mod``
             (placed after ``secagg_mod``) clips each update before encryption.
         roster: the clients' public verification keys (``roster.json`` of ``secfl keys generate
-            --clients N``, or a :class:`fedattn.auth.Roster`). Given, every upload must be signed by
-            a client on it, for this round, once (:mod:`fedattn.auth`); the release query carries
+            --clients N``, or a :class:`secagg.signing.Roster`). Given, every upload must be signed by
+            a client on it, for this round, once (:mod:`secagg.signing`); the release query carries
             the receipts for the key holders to check. ``None`` (default): unsigned uploads.
         max_payload_bytes: uploads above this are rejected before parsing.
         key_holders: node ids to ask for releases first (default: the round's contributors). With
@@ -174,7 +174,7 @@ class SecAggFedAvg(FlowerFedAvg):
         entry = RoundLog(server_round)
         self.history.append(entry)
         for msg in failed:
-            reason = msg.error.reason
+            reason = str(msg.error.reason)
             entry.rejected[f"node-{msg.metadata.src_node_id}"] = reason
             log.warning("round %d: node %d sent no update: %s", server_round, msg.metadata.src_node_id, reason)
         messages, by_label = [], {}
@@ -222,6 +222,7 @@ class SecAggFedAvg(FlowerFedAvg):
         if released is None:
             return None, None
         entry.released = released
+        assert self._global is not None  # configure_train set it
         new = self.rule.apply(self._global, released, rng=self._rng(server_round))
         self._previous_step = {n: new[n].astype(np.float64) - self._global[n] for n in new}
         contents = [by_label[label].content for label, _ in accepted]
@@ -298,8 +299,9 @@ class SecAggFedAvg(FlowerFedAvg):
             raise ValueError("the released aggregate does not have the global model's layout")
         if not all(np.all(np.isfinite(v)) for v in values.values()):
             raise ValueError("the released aggregate holds non-finite values")
-        said = content.config_records.get(R.RELEASE_CONFIG, {}).get("contributors")
-        if said is not None and tuple(said) != tuple(entry.contributors):
+        record_config = content.config_records.get(R.RELEASE_CONFIG)
+        said = None if record_config is None else record_config.get("contributors")
+        if said is not None and (not isinstance(said, list) or tuple(said) != tuple(entry.contributors)):
             raise ValueError("the key holder released an aggregate of other contributors")
         return values
 

@@ -1,54 +1,42 @@
-"""Server-scored attention: the server computes each client's weights on ciphertexts.
+"""The server-scored attention circuit on CKKS ciphertexts, with the public context only.
 
-Clients send ``Enc(d)`` only (preset ``deep``). For every client ``k`` and layer ``l`` the server
-computes, without any secret key:
+For every client ``k`` and layer ``l`` (``deep`` preset: N = 16384, 60 + 7 x 40 + 60 bits):
 
 1. ``u_kl`` - the layer's values of ``d_k`` cut out of the packed ciphertexts with constant masks
    (``u = M1 * z + M2 * conj(z)``, exact even where a layer boundary splits a complex slot);
 2. ``t_kl = ||d_kl||^2 / hi`` - squares via ``u * conj(u)``, then a rotate-and-sum over the slots;
 3. ``omega_kl = p(t_kl)`` with ``p`` the degree-7 Chebyshev fit of ``exp(hi * (t - 1/2) / tau)``
-   on ``[0, 1]`` (FedAtt with squared-L2 scores, see below);
-4. ``sum_k omega_kl * u_kl`` and ``sum_k omega_kl``, sent to the key holders, who release both
-   (noise-flooded) and divide - the same ratio form as the client-scored protocol.
+   on ``[0, 1]`` (:func:`weight_polynomial`);
+4. ``sum_k omega_kl * u_kl`` and ``sum_k omega_kl`` in the ratio-form layout, which the key holders
+   release (noise-flooded) and divide.
 
 Depth: masks 1, squares 1, polynomial 4 (Paterson-Stockmeyer with ``t^2, t^3, t^4``), product 1:
-7 levels, exactly the ``deep`` preset's (N = 16384, 60 + 7 x 40 + 60 bits, 128-bit secure). The
-server uses the relinearisation key and 14 Galois keys (power-of-two rotations, conjugation).
+7 levels. The server uses the relinearisation key and 14 Galois keys (power-of-two rotations,
+conjugation). The rule (FedAtt with squared-L2 scores) and its protocol live in
+:mod:`fedattn.protocols.server_scored`.
 
-**Scores.** The paper's FedAtt score is ``||d||``; ``exp(sqrt(.))`` has a cusp at 0 that a degree-7
-polynomial fits with 24 % relative error, so this protocol scores with ``||d||^2`` (``FedAtt(score=
-"l2_squared")``), whose weight function it fits within 0.09 % (measured on 20001 points of
-``[0, 1]`` for ``hi = 4, tau = 1``; :func:`weight_polynomial` reports it for any range). The input
-range is public: ``||d_l||^2`` in ``[0, hi]``. A client whose layer norm exceeds it makes ``t > 1``
-where the polynomial is meaningless; the server cannot clip, so honest clients clip their layer
-norms (:func:`clip_layer_norms`) and the key holders check that the released total weight lies in
-the range the polynomial can produce.
-
-**What each party sees.** The server: ciphertexts, sizes, layout, contributors; no score, no weight,
-no update. A client: the global model. An observer: ciphertexts. Clients cannot misreport a score
-(unlike ``client-scored``), but can still send any update within the public norm range. Collusion
-of the server with one client (who holds the secret key) decrypts everything.
+Example:
+    >>> coeffs, max_abs_err, max_rel_err = weight_polynomial(4.0, 1.0)
+    >>> len(coeffs), max_rel_err < 1e-3
+    (8, True)
 """
 
 from __future__ import annotations
 
 import math
-import time
+from typing import Any
 
 import numpy as np
 import tenseal.sealapi as sealapi
 from numpy.polynomial import chebyshev, polynomial
 
-import secagg
-from secagg.encrypt import WEIGHTS_ENTRY
-from secagg.packing import Layout
-from secagg.wire import EncryptedUpdate, Term
+from .encrypt import WEIGHTS_ENTRY
+from .errors import InvalidParametersError
+from .keys import PublicContext
+from .packing import Layout
+from .wire import EncryptedUpdate, Term
 
-from .errors import InvalidConfigError
-from .protocols import ClientMessage, EncryptedProtocol
-from .rules import FedAtt
-
-__all__ = ["ServerScoredProtocol", "weight_polynomial", "clip_layer_norms", "DEGREE"]
+__all__ = ["Circuit", "weight_polynomial", "clip_layer_norms", "score_and_combine", "DEGREE", "SERVER_SCORED_NOISE"]
 
 DEGREE = 7
 
@@ -89,12 +77,12 @@ def clip_layer_norms(update: dict[str, np.ndarray], max_sq_norm: float) -> dict[
     return out
 
 
-class _Circuit:
+class Circuit:
     """CKKS arithmetic that keeps levels aligned and scales pinned to 2^scale_bits."""
 
-    def __init__(self, ctx: secagg.PublicContext) -> None:
+    def __init__(self, ctx: PublicContext) -> None:
         if ctx.relin_keys is None or ctx.galois_keys is None:
-            raise InvalidConfigError("server-scored aggregation needs a 'deep' public context with relin and galois keys")
+            raise InvalidParametersError("server-scored aggregation needs a 'deep' public context with relin and galois keys")
         self.ctx, self.ev, self.enc = ctx, ctx.evaluator, ctx.encoder
         self.scale = 2.0**ctx.preset.scale_bits
         self.slots = ctx.preset.slots
@@ -103,7 +91,7 @@ class _Circuit:
         ct.scale = self.scale  # rescaling by a prime ~2^40 leaves a scale within ~1e-6 of it
         return ct
 
-    def _at(self, ct: sealapi.Ciphertext, parms_id) -> sealapi.Ciphertext:
+    def _at(self, ct: sealapi.Ciphertext, parms_id: Any) -> sealapi.Ciphertext:
         out = sealapi.Ciphertext()
         self.ev.mod_switch_to(ct, parms_id, out)  # a copy when already at that level
         return out
@@ -182,53 +170,9 @@ class _Circuit:
         return self.add(cubic(coeffs[:4]), self.mul(t4, cubic(coeffs[4:])))
 
 
-class ServerScoredProtocol(EncryptedProtocol):
-    """FedAtt (squared-L2 scores) with weights computed by the server on ciphertexts."""
-
-    name = "server-scored"
-
-    def __init__(self, keys: secagg.KeySet, **options) -> None:
-        # the server side holds the public half only, a client (on Flower) the secret half only
-        preset = (keys.public if keys.public is not None else keys.secret).preset
-        if preset.depth < 7 or "galois" not in preset.eval_keys:
-            raise InvalidConfigError(
-                f"server-scored aggregation needs the 'deep' preset (depth 7, Galois keys), not {preset.name!r}"
-            )
-        super().__init__(keys, **options)
-
-    @staticmethod
-    def _check_rule(rule) -> FedAtt:
-        if not isinstance(rule, FedAtt) or rule.score != "l2_squared":
-            raise InvalidConfigError("server-scored aggregation computes FedAtt with score='l2_squared' only")
-        if rule.score_range[0] != 0.0:
-            raise InvalidConfigError("server-scored FedAtt needs score_range (0, hi)")
-        return rule
-
-    def client_message(self, update, *, rule, num_samples, reference, round, client_id, commitment=None):
-        rule = self._check_rule(rule)
-        t0 = time.perf_counter()
-        clipped = clip_layer_norms(dict(update), rule.score_range[1])
-        enc = secagg.encrypt_update(clipped, self.keys.secret, round=round, client_id=client_id)
-        payload = self._envelope(enc.to_bytes(), client_id=client_id, round=round, commitment=commitment)
-        return ClientMessage(client_id, payload, num_samples, seconds_encrypt=time.perf_counter() - t0)
-
-    def combine(self, received, *, rule, round):
-        # every client's scores need its own ciphertexts, so these are all loaded (no streaming fold)
-        kept, dropped = [], {}
-        for u in received:
-            try:
-                u.load(self.keys.public)
-                kept.append(u)
-            except (secagg.SecAggError, ValueError) as exc:
-                dropped[u.client_id] = f"{type(exc).__name__}: {exc}"
-        if not kept:
-            raise secagg.EmptyAggregationError(f"round {round}: no upload survived loading")
-        return _server_side(kept, self.keys.public, self._check_rule(rule)), dropped
-
-
 def _masks(layout: Layout, per_ct: int, hi: float) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:
     """(chunk, layer) -> (M1, M2, M1/sqrt(hi), M2/sqrt(hi)) slot masks cutting the layer out."""
-    out = {}
+    out: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
     for j in range(layout.chunks(per_ct)):
         base = j * per_ct
         for layer, lo, hi_idx in layout.layer_ranges(base, min(base + per_ct, layout.total)):
@@ -241,13 +185,14 @@ def _masks(layout: Layout, per_ct: int, hi: float) -> dict[tuple[int, int], tupl
     return out
 
 
-def _server_side(updates: list[EncryptedUpdate], public: secagg.PublicContext, rule: FedAtt) -> EncryptedUpdate:
-    circuit = _Circuit(public)
+def score_and_combine(updates: list[EncryptedUpdate], public: PublicContext, *, hi: float,
+                      temperature: float) -> EncryptedUpdate:
+    """``sum_k omega_k d_k`` and ``sum_k omega_k`` per layer, ``omega = p(||d_l||^2 / hi)`` (ratio form)."""
+    circuit = Circuit(public)
     preset = public.preset
     per_ct = preset.values_per_ciphertext
     layout = updates[0].layout
-    hi = rule.score_range[1]
-    coeffs, _, _ = weight_polynomial(hi, rule.temperature)
+    coeffs, _, _ = weight_polynomial(hi, temperature)
     masks = _masks(layout, per_ct, hi)
     n_layers = len(layout.layers)
     numerators: dict[int, sealapi.Ciphertext] = {}
@@ -274,10 +219,11 @@ def _server_side(updates: list[EncryptedUpdate], public: secagg.PublicContext, r
                 numerators[j] = term if j not in numerators else circuit.add(numerators[j], term)
             den = circuit.mul_plain(omega, complex(1.0, 1.0))  # omega in the real and the imaginary part
             denominators[layer] = den if layer not in denominators else circuit.add(denominators[layer], den)
-    return _as_update(updates, public, layout, numerators, denominators, math.exp(hi / (2 * rule.temperature)))
+    return _as_update(updates, public, layout, numerators, denominators, math.exp(hi / (2 * temperature)))
 
 
-def _as_update(updates, public, layout: Layout, numerators, denominators, omega_max: float) -> EncryptedUpdate:
+def _as_update(updates: list[EncryptedUpdate], public: PublicContext, layout: Layout, numerators: dict[int, Any],
+               denominators: dict[int, Any], omega_max: float) -> EncryptedUpdate:
     """Package numerator chunks and per-layer denominators in the ratio-form layout."""
     preset = public.preset
     per_ct = preset.values_per_ciphertext
@@ -301,5 +247,5 @@ def _as_update(updates, public, layout: Layout, numerators, denominators, omega_
 
 
 #: Error std per value of one client's contribution after the depth-7 circuit (measured by
-#: tests/test_server_scored.py; the polynomial's own approximation error is separate).
+#: tests/fedattn/test_server_scored.py; the polynomial's own approximation error is separate).
 SERVER_SCORED_NOISE = 1e-8

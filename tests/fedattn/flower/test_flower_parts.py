@@ -1,7 +1,7 @@
 """The Flower adapter's parts on real Flower objects, without starting a simulation engine.
 
 A ClientApp is called directly with a Message and a Context, as a SuperNode would call it; the
-strategy's aggregate_train gets reply Messages. Ray-backed end-to-end checks: tests/test_flower.py.
+strategy's aggregate_train gets reply Messages. Ray-backed end-to-end checks: tests/fedattn/flower/test_flower.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flower_kit import (  # noqa: E402
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
+from flwr.clientapp.mod import fixedclipping_mod  # noqa: E402
+from helpers.flower import (  # noqa: E402
     SHAPES,
     client_app,
     make_message,
@@ -24,9 +27,6 @@ from flower_kit import (  # noqa: E402
     train_message,
     zeros_model,
 )
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
-from flwr.clientapp import ClientApp  # noqa: E402
-from flwr.clientapp.mod import fixedclipping_mod  # noqa: E402
 
 import secagg  # noqa: E402
 from fedattn.errors import InvalidConfigError, PrivacyConfigError  # noqa: E402
@@ -40,7 +40,7 @@ from fedattn.flower import (  # noqa: E402
 from fedattn.flower import records as R  # noqa: E402
 from fedattn.privacy import DPConfig  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flower"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flower"
 
 
 @pytest.fixture(scope="module")

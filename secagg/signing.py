@@ -41,17 +41,18 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-import secagg
-from secagg.framing import canonical_json, frame, unframe
-
 from .errors import (
     AuthenticationError,
     DuplicateUploadError,
     ModelInconsistencyError,
+    PayloadError,
     ReplayError,
+    SecAggError,
     SignatureError,
     UnknownClientError,
 )
+from .framing import canonical_json, frame, unframe
+from .wire import validate_client_id
 
 __all__ = ["ClientIdentity", "Roster", "Receipt", "OpenedEnvelope", "generate_identities", "deal_identities", "round_commitment",
            "seal", "open_envelope", "check_receipts", "ENVELOPE_OVERHEAD_BYTES"]
@@ -78,7 +79,7 @@ class ClientIdentity:
     def public_bytes(self) -> bytes:
         return self.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the key (PKCS#8 PEM, unencrypted) with mode 0600 from the first byte."""
         path = Path(path)
         pem = self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -91,7 +92,7 @@ class ClientIdentity:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> ClientIdentity:
+    def load(cls, path: str | os.PathLike[str]) -> ClientIdentity:
         try:
             raw = json.loads(Path(path).read_text())
             if raw.get("format") != "secfl.identity":
@@ -99,8 +100,8 @@ class ClientIdentity:
             key = serialization.load_pem_private_key(raw["key"].encode(), password=None)
             if not isinstance(key, Ed25519PrivateKey):
                 raise ValueError("the key is not an Ed25519 key")
-            return cls(secagg.wire.validate_client_id(raw["client_id"]), key)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, secagg.SecAggError) as exc:
+            return cls(validate_client_id(raw["client_id"]), key)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, SecAggError) as exc:
             raise AuthenticationError(f"{path}: cannot load a client identity ({exc}); ask the key dealer for "
                                       "the file written by `secfl keys generate --clients N`") from None
 
@@ -111,7 +112,7 @@ class Roster:
     def __init__(self, keys: Mapping[str, bytes]) -> None:
         self._keys: dict[str, Ed25519PublicKey] = {}
         for cid, raw in keys.items():
-            secagg.wire.validate_client_id(cid)
+            validate_client_id(cid)
             if not isinstance(raw, bytes) or len(raw) != 32:
                 raise AuthenticationError(f"roster entry {cid!r}: an Ed25519 public key is 32 bytes")
             self._keys[cid] = Ed25519PublicKey.from_public_bytes(raw)
@@ -142,13 +143,13 @@ class Roster:
                for cid, k in sorted(self._keys.items())}
         return json.dumps({"format": "secfl.roster", "clients": raw}, indent=1)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)
         path.write_text(self.to_json())
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Roster:
+    def load(cls, path: str | os.PathLike[str]) -> Roster:
         try:
             raw = json.loads(Path(path).read_text())
             if raw.get("format") != "secfl.roster":
@@ -162,14 +163,14 @@ def generate_identities(client_ids: Iterable[str]) -> tuple[dict[str, ClientIden
     """Key dealer: one signing key per client, and the roster of their public keys for the server."""
     ids = {}
     for cid in client_ids:
-        cid = secagg.wire.validate_client_id(cid)
+        cid = validate_client_id(cid)
         if cid in ids:
             raise AuthenticationError(f"client id {cid!r} is listed twice")
         ids[cid] = ClientIdentity(cid, Ed25519PrivateKey.generate())
     return ids, Roster({cid: i.public_bytes() for cid, i in ids.items()})
 
 
-def deal_identities(client_ids: Iterable[str], out: str | os.PathLike) -> tuple[dict[str, ClientIdentity], Roster]:
+def deal_identities(client_ids: Iterable[str], out: str | os.PathLike[str]) -> tuple[dict[str, ClientIdentity], Roster]:
     """Key dealer: :func:`generate_identities` written out as ``<client id>.id`` (mode 0600) per
     client and ``roster.json``, the files ``secfl keys generate --clients N`` hands out."""
     out = Path(out)
@@ -237,11 +238,10 @@ class OpenedEnvelope:
 
 def seal(payload: bytes, identity: ClientIdentity, *, round: int, commitment: str, fingerprint: str) -> bytes:
     """Client side: sign ``payload`` for ``round`` and the model it trained on (``commitment``)."""
-    fields = {"client_id": identity.client_id, "round": int(round), "commitment": commitment,
-              "fingerprint": fingerprint, "payload_digest": _digest(payload)}
-    receipt = Receipt(**fields, signature="")
+    receipt = Receipt(client_id=identity.client_id, round=int(round), commitment=commitment, fingerprint=fingerprint,
+                      payload_digest=_digest(payload), signature="")
     signature = identity.key.sign(receipt.signed_bytes()).hex()
-    return frame(_MAGIC, _VERSION, {**fields, "signature": signature}, [payload])
+    return frame(_MAGIC, _VERSION, {**receipt.to_dict(), "signature": signature}, [payload])
 
 
 def open_envelope(data: bytes | bytearray | memoryview, roster: Roster, *, expected_round: int,
@@ -261,7 +261,7 @@ def open_envelope(data: bytes | bytearray | memoryview, roster: Roster, *, expec
                              "a client identity from the key dealer (`secfl keys generate --clients N`)")
     header, blobs = unframe(data, magic=_MAGIC, version=_VERSION, what="signed upload", max_bytes=limit)
     if len(blobs) != 1:
-        raise secagg.PayloadError("a signed upload carries exactly one payload")
+        raise PayloadError("a signed upload carries exactly one payload")
     receipt = Receipt.from_dict({k: v for k, v in header.items() if k != "blob_sizes"})
     receipt.verify(roster)
     payload = bytes(blobs[0])

@@ -31,14 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import secagg
+from secagg import signing as auth
+from secagg.signing import ClientIdentity, Receipt, Roster
 
-from . import auth
-from .auth import ClientIdentity, Receipt, Roster
-from .errors import AuthenticationError, DuplicateUploadError, FedAttnError, InvalidConfigError, SignatureError
-from .rules import AggregationRule, FedAvg
+from ..errors import AuthenticationError, DuplicateUploadError, FedAttnError, InvalidConfigError, SignatureError
+from ..rules import AggregationRule, FedAvg
 
-__all__ = ["Protocol", "PlainProtocol", "EncryptedProtocol", "ServerResult", "ClientScoredProtocol", "ClientMessage", "RoundAggregate", "PROTOCOLS",
-           "make_protocol"]
+__all__ = ["Protocol", "PlainProtocol", "EncryptedProtocol", "ServerResult", "ClientScoredProtocol", "ClientMessage", "RoundAggregate"]
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +73,7 @@ class Protocol(ABC):
     def client_message(self, update: Mapping[str, np.ndarray], *, rule: AggregationRule, num_samples: int,
                        reference: Mapping[str, np.ndarray] | None, round: int, client_id: str,
                        commitment: str | None = None) -> ClientMessage:
-        """Prepare one client's upload; ``commitment`` (:func:`fedattn.auth.round_commitment`) names the
+        """Prepare one client's upload; ``commitment`` (:func:`secagg.signing.round_commitment`) names the
         model and configuration the client received, and is signed with the upload where clients sign."""
 
     @abstractmethod
@@ -123,7 +122,7 @@ class EncryptedProtocol(Protocol):
     Args:
         keys: the dealer's key set (clients and key holders use ``keys.secret``; the server side
             touches ``keys.public`` only).
-        identities: the clients' signing keys (client side; :func:`fedattn.auth.generate_identities`).
+        identities: the clients' signing keys (client side; :func:`secagg.signing.generate_identities`).
         roster: the clients' public verification keys. Given, the server accepts only uploads
             signed by a client on it, once per round, for the current round; and key holders
             release only aggregates whose every contributor signed for one and the same model.
@@ -284,21 +283,3 @@ class ClientScoredProtocol(EncryptedProtocol):
                 dropped[u.client_id] = f"{type(exc).__name__}: {exc}"
                 log.warning("round %d: dropped the upload of %s: %s", round, u.client_id, exc)
         return acc.result(), dropped
-
-
-PROTOCOLS = ("plain", "client-scored", "server-scored")
-
-
-def make_protocol(name: str, *, keys: secagg.KeySet | None = None, preset: str = secagg.DEFAULT_PRESET,
-                  release_seed: int | None = None, **options) -> Protocol:
-    """Build a protocol by name; encrypted ones use ``keys`` or a fresh key set of ``preset``, and
-    take the keyword ``options`` of :class:`EncryptedProtocol` (identities, roster, ...)."""
-    if name == "plain":
-        return PlainProtocol()
-    if name == "client-scored":
-        return ClientScoredProtocol(keys or secagg.generate_keys(preset=preset), release_seed=release_seed, **options)
-    if name == "server-scored":
-        from .server_scored import ServerScoredProtocol
-
-        return ServerScoredProtocol(keys or secagg.generate_keys(preset="deep"), release_seed=release_seed, **options)
-    raise InvalidConfigError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")

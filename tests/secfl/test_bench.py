@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fedattn import bench
-from fedattn import bench_report as report
-from fedattn.bench_baselines import Timer, make_method
-from fedattn.cli import app
+from secfl.bench import cells as bench
+from secfl.bench import report
+from secfl.bench.baselines import Timer, make_method
+from secfl.cli import app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_slope_fit_recovers_a_known_power_law():

@@ -3,11 +3,11 @@
 Every input must end in an accepted upload or in a specific secfl error: no other exception, no
 crash, no hang, no unbounded allocation. Used two ways:
 
-* ``tests/test_fuzz_wire.py`` drives :func:`one_input` with hypothesis for a bounded number of
+* ``tests/secagg/test_fuzz_wire.py`` drives :func:`one_input` with hypothesis for a bounded number of
   cases in CI;
 * long runs with atheris (coverage-guided; ``pip install atheris``)::
 
-      python tests/fuzz_wire.py -atheris_runs=200000 -rss_limit_mb=2048 -timeout=20
+      python tests/helpers/fuzz_wire.py -atheris_runs=200000 -rss_limit_mb=2048 -timeout=20
 
 The first input byte picks a mode, the rest drives it:
 
@@ -32,10 +32,10 @@ import numpy as np
 import fedattn.errors
 import secagg
 import secagg.errors
-from fedattn import auth
 from fedattn.errors import FedAttnError
 from fedattn.protocols import ClientMessage, ClientScoredProtocol
 from fedattn.rules import FedAvg
+from secagg import signing as auth
 
 RULE = FedAvg(equal_weights=True)
 _PREFIX = struct.Struct("<8sHI")

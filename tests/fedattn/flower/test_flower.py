@@ -28,13 +28,13 @@ import pytest
 flwr = pytest.importorskip("flwr")
 
 import secagg  # noqa: E402
-from fedattn.auth import deal_identities  # noqa: E402
 from fedattn.privacy import DPConfig  # noqa: E402
 from fedattn.protocols import ClientScoredProtocol  # noqa: E402
 from fedattn.rules import FedAtt  # noqa: E402
 from fedattn.simulation import SimulationConfig, run_simulation  # noqa: E402
+from secagg.signing import deal_identities  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flower"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flower"
 GOOD, NO_KEY, OTHER_KEY, PLAINTEXT = (0, 1, 2), 3, 4, 5
 ROUNDS = 2
 DP = DPConfig(mode="sample", noise_multiplier=1.0, clip_norm=1.0)
@@ -288,7 +288,7 @@ def test_no_secret_key_on_the_server_side(flower_run, strict_keys):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from fedattn.auth import ClientIdentity
+    from secagg.signing import ClientIdentity
 
     secret_file = strict_keys.secret.to_bytes()
     secret_blob = strict_keys.secret._blobs["secret_key"]
@@ -359,7 +359,7 @@ def test_server_scored_protocol_on_flower(tmp_path):
     updates = list(plain.server_views[0]["client_updates"].values())
     reference = FedAtt(score="l2_squared").combine(updates, num_samples=[1] * 3, reference=None)
     scale = max(float(np.abs(u[n]).max()) for u in updates for n in u)
-    for name, ref in reference.items():  # tests/test_server_scored.py's stated tolerance
+    for name, ref in reference.items():  # tests/fedattn/test_server_scored.py's stated tolerance
         np.testing.assert_allclose(entry.released[name], ref, atol=3e-3 * scale + 1e-3)
     worst = max(float(np.abs(entry.released[n] - r).max()) for n, r in reference.items())
     print(f"\nserver-scored on Flower: max |diff| {worst:.2e} (tolerance {3e-3 * scale + 1e-3:.2e}); {run['seconds']:.1f} s")

@@ -143,23 +143,23 @@ class SecAgg(Method):
         self.keys = secagg.generate_keys(preset=self.preset)
 
     def notes(self, params: int) -> str:
-        from secagg import parallel
-
-        workers = parallel.choose_workers(-(-params // self.preset.values_per_ciphertext), None)
+        workers = secagg.choose_workers(-(-params // self.preset.values_per_ciphertext), None)
         if workers > 1:
             return (f"clients encrypt on {workers} worker processes (secagg's default from "
-                    f"{parallel.PARALLEL_MIN_CHUNKS} ciphertexts); their memory is not in peak_rss.client")
+                    f"{secagg.PARALLEL_MIN_CHUNKS} ciphertexts); their memory is not in peak_rss.client")
         return ""
 
     def client(self, update: Update, k: int, timer: Timer) -> Payload:
         # secagg serialises each ciphertext as it encrypts it (the seeded half exists only
         # serialised), so "encrypt" includes SEAL's save and "serialise" is the framing
         with timer("encrypt"):
+            assert self.keys is not None
             enc = secagg.encrypt_update(update, self.keys.secret, round=0, client_id=f"client-{k}")
         with timer("serialise"):
             return [enc.to_bytes()]
 
     def server(self, payloads: list[Payload], timer: Timer) -> bytes:
+        assert self.keys is not None
         public = self.keys.public
         acc = secagg.RunningSum(public, expected_round=0)
         # folded as uploads arrive, as the protocols' server does, so memory holds one update at a
@@ -173,6 +173,7 @@ class SecAgg(Method):
             return acc.result().to_bytes()
 
     def key_holder(self, aggregate: bytes, timer: Timer) -> tuple[Update, Update]:
+        assert self.keys is not None
         secret = self.keys.secret
         with timer("decrypt"):
             total = secagg.EncryptedUpdate.from_bytes(aggregate, secret)
@@ -309,6 +310,7 @@ class FlowerSecAggPlus(Method):
             with timer("aggregate"):
                 total = arrays if total is None else parameters_addition(total, arrays)
         with timer("aggregate"):  # unmasking: the server learns the sum
+            assert total is not None
             total = parameters_mod(total, self.MODULUS_RANGE)
             for k in range(len(payloads)):
                 seed = combine_shares(self.seed_shares[k])

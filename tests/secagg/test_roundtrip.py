@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import random_update, released_tolerance
+from helpers import random_update, released_tolerance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -87,7 +87,7 @@ def keys_generate(
             keys = secagg.generate_keys(preset=p)
             paths = keys.save(out)
             if clients:
-                from .auth import deal_identities
+                from secagg.signing import deal_identities
 
                 deal_identities((f"client-{i}" for i in range(clients)), out)
     except OSError as exc:
@@ -217,7 +217,7 @@ def train(
 
     try:
         dp_config = DPConfig(mode=dp, noise_multiplier=noise_multiplier, clip_norm=clip_norm, delta=delta) if dp else None
-        options = {"equal_weights": True} if dp == "client" and aggregation == "fedavg" else {}
+        options: dict[str, Any] = {"equal_weights": True} if dp == "client" and aggregation == "fedavg" else {}
         if protocol == "server-scored":
             options["score"] = "l2_squared"
             preset = "deep"
@@ -314,8 +314,8 @@ def bench(
     """Measure what encryption costs next to plaintext, NVIDIA FLARE's TenSEAL usage and Flower SecAgg+,
     in one run: seconds, bytes, peak memory, error, scaling slopes; write bench.json and plots."""
 
-    from fedattn import bench as b
-    from fedattn import bench_report as report
+    from secfl.bench import cells as b
+    from secfl.bench import report
 
     args = [f"--{k} {v}" for k, v in (("out", out), ("markdown", markdown), ("methods", methods), ("sizes", sizes),
                                        ("clients", clients)) if v is not None]

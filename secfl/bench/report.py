@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .bench import figure
+from .cells import figure
 
 __all__ = ["write_outputs", "markdown", "targets_text", "scaling_text", "rounds_text", "check_block", "replace_block", "cell_rows", "CELL_COLUMNS", "START", "END"]
 
@@ -65,7 +65,7 @@ def _plot(result: dict[str, Any], path: Path, *, x: str, panels: list[tuple[str,
     keep = (lambda c: c["clients"] == cfg["ref_clients"]) if x == "params" else (lambda c: c["params"] == cfg["ref_params"])
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     for ax, (metric, title) in zip(axes[0], panels):
-        xs = set()
+        xs: set[int] = set()
         for method in _methods(result):
             pts = sorted((c[x], y) for c in result["cells"] if c["method"] == method and keep(c)
                          and (y := figure(c, metric)) is not None and y > 0)

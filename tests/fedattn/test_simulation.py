@@ -8,7 +8,6 @@ import torch
 from typer.testing import CliRunner
 
 import secagg
-from fedattn.cli import app
 from fedattn.data import load_dataset
 from fedattn.errors import (
     AllClientsDroppedError,
@@ -19,6 +18,7 @@ from fedattn.errors import (
 from fedattn.models import make_model
 from fedattn.privacy import DPConfig
 from fedattn.simulation import Client, SimulationConfig, run_simulation
+from secfl.cli import app
 
 FAST = dict(clients=4, rounds=2, dataset="digits")
 

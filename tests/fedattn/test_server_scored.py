@@ -6,8 +6,8 @@ import pytest
 import secagg
 from fedattn.errors import InvalidConfigError
 from fedattn.protocols import PlainProtocol, make_protocol
+from fedattn.protocols.server_scored import ServerScoredProtocol, clip_layer_norms, weight_polynomial
 from fedattn.rules import FedAtt
-from fedattn.server_scored import ServerScoredProtocol, clip_layer_norms, weight_polynomial
 from fedattn.simulation import SimulationConfig
 
 

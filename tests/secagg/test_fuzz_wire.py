@@ -1,8 +1,8 @@
-"""A bounded run of the wire fuzzer (tests/fuzz_wire.py) in CI; long runs use atheris."""
+"""A bounded run of the wire fuzzer (tests/helpers/fuzz_wire.py) in CI; long runs use atheris."""
 
 from __future__ import annotations
 
-import fuzz_wire  # noqa: E402 - tests/ is on sys.path (rootdir-relative test modules)
+from helpers import fuzz_wire
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

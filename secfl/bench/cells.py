@@ -2,11 +2,11 @@
 
 The measuring library behind ``secfl bench`` and the pytest-benchmark suites in ``benchmarks/``.
 A *cell* is one method at one update size and one number of clients; :func:`measure_cell` runs
-its three roles (client, server, key holder; see :mod:`fedattn.bench_baselines`) and returns a
+its three roles (client, server, key holder; see :mod:`secfl.bench.baselines`) and returns a
 plain dict. :func:`run_bench` measures a grid of cells, each in a fresh process so that peak
 memory is not hidden by memory that SEAL pooled for an earlier cell, then fits how each cost grows
 (:func:`fit_slope`) and adds one federated round per protocol
-(:func:`fedattn.bench_rounds.measure_round`).
+(:func:`secfl.bench.rounds.measure_round`).
 
 Peak memory is the increase of the process's peak resident set (``VmHWM``, which counts SEAL's
 native allocations that ``tracemalloc`` misses) over its size before the step, reset through
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from .bench_baselines import METHODS, ROLE_PHASES, Method, Payload, Timer, make_method, method_unavailable
-from .bench_rounds import RoundSpec, measure_round
+from .baselines import METHODS, ROLE_PHASES, Method, Payload, Timer, make_method, method_unavailable
+from .rounds import RoundSpec, measure_round
 
 __all__ = ["BenchConfig", "RoundSpec", "QUICK", "FULL", "config_for", "Cell", "Run", "run_role", "max_error", "measure_cell", "run_bench", "fit_slope", "scaling", "targets",
            "figure", "layer_shapes", "machine_info", "peak_rss"]
@@ -71,7 +71,7 @@ def peak_rss(fn: Callable[[], Any]) -> tuple[Any, float, int | None]:
     out = fn()
     seconds = time.perf_counter() - t0
     after = _status_kib("VmHWM") if before is not None else None
-    return out, seconds, None if after is None else max(0, after - before) * 1024
+    return out, seconds, None if after is None or before is None else max(0, after - before) * 1024
 
 
 # ---- one cell ----------------------------------------------------------------------------------
@@ -157,7 +157,8 @@ class Cell:
 
     def run_clients(self) -> tuple[list[Payload], list[Run]]:
         """Every client's payload, and the timed runs (a replaying method runs the distinct ones only)."""
-        payloads, runs = [], []
+        payloads: list[Payload] = []
+        runs: list[Run] = []
         for k in range(self.clients):
             if self.method.reuse_payloads and k >= self.distinct:
                 payloads.append(payloads[k % self.distinct])
@@ -225,7 +226,7 @@ def measure_cell(method: str, *, params: int, clients: int, repeats: int = 3, bu
 
 def _cell_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
     """:func:`measure_cell` in a fresh interpreter: exact peak memory, no pooled state between cells."""
-    proc = subprocess.run([sys.executable, "-m", "fedattn.bench", json.dumps(spec)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "secfl.bench.cells", json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-3:]
         raise RuntimeError(f"measuring {spec} failed (exit {proc.returncode}): {' | '.join(tail)}")
@@ -233,7 +234,7 @@ def _cell_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- scaling -----------------------------------------------------------------------------------
-def fit_slope(x: Sequence[float], y: Sequence[float]) -> dict[str, float] | None:
+def fit_slope(x: Sequence[float], y: Sequence[float | None]) -> dict[str, float] | None:
     """Least-squares line through (log x, log y): cost ~ x^slope. None with < 2 usable points.
 
     >>> round(fit_slope([1e4, 1e5, 1e6], [0.01, 0.1, 1.0])["slope"], 6)
@@ -393,15 +394,15 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
     for params, clients in config.cells():
         for method in methods:
             say(f"{method}: {params:,} parameters x {clients} clients")
-            spec = {"method": method, "params": params, "clients": clients, "repeats": config.repeats,
+            spec: dict[str, Any] = {"method": method, "params": params, "clients": clients, "repeats": config.repeats,
                     "budget": config.budget}
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             cell = _cell_subprocess(spec) if config.fresh_processes else measure_cell(**spec)
             cells.append(cell | {"load_average_1m": load})
     rounds = []
-    for spec in config.rounds:
-        say(f"one round: {spec.model}, {spec.protocol}/{spec.preset}")
-        rounds.append(measure_round(spec, repeats=config.round_repeats))
+    for round_spec in config.rounds:
+        say(f"one round: {round_spec.model}, {round_spec.protocol}/{round_spec.preset}")
+        rounds.append(measure_round(round_spec, repeats=config.round_repeats))
     at = max((p for p, c in config.cells() if c == config.ref_clients and p <= 1_000_000), default=config.ref_params)
     return {
         "schema": SCHEMA, "command": config.command, "started": started, "seconds": time.perf_counter() - t0,
@@ -417,6 +418,6 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
     }
 
 
-if __name__ == "__main__":  # one cell in a fresh process: python -m fedattn.bench '{"method": ...}'
+if __name__ == "__main__":  # one cell in a fresh process: python -m secfl.bench.cells '{"method": ...}'
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     print(json.dumps(measure_cell(**json.loads(sys.argv[1]), fresh_process=True)))

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import random_update
+from helpers import random_update
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -11,8 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 import secagg
-from fedattn import auth
-from fedattn.cli import app
 from fedattn.errors import (
     AuthenticationError,
     DuplicateUploadError,
@@ -23,7 +21,9 @@ from fedattn.errors import (
 )
 from fedattn.protocols import ClientMessage, ClientScoredProtocol
 from fedattn.rules import FedAvg
+from secagg import signing as auth
 from secagg.framing import frame, unframe
+from secfl.cli import app
 
 IDS = [f"client-{i}" for i in range(4)]
 RULE = FedAvg(equal_weights=True)

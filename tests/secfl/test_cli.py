@@ -4,7 +4,7 @@ import stat
 from typer.testing import CliRunner
 
 import secagg
-from fedattn.cli import app
+from secfl.cli import app
 
 runner = CliRunner(env={"COLUMNS": "300"})
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from attacks.audit import AuditConfig, run_audit
 from attacks.report import write_report
-from fedattn.cli import app
 from fedattn.errors import InvalidConfigError, UnknownDatasetError
+from secfl.cli import app
 
 SMALL = {"clients": 3, "rounds": 1, "quick": True, "inversion_clients": [3], "shadow_models": 4,
          "inversion_iterations": 100}

@@ -1,5 +1,5 @@
 """Signed uploads on Flower: the strategy's checks and the key holders' receipt checks, on real
-Flower Messages and ClientApps without a simulation engine (the Ray run of tests/test_flower.py is
+Flower Messages and ClientApps without a simulation engine (the Ray run of tests/fedattn/flower/test_flower.py is
 signed as well). The server here is malicious where a test says so: it crafts models, replays
 uploads of another run, forges uploads."""
 
@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flower_kit import (  # noqa: E402
+from flwr.app import ConfigRecord, RecordDict  # noqa: E402
+from helpers.flower import (  # noqa: E402
     SHAPES,
     LocalGrid,
     client_app,
@@ -21,12 +22,11 @@ from flower_kit import (  # noqa: E402
     train_message,
     zeros_model,
 )
-from flwr.app import ConfigRecord, RecordDict  # noqa: E402
 
 import secagg  # noqa: E402
-from fedattn.auth import deal_identities  # noqa: E402
 from fedattn.flower import SecAggFedAvg, make_secagg_mod  # noqa: E402
 from fedattn.flower import records as R  # noqa: E402
+from secagg.signing import deal_identities  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("server_process")
 STEPS = (0.5, -0.1, 0.2)

@@ -21,10 +21,10 @@ class RoundSpec:
 
 def round_configs(spec: RoundSpec, *, clients: int = 10) -> tuple[Any, Any]:
     """(plaintext config, encrypted config) of one FedAtt round, as ``benchmarks/test_round_bench.py`` runs it."""
-    from .simulation import SimulationConfig
+    from fedattn.simulation import SimulationConfig
 
     options = {"score": "l2_squared"} if spec.protocol == "server-scored" else {}
-    common = dict(dataset="digits", model=spec.model, clients=clients, rounds=1, aggregation="fedatt",
+    common: dict[str, Any] = dict(dataset="digits", model=spec.model, clients=clients, rounds=1, aggregation="fedatt",
                   rule_options=options, seed=0)
     return (SimulationConfig(**common, protection="plain"),
             SimulationConfig(**common, protection="ckks", protocol=spec.protocol, preset=spec.preset))
@@ -32,7 +32,7 @@ def round_configs(spec: RoundSpec, *, clients: int = 10) -> tuple[Any, Any]:
 
 def time_round(config: Any, *, dataset: Any, keys: Any, repeats: int, warmup: bool = True) -> tuple[float, Any]:
     """Best wall time of ``repeats`` one-round simulations (after a warm-up run) and the last result."""
-    from .simulation import run_simulation
+    from fedattn.simulation import run_simulation
 
     if warmup:
         run_simulation(config, dataset=dataset, keys=keys)  # imports, allocator, first-use costs
@@ -46,9 +46,8 @@ def time_round(config: Any, *, dataset: Any, keys: Any, repeats: int, warmup: bo
 
 def measure_round(spec: RoundSpec, *, repeats: int = 3, clients: int = 10) -> dict[str, Any]:
     import secagg
-
-    from .data import load_dataset
-    from .simulation import run_simulation
+    from fedattn.data import load_dataset
+    from fedattn.simulation import run_simulation
 
     data = load_dataset("digits", seed=0)
     plain_cfg, enc_cfg = round_configs(spec, clients=clients)
