@@ -61,9 +61,11 @@ from fedattn.data import Dataset, load_dataset, partition
 from fedattn.errors import InvalidConfigError
 from fedattn.models import load_float_state, make_model
 from fedattn.privacy import DPConfig
+from fedattn.round import RoundView
 from fedattn.simulation import Client, SimulationConfig, run_simulation
 
 from . import membership as mia
+from ._validation import count
 from .inversion import AttackerKnowledge, analytic_first_layer, inverting_gradients
 from .metrics import (
     epsilon_lower_bound_clopper_pearson,
@@ -72,7 +74,7 @@ from .metrics import (
     membership_metrics,
     roc_curve,
 )
-from .views import ObservingServer, client_observations, released_mean
+from .views import client_observations, released_mean
 
 __all__ = ["AuditConfig", "AuditReport", "run_audit", "PROTECTIONS", "ATTACKS"]
 log = logging.getLogger(__name__)
@@ -116,9 +118,7 @@ class AuditConfig:
         if bad:
             raise InvalidConfigError(f"unknown attack(s) {bad}; choose from {ATTACKS}")
         for name in ("clients", "rounds", "local_epochs", "inversion_iterations"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}")
+            count(getattr(self, name), name, low=1, error=InvalidConfigError)
         if self.shadow_models < 4 or self.shadow_models % 2:
             raise InvalidConfigError(
                 f"shadow_models must be an even number >= 4 (LiRA's pooled variance needs two OUT models for "
@@ -222,7 +222,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
     is_member = np.r_[np.ones(len(data.x_train), bool), np.zeros(len(data.x_test), bool)]
     for protection in cfg.protections:
         say(f"{protection}: federated training ({cfg.rounds} rounds, {cfg.clients} clients)")
-        sim, server = _observed_run(cfg, protection, data, keys)
+        sim, last = _observed_run(cfg, protection, data, keys)
         entry: dict[str, Any] = _training_summary(sim)
         artefacts["accuracy"][protection] = [r.accuracy for r in sim.rounds]
         if "inversion" in cfg.attacks:
@@ -237,10 +237,10 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             entry["membership"] = _membership(cfg, model, pool_x, pool_y, is_member, shadows, protection, artefacts)
             if protection == "plain":
                 entry["membership"]["client_update_loss"] = _client_update_membership(cfg, data, sim.final_state, artefacts)
-            if server.sent is not None:  # None only when no round was ever applied
+            if last is not None:  # None only when no round was ever applied
                 say(f"{protection}: membership inference on the last round's aggregate")
                 entry["membership"]["aggregate_step_loss"] = _aggregate_step_membership(
-                    cfg, data, server, pool_x, pool_y, is_member, protection, artefacts)
+                    cfg, data, last, pool_x, pool_y, is_member, protection, artefacts)
             else:
                 log.warning("%s: no round was applied, so there is no aggregate to attack", protection)
         results[protection] = entry
@@ -248,16 +248,10 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
     return AuditReport(cfg.to_dict(), config.hash, seeds, _versions(), results, time.perf_counter() - t_start, artefacts)
 
 
-def _observed_run(cfg: AuditConfig, protection: str, data, keys) -> tuple[Any, ObservingServer]:
-    """The protection's training run, and its server with its view of the last round."""
-    servers: list[ObservingServer] = []
-
-    def observing(*args, **kwargs) -> ObservingServer:
-        servers.append(ObservingServer(*args, **kwargs))
-        return servers[-1]
-
-    sim = run_simulation(_simulation_config(cfg, protection), dataset=data, keys=keys, server_factory=observing)
-    return sim, servers[-1]
+def _observed_run(cfg: AuditConfig, protection: str, data, keys) -> tuple[Any, RoundView | None]:
+    """The protection's training run, and the server's view of the last round it applied."""
+    sim = run_simulation(_simulation_config(cfg, protection), dataset=data, keys=keys)
+    return sim, next((v for v in reversed(sim.views) if v.aggregate is not None), None)
 
 
 def _federated_shadows(cfg: AuditConfig, protection: str, data, pool_x, pool_y) -> mia.ShadowModels:
@@ -413,14 +407,13 @@ def _client_update_membership(cfg: AuditConfig, data, final_state, artefacts) ->
     return out
 
 
-def _aggregate_step_membership(cfg: AuditConfig, data, server: ObservingServer, x, y, is_member, protection,
+def _aggregate_step_membership(cfg: AuditConfig, data, view: RoundView, x, y, is_member, protection,
                                artefacts) -> dict[str, Any]:
     """The server's own view of the last round: the model it sent and the aggregate it applied.
     Members: every client's training examples (all clients take part in each round)."""
-    assert server.sent is not None  # the caller checks that a round was applied
     before, after = _factory(cfg, data)(), _factory(cfg, data)()
-    load_float_state(before, server.sent)
-    load_float_state(after, server.state)
+    load_float_state(before, dict(view.model_sent))
+    load_float_state(after, dict(view.model_after))
     out = _scored(cfg, mia.loss_change_attack(before, after, x, y), is_member, protection, "aggregate_step_loss",
                   artefacts)
     out.update(members=int(is_member.sum()), nonmembers=int((~is_member).sum()),

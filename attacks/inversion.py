@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._validation import count
+
 __all__ = ["AttackerKnowledge", "InversionResult", "InversionError", "gradient_of", "fedavg_update",
            "recover_labels", "analytic_first_layer", "dlg", "inverting_gradients", "invert_fedavg_update"]
 log = logging.getLogger(__name__)
@@ -64,8 +66,7 @@ class AttackerKnowledge:
     local_lr: float = 0.1
 
     def __post_init__(self) -> None:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise InversionError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        count(self.batch_size, "batch_size", low=1, error=InversionError)
         if self.labels is not None and len(self.labels) != self.batch_size:
             raise InversionError(f"{len(self.labels)} labels given for a batch of {self.batch_size}")
         if self.local_steps < 1 or not self.local_lr > 0:

@@ -46,6 +46,7 @@ from scipy.stats import norm
 from torch import nn
 
 from fedattn.privacy import DPConfig
+from fedattn.training import Recipe, train_epochs
 
 __all__ = ["MembershipError", "ShadowModels", "balanced_in_mask", "train_model", "logit_confidence", "loss_attack",
            "train_shadow_models", "lira"]
@@ -102,50 +103,43 @@ def train_model(
         raise MembershipError(f"train_model supports sample-level DP only (DPConfig(mode='sample')), got mode {dp.mode!r}")
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise MembershipError(f"epochs and batch_size must be >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
-    private = dp is not None or target_epsilon is not None
+    if target_epsilon is not None and not target_epsilon > 0:
+        raise MembershipError(f"target_epsilon must be > 0, got {target_epsilon}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_factory()
-    model.train()
-    dataset = torch.utils.data.TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=min(batch_size, len(y)), shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed))
-    optimizer: Any = torch.optim.SGD(model.parameters(), lr=lr)
+    with torch.no_grad():
+        classes = model(torch.as_tensor(x[:1], dtype=torch.float32)).shape[-1]
+    if classes <= int(y.max()):
+        raise MembershipError(f"the model outputs {classes} logits but a label is {int(y.max())}")
     engine = None
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
-        warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
-        # the PRV accountant sizes its grid with an RDP bound; that bound's alpha range does not limit epsilon
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        if private:
-            from opacus import PrivacyEngine
+    make_private = None
+    if dp is not None or target_epsilon is not None:
+        from opacus import PrivacyEngine
 
-            dp = dp or DPConfig(mode="sample", delta=delta)
-            delta = dp.delta
+        dp = dp or DPConfig(mode="sample", delta=delta)
+        delta = dp.delta
+        with warnings.catch_warnings():  # seeded noise is deliberate here (targets and shadows of an attack)
+            warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
             engine = PrivacyEngine(accountant=dp.accountant)
-            common = dict(module=model, optimizer=optimizer, data_loader=loader, max_grad_norm=dp.clip_norm,
+
+        def make_private(module: nn.Module, optimizer: Any, loader: Any) -> tuple[nn.Module, Any, Any]:
+            assert dp is not None and engine is not None
+            common = dict(module=module, optimizer=optimizer, data_loader=loader, max_grad_norm=dp.clip_norm,
                           poisson_sampling=True, noise_generator=torch.Generator().manual_seed(seed + 1))
             if target_epsilon is not None:
-                if not target_epsilon > 0:
-                    raise MembershipError(f"target_epsilon must be > 0, got {target_epsilon}")
-                train_module, optimizer, loader = engine.make_private_with_epsilon(
-                    **common, target_epsilon=float(target_epsilon), target_delta=delta, epochs=epochs)
-            else:
-                train_module, optimizer, loader = engine.make_private(**common, noise_multiplier=dp.noise_multiplier)
-        else:
-            train_module = model
-        criterion = nn.CrossEntropyLoss()
-        for _ in range(epochs):
-            for xb, yb in loader:
-                optimizer.zero_grad(set_to_none=True)
-                out = train_module(xb)
-                if out.shape[-1] <= int(y.max()):
-                    raise MembershipError(f"the model outputs {out.shape[-1]} logits but a label is {int(y.max())}")
-                criterion(out, yb).backward()
-                optimizer.step()
-        epsilon = float(engine.get_epsilon(delta)) if engine is not None else None
+                return engine.make_private_with_epsilon(**common, target_epsilon=float(target_epsilon),
+                                                        target_delta=delta, epochs=epochs)
+            return engine.make_private(**common, noise_multiplier=dp.noise_multiplier)
+
+    trained = train_epochs(model, x, y, recipe=Recipe(epochs=epochs, lr=lr, batch_size=batch_size), seed=seed,
+                           make_private=make_private)
+    epsilon = None
     if engine is not None:
-        model = train_module.to_standard_module()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            epsilon = float(engine.get_epsilon(delta))
+        model = trained.to_standard_module()  # type: ignore[operator]
         for p in model.parameters():  # leftovers of per-sample gradients
             p.grad = None
             if hasattr(p, "grad_sample"):

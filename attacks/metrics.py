@@ -23,6 +23,8 @@ from scipy import optimize, stats
 from skimage.metrics import structural_similarity
 from sklearn import metrics as skm
 
+from ._validation import count, real
+
 __all__ = ["MetricInputError", "mse", "psnr", "ssim", "MatchResult", "match_reconstructions", "identifiability",
            "label_accuracy", "RocCurve", "roc_curve", "tpr_at_fpr", "Estimate", "membership_metrics",
            "epsilon_lower_bound_clopper_pearson", "epsilon_lower_bound_one_run", "PSNR_CAP"]
@@ -57,17 +59,11 @@ def _pair(reference: object, reconstruction: object) -> tuple[np.ndarray, np.nda
 
 
 def _real(x: float, name: str, *, low: float = 0.0, high: float = math.inf, closed: bool = False) -> float:
-    """``x`` as a float in ``(low, high)`` (``[low, high)`` if ``closed``)."""
-    ok = isinstance(x, (int, float, np.number)) and not isinstance(x, bool) and math.isfinite(x)
-    if not ok or not (low <= x if closed else low < x) or not x < high:
-        raise MetricInputError(f"{name} must lie in {'[' if closed else '('}{low:g}, {high:g}), got {x!r}")
-    return float(x)
+    return real(x, name, low=low, high=high, closed=closed, error=MetricInputError)
 
 
 def _count(x: int, name: str, *, low: int = 0, high: int | None = None) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < low or (high is not None and x > high):
-        raise MetricInputError(f"{name} must be an integer in [{low}, {high if high is not None else 'inf'}], got {x!r}")
-    return int(x)
+    return count(x, name, low=low, high=high, error=MetricInputError)
 
 
 def _scores_members(scores: object, is_member: object, *, both: bool = True) -> tuple[np.ndarray, np.ndarray]:

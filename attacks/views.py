@@ -7,9 +7,9 @@ A privacy audit compares like with like by running one attack on each protection
   produced here with real CKKS ciphertexts through :mod:`secagg` (:func:`released_mean`);
 * client-level DP - the released mean of clipped, noised observations (:func:`dp_noised_mean`).
 
-:class:`ObservingServer` keeps, from a real training run, the server's view of the last round it
-applied: the global model it sent and the aggregate it applied (every update combined under plain
-FedAvg, the released aggregate under CKKS).
+A real training run's view needs no helper here: :func:`fedattn.simulation.run_simulation` returns
+one :class:`fedattn.round.RoundView` per round (the model sent, every update under plain, the
+released aggregate under CKKS).
 
 Example:
     >>> import numpy as np, secagg
@@ -24,33 +24,17 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 from torch import nn
 
 import secagg
-from fedattn.simulation import Server
+from fedattn.privacy import clip_update
 
 from .inversion import InversionError, fedavg_update, gradient_of
 
-__all__ = ["client_observations", "released_mean", "dp_noised_mean", "ObservingServer"]
-
-
-class ObservingServer(Server):
-    """A simulation :class:`~fedattn.simulation.Server` that keeps what it already holds after each
-    round: ``sent`` (the global model the clients trained on) and ``aggregate`` (what it applied).
-    Pass it as ``run_simulation(..., server_factory=ObservingServer)``."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.sent: dict[str, np.ndarray] | None = None
-        self.aggregate: dict[str, np.ndarray] | None = None
-
-    def apply(self, aggregate: dict[str, np.ndarray], rng: np.random.Generator) -> None:
-        self.sent, self.aggregate = dict(self.state), aggregate  # apply() replaces the state, never mutates it
-        super().apply(aggregate, rng)
+__all__ = ["client_observations", "released_mean", "dp_noised_mean"]
 
 
 def client_observations(model: nn.Module, x: np.ndarray, y: np.ndarray, *, n_clients: int, batch_size: int,
@@ -92,9 +76,8 @@ def dp_noised_mean(observations: Sequence[dict[str, np.ndarray]], *, clip_norm: 
         raise InversionError("clip_norm must be > 0 and noise_multiplier >= 0")
     total: dict[str, np.ndarray] = {}
     for o in observations:
-        norm = math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in o.values()))
-        factor = min(1.0, clip_norm / norm) if norm > 0 else 1.0
-        for n, a in o.items():
-            total[n] = total.get(n, 0.0) + factor * np.asarray(a, np.float64)
+        clipped, _ = clip_update({n: np.asarray(a, np.float64) for n, a in o.items()}, clip_norm)
+        for n, a in clipped.items():
+            total[n] = total.get(n, 0.0) + a
     k = len(observations)
     return {n: (t + rng.normal(0.0, noise_multiplier * clip_norm, t.shape)) / k for n, t in total.items()}

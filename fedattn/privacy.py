@@ -4,9 +4,9 @@
 ``clip_norm``, Gaussian noise ``noise_multiplier * clip_norm``, Poisson sampling). Each client keeps
 one Opacus accountant for the whole run, handed to every round's ``PrivacyEngine``, so epsilon
 composes across rounds (a fresh ``make_private`` per round would restart it at zero). Reported:
-the largest epsilon over clients at ``delta``. The noise is drawn from seeded generators so that
-runs reproduce; that is fine for audits and experiments, not for a deployment (use Opacus'
-``secure_mode`` there).
+the largest epsilon over clients at ``delta``. Every sampled step is counted, empty Poisson
+batches included. Seeded simulations seed the noise so that runs reproduce; elsewhere it is seeded
+from the operating system (:meth:`SampleLevelDP.make_private`).
 
 **Client-level** (``mode="client"``): each client clips its whole update to L2 norm ``clip_norm``
 and adds Gaussian noise of std ``noise_multiplier * clip_norm / sqrt(m)`` before encrypting, where
@@ -24,7 +24,8 @@ a client that skips its noise share lowers the protection.
 from __future__ import annotations
 
 import math
-import warnings
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +34,11 @@ import torch
 from opacus import PrivacyEngine
 from opacus.accountants import RDPAccountant, create_accountant
 
+from ._validation import one_of, positive_float, probability
 from .errors import PrivacyConfigError
+from .training import MakePrivate
 
-__all__ = ["DPConfig", "SampleLevelDP", "ClientLevelDP"]
+__all__ = ["DPConfig", "SampleLevelDP", "ClientLevelDP", "clip_update", "update_norm"]
 
 MODES = ("sample", "client")
 
@@ -59,16 +62,27 @@ class DPConfig:
     accountant: str = "prv"
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise PrivacyConfigError(f"DP mode must be one of {MODES}, got {self.mode!r}")
-        if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
-            raise PrivacyConfigError(f"noise_multiplier must be a positive number, got {self.noise_multiplier}")
-        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
-            raise PrivacyConfigError(f"clip_norm must be a positive number, got {self.clip_norm}")
-        if not 0 < self.delta < 1:
+        one_of("DP mode", self.mode, MODES, error=PrivacyConfigError)
+        positive_float("noise_multiplier", self.noise_multiplier, error=PrivacyConfigError)
+        positive_float("clip_norm", self.clip_norm, error=PrivacyConfigError)
+        if probability("delta", self.delta, error=PrivacyConfigError) == 0:
             raise PrivacyConfigError(f"delta must lie in (0, 1), got {self.delta}; use e.g. 1/(10 * samples)")
-        if self.accountant not in ("prv", "rdp", "gdp"):
-            raise PrivacyConfigError(f"accountant must be prv, rdp or gdp, got {self.accountant!r}")
+        one_of("accountant", self.accountant, ("prv", "rdp", "gdp"), error=PrivacyConfigError)
+
+
+def update_norm(update: Mapping[str, np.ndarray]) -> float:
+    """The L2 norm of a whole update (all arrays together)."""
+    return math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in update.values()))
+
+
+def clip_update(update: Mapping[str, np.ndarray], max_norm: float) -> tuple[dict[str, np.ndarray], float]:
+    """``update`` scaled to L2 norm at most ``max_norm`` (dtypes kept), and its norm before clipping.
+
+    The one client-level clipping in secfl: client-level DP and the audit's DP views both use it.
+    """
+    norm = update_norm(update)
+    factor = min(1.0, max_norm / norm) if norm > 0 else 1.0
+    return {n: (np.asarray(a) * factor).astype(np.asarray(a).dtype) for n, a in update.items()}, norm
 
 
 class SampleLevelDP:
@@ -78,32 +92,49 @@ class SampleLevelDP:
         self.config = config
         self._accountants: dict[str, Any] = {}
 
-    def make_private(self, client_id: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     loader: torch.utils.data.DataLoader, *, noise_seed: int):
-        """Wrap one round's local training; the client's accountant keeps counting."""
-        accountant = self._accountants.setdefault(client_id, create_accountant(self.config.accountant))
-        gen = torch.Generator().manual_seed(noise_seed)
-        with warnings.catch_warnings():
-            # seeded noise is deliberate (reproducible runs); Opacus warns about it on every call
-            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+    def _accountant(self, client_id: str) -> Any:
+        return self._accountants.setdefault(client_id, create_accountant(self.config.accountant))
+
+    def make_private(self, client_id: str, *, noise_seed: int | None) -> MakePrivate:
+        """What :func:`fedattn.training.train_epochs` calls to wrap one round of ``client_id``'s local
+        training: DP-SGD with Poisson sampling, continuing the client's accountant.
+
+        ``noise_seed`` seeds Opacus' noise (a labelled, seeded simulation); ``None`` seeds it from the
+        operating system, so that no other party can know it. (Opacus' ``secure_mode`` would draw
+        every sample from ``/dev/urandom`` but needs ``torchcsprng``, which has no build for current
+        torch: the generator here is torch's Mersenne Twister, seeded with 64 OS-random bits.)
+        """
+        accountant = self._accountant(client_id)
+
+        def wrap(model: torch.nn.Module, optimizer: Any, loader: Any) -> tuple[torch.nn.Module, Any, Any]:
             engine = PrivacyEngine(accountant=self.config.accountant)
             engine.accountant = accountant  # compose with every earlier round of this client
-            return engine.make_private(module=model, optimizer=optimizer, data_loader=loader,
-                                       noise_multiplier=self.config.noise_multiplier,
-                                       max_grad_norm=self.config.clip_norm, poisson_sampling=True,
-                                       noise_generator=gen)
+            seed = noise_seed if noise_seed is not None else int.from_bytes(os.urandom(8), "little")
+            generator = torch.Generator().manual_seed(seed)
+            module, optimizer, loader = engine.make_private(
+                module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=self.config.noise_multiplier,
+                max_grad_norm=self.config.clip_norm, poisson_sampling=True, noise_generator=generator)
+            return module, optimizer, loader
 
-    def history(self, client_id: str) -> list[tuple[float, float, int]]:
-        """The client's accountant history, ``(noise_multiplier, sample_rate, steps)`` per entry.
+        return wrap
 
-        Enough to rebuild the accountant in another process (a Flower client keeps it in
-        ``context.state`` between rounds); empty before the client's first round.
+    def state(self, client_id: str) -> dict[str, Any]:
+        """The client's accountant state (Opacus' ``state_dict``: its history and mechanism), enough to
+        continue counting in another process (a Flower client keeps it in ``context.state``)."""
+        state = dict(self._accountant(client_id).state_dict())
+        state["history"] = [list(h) for h in state["history"]]
+        return state
+
+    def restore(self, client_id: str, state: Mapping[str, Any]) -> None:
+        """Continue counting from an earlier :meth:`state` of the same accountant kind.
+
+        Raises:
+            PrivacyConfigError: a state of another accountant, or entries out of range.
         """
-        accountant = self._accountants.get(client_id)
-        return [tuple(h) for h in accountant.history] if accountant is not None else []
-
-    def restore(self, client_id: str, history: list) -> None:
-        """Continue counting from an earlier :meth:`history` of the same accountant kind."""
+        accountant = create_accountant(self.config.accountant)
+        history = state.get("history") if isinstance(state, Mapping) else None
+        if not isinstance(history, list):
+            raise PrivacyConfigError("an accountant state holds a 'history' list")
         entries = []
         for entry in history:
             if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
@@ -112,8 +143,11 @@ class SampleLevelDP:
             if not (sigma > 0 and 0 < rate <= 1 and steps > 0):
                 raise PrivacyConfigError(f"accountant history entry {entry!r} is out of range")
             entries.append((sigma, rate, steps))
-        accountant = create_accountant(self.config.accountant)
-        accountant.history = entries
+        try:
+            accountant.load_state_dict({"history": entries, "mechanism": state.get("mechanism")})
+        except ValueError as exc:
+            raise PrivacyConfigError(f"this accountant state cannot continue a {self.config.accountant!r} "
+                                     f"accountant: {exc}") from None
         self._accountants[client_id] = accountant
 
     def epsilon(self, client_id: str | None = None) -> float:
@@ -134,11 +168,9 @@ class ClientLevelDP:
 
     def privatise(self, update: dict[str, np.ndarray], *, sampled: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], float]:
         """Clip ``update`` to ``clip_norm`` and add this client's share of the noise."""
-        norm = math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in update.values()))
-        factor = min(1.0, self.config.clip_norm / norm) if norm > 0 else 1.0
+        clipped, norm = clip_update(update, self.config.clip_norm)
         std = self.config.noise_multiplier * self.config.clip_norm / math.sqrt(sampled)
-        out = {n: (a * factor + rng.normal(0.0, std, a.shape)).astype(a.dtype) for n, a in update.items()}
-        return out, norm
+        return {n: (a + rng.normal(0.0, std, a.shape)).astype(a.dtype) for n, a in clipped.items()}, norm
 
     def account_round(self, *, sampled: int, survivors: int) -> None:
         effective = self.config.noise_multiplier * math.sqrt(survivors / sampled)

@@ -1,25 +1,34 @@
 """Federated training in one process: clients, a server, rounds, dropouts, DP, determinism.
 
+A run is a sequence of named steps: :func:`build_federation` gives every party its own objects
+(each client a :class:`fedattn.round.ClientRole` with its :class:`secagg.Uploader` and a
+:class:`secagg.KeyHolder` sharing its ledger; the server a :class:`fedattn.round.ServerRole` with
+the public context only), then each round samples clients, trains them locally, runs
+:func:`fedattn.round.run_round` and applies the result. :func:`run_simulation` returns one
+:class:`RoundRecord` (metrics) and one :class:`fedattn.round.RoundView` (the server's view, as
+data) per round.
+
 Everything random derives from ``config.seed``: partitions, initial weights, client sampling,
-dropouts, batches, DP noise, server noise and the release flooding. Plaintext runs reproduce bit
-for bit. Encrypted runs reproduce up to the CKKS noise: SEAL draws each ciphertext's randomness
-from the operating system, deliberately (a seeded encryption would be insecure), so two runs agree
-within one step of the release grid (~1e-6).
+dropouts, batches, DP noise, server noise and the release flooding (a *seeded simulation*;
+deployments draw protective noise from the operating system). Plaintext runs reproduce bit for
+bit. Encrypted runs draw each ciphertext's randomness from the operating system, deliberately (a
+seeded encryption would be insecure); the released values are rounded to the flooding grid, so
+with the ``strict`` preset two runs agree bit for bit in practice, and with ``compact`` within one
+step of the grid.
 
 Example:
     >>> from fedattn.simulation import SimulationConfig, run_simulation
     >>> result = run_simulation(SimulationConfig(clients=3, rounds=1, protection="plain"))
-    >>> len(result.rounds), 0.0 <= result.rounds[-1].accuracy <= 1.0
-    (1, True)
+    >>> len(result.rounds), 0.0 <= result.rounds[-1].accuracy <= 1.0, result.views[0].contributors
+    (1, True, ('client-0', 'client-1', 'client-2'))
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import secrets
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,8 +37,8 @@ import torch
 from torch import nn
 
 import secagg
-from secagg.signing import generate_identities, round_commitment
 
+from ._validation import non_negative_int, one_of, positive_float, positive_int, probability
 from .data import Dataset, load_dataset, partition
 from .errors import (
     AllClientsDroppedError,
@@ -40,15 +49,29 @@ from .errors import (
 )
 from .models import float_state, load_float_state, make_model
 from .privacy import ClientLevelDP, DPConfig, SampleLevelDP
-from .protocols import EncryptedProtocol, Protocol, RoundAggregate, make_protocol
+from .protocols import EncryptedProtocol, Protocol, make_protocol
+from .round import (
+    ClientMessage,
+    ClientRole,
+    Rejection,
+    RoundOutcome,
+    RoundView,
+    Served,
+    ServerRole,
+    UploadSeen,
+    run_round,
+)
 from .rules import AggregationRule, FedAvg, make_rule
+from .training import OPTIMIZERS, Recipe, train_epochs
 
-__all__ = ["SimulationConfig", "RoundRecord", "SimulationResult", "Client", "Server", "run_simulation", "PROTECTIONS"]
+__all__ = ["SimulationConfig", "ScriptedDropout", "RoundRecord", "SimulationResult", "Client", "Server",
+           "ServerAdversary", "Federation", "build_federation", "run_simulation", "PROTECTIONS"]
 log = logging.getLogger(__name__)
 
 PROTECTIONS = ("plain", "ckks")
 DROPOUT_STAGES = ("before_upload", "during_upload", "after_upload", "during_decryption")
-OPTIMIZERS = ("sgd", "adam")
+
+ModelFactory = Callable[[], nn.Module]
 
 
 @dataclass
@@ -68,40 +91,30 @@ class SimulationConfig:
     optimizer: str = "sgd"
     momentum: float = 0.0
     aggregation: str = "fedatt"
-    rule_options: dict = field(default_factory=dict)
+    rule_options: dict[str, Any] = field(default_factory=dict)
     protection: str = "ckks"
     protocol: str = "client-scored"
     preset: str = secagg.DEFAULT_PRESET
     dropout: float = 0.0
-    dropouts: list = field(default_factory=list)
+    dropouts: list[Any] = field(default_factory=list)
     sign_uploads: bool = True
-    min_contributors: int = 1
+    min_contributors: int = secagg.DEFAULT_MIN_CONTRIBUTORS
     dp: DPConfig | None = None
     seed: int = 0
     torch_threads: int | None = 1
 
     def __post_init__(self) -> None:
-        def positive_int(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}")
-
-        for name in ("clients", "rounds", "local_epochs", "batch_size"):
-            positive_int(name)
+        for name in ("clients", "rounds", "local_epochs", "batch_size", "min_contributors"):
+            positive_int(name, getattr(self, name))
         if self.clients_per_round is not None:
-            positive_int("clients_per_round")
+            positive_int("clients_per_round", self.clients_per_round)
             if self.clients_per_round > self.clients:
                 raise InvalidConfigError(f"clients_per_round={self.clients_per_round} exceeds clients={self.clients}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise InvalidConfigError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.dropout < 1:
-            raise InvalidConfigError(f"dropout is a probability in [0, 1), got {self.dropout}")
+        positive_float("lr", self.lr)
+        probability("dropout", self.dropout)
         self.dropouts = [ScriptedDropout.parse(d) for d in self.dropouts]
-        positive_int("min_contributors")
-        if self.protection not in PROTECTIONS:
-            raise InvalidConfigError(f"protection must be one of {PROTECTIONS}, got {self.protection!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise InvalidConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        one_of("protection", self.protection, PROTECTIONS)
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
         if isinstance(self.dp, dict):
             self.dp = DPConfig(**self.dp)
         if self.dp is not None and self.dp.mode == "client":
@@ -118,9 +131,15 @@ class SimulationConfig:
                 "aggregation='fedatt', rule_options={'score': 'l2_squared'}, preset='deep'"
             )
 
-    def to_dict(self) -> dict:
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(epochs=self.local_epochs, lr=self.lr, batch_size=self.batch_size, optimizer=self.optimizer,
+                      momentum=self.momentum)
+
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["dp"] = asdict(self.dp) if self.dp is not None else None
+        d["dropouts"] = [asdict(x) for x in self.dropouts]
         return d
 
 
@@ -140,15 +159,13 @@ class ScriptedDropout:
     stage: str
 
     @classmethod
-    def parse(cls, raw: ScriptedDropout | dict) -> ScriptedDropout:
+    def parse(cls, raw: ScriptedDropout | dict[str, Any]) -> ScriptedDropout:
         if isinstance(raw, ScriptedDropout):
             return raw
         if not isinstance(raw, dict) or set(raw) != {"round", "client", "stage"}:
             raise InvalidConfigError(f"a scripted dropout is {{'round': int, 'client': str, 'stage': str}}, got {raw!r}")
-        if raw["stage"] not in DROPOUT_STAGES:
-            raise InvalidConfigError(f"dropout stage must be one of {DROPOUT_STAGES}, got {raw['stage']!r}")
-        if isinstance(raw["round"], bool) or not isinstance(raw["round"], int) or raw["round"] < 0:
-            raise InvalidConfigError(f"dropout round must be a non-negative integer, got {raw['round']!r}")
+        one_of("dropout stage", raw["stage"], DROPOUT_STAGES)
+        non_negative_int("dropout round", raw["round"])
         return cls(raw["round"], str(raw["client"]), raw["stage"])
 
 
@@ -176,22 +193,23 @@ class SimulationResult:
     config: SimulationConfig
     rounds: list[RoundRecord]
     final_state: dict[str, np.ndarray] = field(repr=False)
-    server_views: list[dict] = field(default_factory=list, repr=False)
+    views: tuple[RoundView, ...] = field(default=(), repr=False)
+    run_id: str = ""
 
-    def to_dict(self) -> dict:
-        return {"config": self.config.to_dict(), "rounds": [asdict(r) for r in self.rounds]}
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "run_id": self.run_id, "rounds": [asdict(r) for r in self.rounds]}
 
 
 class Client:
     """Holds a data shard and trains the global model locally; returns its update."""
 
-    def __init__(self, client_id: str, x: np.ndarray, y: np.ndarray, *, model_factory: Callable[[], nn.Module],
+    def __init__(self, client_id: str, x: np.ndarray, y: np.ndarray, *, model_factory: ModelFactory,
                  config: SimulationConfig, sample_dp: SampleLevelDP | None = None) -> None:
         if len(y) == 0:
             raise EmptyClientError(f"client {client_id!r} holds no training sample; give it data or leave it out")
         self.client_id = client_id
-        self.x = torch.as_tensor(x, dtype=torch.float32)
-        self.y = torch.as_tensor(y, dtype=torch.long)
+        self.x = np.asarray(x, np.float32)
+        self.y = np.asarray(y, np.int64)
         self.model_factory = model_factory
         self.config = config
         self.sample_dp = sample_dp
@@ -200,41 +218,31 @@ class Client:
     def num_samples(self) -> int:
         return len(self.y)
 
-    def train(self, global_state: dict[str, np.ndarray], *, seed: int) -> dict[str, np.ndarray]:
+    def train(self, global_state: Mapping[str, np.ndarray], *, seed: int) -> dict[str, np.ndarray]:
         """Local training from ``global_state``; returns the update ``w_local - w_global``."""
-        cfg = self.config
         model = self.model_factory()
         torch.manual_seed(seed)
         try:
-            load_float_state(model, global_state)
+            load_float_state(model, dict(global_state))
         except (RuntimeError, KeyError) as exc:
             raise ModelMismatchError(f"client {self.client_id!r}: its model cannot load the global model ({exc})") from None
-        model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
-               else torch.optim.Adam(params, lr=cfg.lr))
-        gen = torch.Generator().manual_seed(seed)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.x, self.y),
-                                             batch_size=min(cfg.batch_size, self.num_samples), shuffle=True, generator=gen)
-        trained = model
-        if self.sample_dp is not None:
-            trained, opt, loader = self.sample_dp.make_private(self.client_id, model, opt, loader, noise_seed=seed + 1)
-        loss_fn = nn.CrossEntropyLoss()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")  # Opacus hooks on Sequential
-            for _ in range(cfg.local_epochs):
-                for xb, yb in loader:
-                    if len(yb) == 0:  # Poisson sampling can draw an empty batch
-                        continue
-                    opt.zero_grad()
-                    loss_fn(trained(xb), yb).backward()
-                    opt.step()
+        private = self.sample_dp.make_private(self.client_id, noise_seed=seed + 1) if self.sample_dp else None
+        train_epochs(model, self.x, self.y, recipe=self.config.recipe, seed=seed, make_private=private)
         local = float_state(model)
         return {n: local[n] - global_state[n] for n in global_state}
 
 
+class ServerAdversary:
+    """How a server may deviate from the protocol; the default is honest. Subclass to simulate an
+    attack (``model_for`` sending one client a crafted model is the model-inconsistency attack)."""
+
+    def model_for(self, client_id: str, round: int, state: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """The global model as sent to ``client_id`` in ``round``."""
+        return state
+
+
 class Server:
-    """Holds the global model and the rule; runs rounds over a protocol."""
+    """Holds the global model and the rule; applies each round's aggregate."""
 
     def __init__(self, model: nn.Module, rule: AggregationRule, protocol: Protocol) -> None:
         self.model = model
@@ -243,23 +251,14 @@ class Server:
         self.state = float_state(model)
         self.previous_step: dict[str, np.ndarray] | None = None
 
-    def round_config(self, round: int) -> dict:
+    def round_config(self, round: int) -> dict[str, Any]:
         """The public instructions sent with the model; part of the round commitment."""
         return {"round": round, "rule": type(self.rule).__name__, "protocol": self.protocol.name}
 
-    def model_for(self, client_id: str, round: int) -> dict[str, np.ndarray]:
-        """The global model as sent to ``client_id``. An honest server sends everyone the same one;
-        a malicious server may not, which the round commitment exposes (override to simulate it)."""
-        return self.state
-
-    def check_update(self, client_id: str, update: dict[str, np.ndarray]) -> None:
-        if list(update) != list(self.state) or any(update[n].shape != self.state[n].shape for n in self.state):
-            raise ModelMismatchError(f"client {client_id!r} sent an update for another architecture; it was dropped")
-
-    def apply(self, aggregate: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    def apply(self, aggregate: Mapping[str, np.ndarray], rng: np.random.Generator) -> None:
         new = self.rule.apply(self.state, aggregate, rng=rng)
         self.previous_step = {n: new[n].astype(np.float64) - self.state[n] for n in new}
-        self.state = new
+        self.state = new  # replaced, never mutated: a RoundView keeps the model it was sent
         load_float_state(self.model, new)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -272,132 +271,233 @@ class Server:
         return acc, loss
 
 
+@dataclass
+class Party:
+    """One client and what it holds: its data, its protocol role (uploader) and its key holder."""
+
+    client: Client
+    role: ClientRole
+    key_holder: secagg.KeyHolder | None
+
+
+@dataclass
+class Federation:
+    """Every party of a run, each with only its own objects."""
+
+    config: SimulationConfig
+    data: Dataset
+    run_id: str
+    server: Server
+    server_role: ServerRole
+    parties: list[Party]
+    sample_dp: SampleLevelDP | None
+    client_dp: ClientLevelDP | None
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([*parts]).generate_state(1)[0])
 
 
-def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, keys: secagg.KeySet | None = None,
-                   on_round: Callable[[RoundRecord], None] | None = None, keep_server_views: bool = False,
-                   clients: Sequence[Client] | None = None,
-                   server_factory: Callable[..., Server] | None = None) -> SimulationResult:
-    """Train a federation as ``config`` says and return one record per round."""
-    if config.torch_threads is not None:
-        torch.set_num_threads(config.torch_threads)
+def build_federation(config: SimulationConfig, *, dataset: Dataset | None = None, keys: secagg.KeySet | None = None,
+                     clients: Sequence[Client] | None = None, model_factory: ModelFactory | None = None) -> Federation:
+    """Give every party its objects: data shards, models, keys, identities, ledgers, roles."""
     data = dataset or load_dataset(config.dataset, seed=config.seed)
 
-    def factory() -> nn.Module:
+    def default_factory() -> nn.Module:
         return make_model(config.model, input_shape=data.input_shape, n_classes=data.n_classes, seed=config.seed)
 
-    rule = make_rule(config.aggregation, **config.rule_options)
-    sample_dp = SampleLevelDP(config.dp) if config.dp is not None and config.dp.mode == "sample" else None
-    client_dp = ClientLevelDP(config.dp, n_clients=config.clients) if config.dp is not None and config.dp.mode == "client" else None
+    factory = model_factory or default_factory
+    dp = config.dp
+    sample_dp = SampleLevelDP(dp) if dp is not None and dp.mode == "sample" else None
+    client_dp = ClientLevelDP(dp, n_clients=config.clients) if dp is not None and dp.mode == "client" else None
     if clients is None:
         shards = partition(data.y_train, config.clients, scheme=config.partition, alpha=config.alpha, seed=config.seed)
         clients = [Client(f"client-{i}", data.x_train[idx], data.y_train[idx], model_factory=factory, config=config,
                           sample_dp=sample_dp) for i, idx in enumerate(shards)]
-    options: dict[str, Any] = {}
-    if config.protection == "ckks":
-        options["min_contributors"] = config.min_contributors
-        shapes = factory().state_dict()
-        options["max_payload_bytes"] = secagg.max_payload_bytes(
-            secagg.get_preset("deep" if config.protocol == "server-scored" else config.preset),
-            sum(t.numel() for t in shapes.values()), len(shapes))
-        if config.sign_uploads:
-            options["identities"], options["roster"] = generate_identities(c.client_id for c in clients)
-    # the release flooding is seeded too, so a simulation reproduces; deployments use OS randomness
-    protocol = make_protocol("plain" if config.protection == "plain" else config.protocol, keys=keys,
-                             preset=config.preset, release_seed=config.seed, **options)
+    rule = make_rule(config.aggregation, **config.rule_options)
     if isinstance(rule, FedAvg) and rule.max_samples is None:
         rule.max_samples = max(c.num_samples for c in clients)
-    server = (server_factory or Server)(factory(), rule, protocol)
-    scripted = {(d.round, d.client): d.stage for d in config.dropouts}
-    per_round = config.clients_per_round or len(clients)
+    protocol = make_protocol("plain" if config.protection == "plain" else config.protocol, rule)
+    server = Server(factory(), rule, protocol)
+    if isinstance(protocol, EncryptedProtocol):
+        server_role, parties = _encrypted_parties(config, protocol, clients, server, keys)
+    else:
+        server_role = ServerRole(protocol)
+        parties = [Party(c, ClientRole(protocol, client_id=c.client_id), None) for c in clients]
+    return Federation(config, data, secrets.token_hex(8), server, server_role, parties, sample_dp, client_dp)
+
+
+def _encrypted_parties(config: SimulationConfig, protocol: EncryptedProtocol, clients: Sequence[Client], server: Server,
+                       keys: secagg.KeySet | None) -> tuple[ServerRole, list[Party]]:
+    """The key dealer's work (keys, identities, roster), then each party's own objects."""
+    keys = keys or secagg.generate_keys(preset="deep" if config.protocol == "server-scored" else config.preset)
+    identities, roster = (secagg.generate_identities(c.client_id for c in clients) if config.sign_uploads
+                          else ({}, None))
+    limit = secagg.max_payload_bytes(keys.public.preset, sum(a.size for a in server.state.values()), len(server.state))
+    aggregator = secagg.Aggregator(keys.public, roster=roster, max_payload_bytes=limit)
+    parties = []
+    for c in clients:
+        ledger = secagg.MemoryLedger()
+        uploader = secagg.Uploader(keys.secret, identity=identities.get(c.client_id), ledger=ledger,
+                                   client_id=c.client_id)
+        # the release flooding is seeded too, so a simulation reproduces; deployments use OS randomness
+        holder = secagg.KeyHolder(keys.secret, roster=roster, min_contributors=config.min_contributors, ledger=ledger,
+                                  release_seed=config.seed)
+        parties.append(Party(c, ClientRole(protocol, client_id=c.client_id, uploader=uploader), holder))
+    return ServerRole(protocol, aggregator=aggregator), parties
+
+
+def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, keys: secagg.KeySet | None = None,
+                   on_round: Callable[[RoundRecord], None] | None = None, clients: Sequence[Client] | None = None,
+                   model_factory: ModelFactory | None = None,
+                   adversary: ServerAdversary | None = None) -> SimulationResult:
+    """Train a federation as ``config`` says; one record and one server view per round.
+
+    ``clients`` replaces the built-in clients (any ``torch.nn.Module`` through their factories);
+    ``model_factory`` builds the server's model (and sizes the upload limit) when it is not
+    ``config.model``. ``adversary`` makes the server deviate (tests of the defences).
+    """
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
+    fed = build_federation(config, dataset=dataset, keys=keys, clients=clients, model_factory=model_factory)
+    adversary = adversary or ServerAdversary()
     records: list[RoundRecord] = []
-    views: list[dict[str, Any]] = []
+    views: list[RoundView] = []
     for rnd in range(config.rounds):
-        rng = np.random.default_rng(_seed(config.seed, rnd, 1))
-        sampled = sorted(rng.choice(len(clients), size=per_round, replace=False).tolist())
-        dropped, messages, t_train = [], [], 0.0
-        rejected: dict[str, str] = {}
-        commitments: dict[str, str] = {}
-        config_sent = server.round_config(rnd)
-        for i in sampled:
-            client = clients[i]
-            stage = scripted.get((rnd, client.client_id))
-            if (config.dropout and rng.random() < config.dropout) or stage == "before_upload":
-                dropped.append(client.client_id)
-                continue
-            t0 = time.perf_counter()
-            received = server.model_for(client.client_id, rnd)
-            commitments[client.client_id] = round_commitment(rnd, received, config_sent)
-            try:
-                update = client.train(received, seed=_seed(config.seed, rnd, i, 2))
-                server.check_update(client.client_id, update)  # the server repeats this check on what it receives
-            except ModelMismatchError as exc:
-                rejected[client.client_id] = str(exc)
-                log.warning("round %d: %s", rnd, exc)
-                continue
-            if client_dp is not None:
-                update, _ = client_dp.privatise(update, sampled=len(sampled), rng=np.random.default_rng(_seed(config.seed, rnd, i, 3)))
-            t_train += time.perf_counter() - t0
-            message = protocol.client_message(update, rule=rule, num_samples=client.num_samples, reference=server.previous_step,
-                                              round=rnd, client_id=client.client_id, commitment=commitments[client.client_id])
-            if stage == "during_upload":
-                message.payload = message.payload[:len(message.payload) // 2]
-                dropped.append(client.client_id)
-            elif stage == "after_upload":
-                dropped.append(client.client_id)
-            messages.append(message)
-        if not messages:
-            raise AllClientsDroppedError(
-                f"round {rnd}: all {len(sampled)} sampled clients dropped out or were rejected; nothing to aggregate. "
-                "Lower the dropout rate or sample more clients per round"
-            )
-        gone = set(dropped)
-        key_holders = [clients[i].client_id for i in sampled if clients[i].client_id in commitments
-                       and clients[i].client_id not in gone]
-        result, aborted = _aggregate_round(protocol, messages, rule=rule, reference=server.previous_step, rnd=rnd,
-                                           key_holders=key_holders, commitments=commitments, scripted=scripted)
-        if result is None:
-            acc, loss = server.evaluate(data.x_test, data.y_test)
-            record = RoundRecord(rnd, acc, loss, records[-1].epsilon if records else None, [], dropped, rejected,
-                                 sum(len(m.payload) for m in messages), t_train,
-                                 sum(m.seconds_encrypt for m in messages), 0.0, 0.0, aborted=aborted)
-        else:
-            rejected.update(result.rejected)
-            if client_dp is not None:
-                client_dp.account_round(sampled=len(sampled), survivors=len(result.contributors))
-            server.apply(result.aggregate, np.random.default_rng(_seed(config.seed, rnd, 4)))
-            acc, loss = server.evaluate(data.x_test, data.y_test)
-            eps = sample_dp.epsilon() if sample_dp else client_dp.epsilon() if client_dp else None
-            record = RoundRecord(rnd, acc, loss, eps, list(result.contributors), dropped, rejected,
-                                 sum(len(m.payload) for m in messages), t_train,
-                                 sum(m.seconds_encrypt for m in messages), result.seconds_aggregate, result.seconds_decrypt)
-            if keep_server_views:
-                views.append(result.server_view)
+        record, view = play_round(fed, rnd, adversary=adversary, previous=records[-1] if records else None)
         records.append(record)
+        views.append(view)
         if on_round:
             on_round(record)
-    return SimulationResult(config, records, server.state, views)
+    return SimulationResult(config, records, fed.server.state, tuple(views), fed.run_id)
 
 
-def _aggregate_round(protocol: Protocol, messages, *, rule, reference, rnd: int, key_holders: list[str],
-                     commitments: dict[str, str], scripted: dict) -> tuple[RoundAggregate | None, str | None]:
-    """Server step, then ask key holders in turn to release; ``(None, reason)`` if none could."""
-    if not isinstance(protocol, EncryptedProtocol):
-        return protocol.aggregate(messages, rule=rule, reference=reference, round=rnd), None
-    served = protocol.serve(messages, rule=rule, round=rnd)
-    for holder in key_holders:
-        if scripted.get((rnd, holder)) == "during_decryption":
-            log.warning("round %d: key holder %s dropped out during decryption; asking the next one", rnd, holder)
+@dataclass
+class _LocalRound:
+    """The clients' half of a round: what they sent and what happened to the others."""
+
+    sampled: list[Party]
+    messages: list[ClientMessage]
+    dropped: list[str]
+    rejections: list[Rejection]
+    commitments: dict[str, str]
+    seconds_train: float
+
+
+def _sample(fed: Federation, rnd: int) -> tuple[list[Party], np.random.Generator]:
+    rng = np.random.default_rng(_seed(fed.config.seed, rnd, 1))
+    per_round = fed.config.clients_per_round or len(fed.parties)
+    indices = sorted(rng.choice(len(fed.parties), size=per_round, replace=False).tolist())
+    return [fed.parties[i] for i in indices], rng
+
+
+def _train_clients(fed: Federation, rnd: int, adversary: ServerAdversary) -> _LocalRound:
+    """Sample, send the model, train locally, upload; scripted dropouts happen here."""
+    cfg, server = fed.config, fed.server
+    sampled, rng = _sample(fed, rnd)
+    scripted = {(d.round, d.client): d.stage for d in cfg.dropouts}
+    config_sent = server.round_config(rnd)
+    local = _LocalRound(sampled, [], [], [], {}, 0.0)
+    for party in sampled:
+        cid = party.client.client_id
+        i = fed.parties.index(party)
+        stage = scripted.get((rnd, cid))
+        if (cfg.dropout and rng.random() < cfg.dropout) or stage == "before_upload":
+            local.dropped.append(cid)
             continue
         t0 = time.perf_counter()
-        # raises ModelInconsistencyError: a server that gave clients different models must not go on
-        agg = protocol.release(served, expected_commitment=commitments[holder])
-        return RoundAggregate({n: a.astype(np.float64) for n, a in agg.items()}, served.contributors, served.rejected,
-                              served.seconds, time.perf_counter() - t0,
-                              server_view={"released_aggregate": agg, "aggregate_bytes": len(served.wire)}), None
-    reason = (f"round {rnd}: no key holder completed the decryption ({len(key_holders)} asked); the round was "
-              "aborted and the global model left unchanged")
-    log.warning(reason)
-    return None, f"{DecryptionAbortedError.__name__}: {reason}"
+        received = adversary.model_for(cid, rnd, server.state)
+        local.commitments[cid] = secagg.round_commitment(rnd, received, config_sent)
+        try:
+            update = party.client.train(received, seed=_seed(cfg.seed, rnd, i, 2))
+        except ModelMismatchError as exc:
+            local.rejections.append(Rejection(client_id=cid, error=exc))
+            log.warning("round %d: %s", rnd, exc)
+            continue
+        if fed.client_dp is not None:
+            update, _ = fed.client_dp.privatise(update, sampled=len(sampled),
+                                                rng=np.random.default_rng(_seed(cfg.seed, rnd, i, 3)))
+        local.seconds_train += time.perf_counter() - t0
+        message = party.role.message(update, num_samples=party.client.num_samples, reference=server.previous_step,
+                                     run=fed.run_id, round=rnd, commitment=local.commitments[cid])
+        if stage == "during_upload":
+            message.payload = message.payload[:len(message.payload) // 2]
+            local.dropped.append(cid)
+        elif stage == "after_upload":
+            local.dropped.append(cid)
+        local.messages.append(message)
+    return local
+
+
+def _releaser(fed: Federation, rnd: int, local: _LocalRound) -> Callable[[Served], tuple[dict[str, np.ndarray], str]]:
+    """Ask the round's key holders in turn (contributors still online); scripted ones vanish."""
+    scripted = {(d.round, d.client): d.stage for d in fed.config.dropouts}
+    gone = set(local.dropped)
+    holders = [p for p in local.sampled if p.client.client_id in local.commitments and p.client.client_id not in gone]
+
+    def release(served: Served) -> tuple[dict[str, np.ndarray], str]:
+        refusals = []
+        for party in holders:
+            cid = party.client.client_id
+            if scripted.get((rnd, cid)) == "during_decryption":
+                log.warning("round %d: key holder %s dropped out during decryption; asking the next one", rnd, cid)
+                continue
+            assert party.key_holder is not None
+            try:
+                # a model-inconsistency or authentication error is an attack: it stops the run
+                return party.key_holder.release(served.aggregate_wire or b"", run=fed.run_id, round=rnd,
+                                                 receipts=served.receipts).values, cid
+            except secagg.ReleaseRefusedError as exc:
+                refusals.append(f"{cid}: {exc}")
+        why = f" ({'; '.join(refusals)[:500]})" if refusals else ""
+        reason = (f"round {rnd}: no key holder released the aggregate ({len(holders)} asked){why}; the round was "
+                  "aborted and the global model left unchanged")
+        log.warning(reason)
+        raise DecryptionAbortedError(reason)
+
+    return release
+
+
+def play_round(fed: Federation, rnd: int, *, adversary: ServerAdversary,
+               previous: RoundRecord | None = None) -> tuple[RoundRecord, RoundView]:
+    """One round end to end: local training, :func:`fedattn.round.run_round`, the server step."""
+    cfg, server = fed.config, fed.server
+    local = _train_clients(fed, rnd, adversary)
+    if not local.messages:
+        raise AllClientsDroppedError(
+            f"round {rnd}: all {len(local.sampled)} sampled clients dropped out or were rejected; nothing to aggregate. "
+            "Lower the dropout rate or sample more clients per round"
+        )
+    sent, reference = server.state, server.previous_step
+    outcome = run_round(local.messages, server=fed.server_role, release=_releaser(fed, rnd, local), round=rnd,
+                        reference=reference, model=sent)
+    epsilon = previous.epsilon if previous else None
+    if outcome.aggregate is not None:
+        if fed.client_dp is not None:
+            fed.client_dp.account_round(sampled=len(local.sampled), survivors=len(outcome.contributors))
+        server.apply(outcome.aggregate, np.random.default_rng(_seed(cfg.seed, rnd, 4)))
+        epsilon = (fed.sample_dp.epsilon() if fed.sample_dp else fed.client_dp.epsilon() if fed.client_dp else None)
+    acc, loss = server.evaluate(fed.data.x_test, fed.data.y_test)
+    rejections = (*local.rejections, *outcome.rejections)
+    seconds = {"train": local.seconds_train, "encrypt": sum(m.seconds_encrypt for m in local.messages),
+               "aggregate": outcome.seconds_aggregate, "decrypt": outcome.seconds_decrypt}
+    record = RoundRecord(rnd, acc, loss, epsilon, list(outcome.contributors), local.dropped,
+                         {r.client_id: r.describe() for r in rejections}, sum(len(m.payload) for m in local.messages),
+                         seconds["train"], seconds["encrypt"], seconds["aggregate"], seconds["decrypt"],
+                         aborted=outcome.aborted)
+    return record, _view(fed, rnd, local, outcome, sent=sent, reference=reference, seconds=seconds,
+                         rejections=rejections)
+
+
+def _view(fed: Federation, rnd: int, local: _LocalRound, outcome: RoundOutcome, *, sent: Mapping[str, np.ndarray],
+          reference: Mapping[str, np.ndarray] | None, seconds: Mapping[str, float],
+          rejections: Sequence[Rejection]) -> RoundView:
+    plain = not fed.server_role.protocol.encrypted
+    return RoundView(
+        round=rnd, model_sent=sent, config_sent=fed.server.round_config(rnd), reference=reference,
+        sampled=tuple(p.client.client_id for p in local.sampled), dropped=tuple(local.dropped),
+        uploads=tuple(UploadSeen(client_id=m.client_id, bytes=len(m.payload)) for m in local.messages),
+        rejections=tuple(rejections), contributors=outcome.contributors, client_updates=outcome.client_updates,
+        num_samples={m.client_id: m.num_samples for m in local.messages} if plain else None,
+        aggregate=outcome.aggregate, model_after=fed.server.state, key_holder=outcome.key_holder,
+        aborted=outcome.aborted, seconds=dict(seconds))

@@ -15,22 +15,27 @@ The whole flow, from key dealer to released aggregate::
 """
 
 from .aggregate import RunningSum, aggregate
-from .decrypt import decrypt, decrypt_ratio, decrypt_raw
+from .decrypt import decrypt, decrypt_ratio
 from .encrypt import WEIGHTS_ENTRY, encrypt_update
 from .errors import *  # noqa: F403 - the exception hierarchy is part of the public API
 from .errors import __all__ as _errors_all
 from .keys import KeySet, PublicContext, SecretContext, generate_keys, load_public_context, load_secret_context
+from .ledger import FileLedger, Ledger, MemoryLedger
 from .packing import Layout
 from .parallel import PARALLEL_MIN_CHUNKS, choose_workers
 from .presets import DEFAULT_PRESET, PRESETS, Preset, get_preset, register_preset
 from .release import release
+from .roles import DEFAULT_MIN_CONTRIBUTORS, Aggregator, KeyHolder, Received, Release, Uploader
+from .signing import ClientIdentity, Receipt, Roster, deal_identities, generate_identities, round_commitment
 from .wire import FORMAT_VERSION, EncryptedUpdate, max_payload_bytes, validate_client_id
 
 __all__ = [
-    "aggregate", "RunningSum", "decrypt", "decrypt_ratio", "decrypt_raw", "encrypt_update", "WEIGHTS_ENTRY", "KeySet",
+    "aggregate", "RunningSum", "decrypt", "decrypt_ratio", "encrypt_update", "WEIGHTS_ENTRY", "KeySet",
     "PublicContext", "SecretContext", "generate_keys", "load_public_context", "load_secret_context", "Layout",
     "DEFAULT_PRESET", "PRESETS", "Preset", "get_preset", "register_preset", "release", "FORMAT_VERSION",
     "EncryptedUpdate", "max_payload_bytes", "validate_client_id", "choose_workers", "PARALLEL_MIN_CHUNKS",
+    "Uploader", "Aggregator", "KeyHolder", "Received", "Release", "DEFAULT_MIN_CONTRIBUTORS", "Ledger", "MemoryLedger", "FileLedger",
+    "ClientIdentity", "Receipt", "Roster", "generate_identities", "deal_identities", "round_commitment",
     *_errors_all,
 ]
 __version__ = "0.1.0"

@@ -19,6 +19,7 @@ import numpy as np
 import tenseal.sealapi as sealapi
 
 from . import parallel, sealio
+from ._check import integer
 from .errors import InvalidUpdateError, NonFiniteValueError, ValueOutOfRangeError
 from .keys import PublicContext, SecretContext
 from .packing import Layout, as_arrays
@@ -126,9 +127,7 @@ def encrypt_range(vector: np.ndarray, context: SecretContext | PublicContext, fi
 
 
 def _check_round(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"round must be a non-negative integer, got {value!r}")
-    return int(value)
+    return integer("round", value)
 
 
 def _check_id(client_id: Any) -> str:

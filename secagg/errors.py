@@ -31,6 +31,8 @@ __all__ = [
     "ReplayError",
     "DuplicateUploadError",
     "ModelInconsistencyError",
+    "ReleaseRefusedError",
+    "LedgerError",
 ]
 
 
@@ -127,3 +129,11 @@ class DuplicateUploadError(AuthenticationError):
 
 class ModelInconsistencyError(SecAggError, RuntimeError):
     """Clients were given different global models or configurations in one round (a malicious server)."""
+
+
+class ReleaseRefusedError(SecAggError, PermissionError):
+    """A key holder refused to release a decryption (not an aggregate, too few clients, asked twice)."""
+
+
+class LedgerError(SecAggError, OSError):
+    """A party's ledger of signed and released rounds cannot be opened or written."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ._check import integer
 from .errors import SecAggError
 
 #: Auto mode parallelises updates of at least this many ciphertexts (2M values at N=8192).
@@ -43,9 +44,7 @@ def available_cores() -> int:
 def choose_workers(n_chunks: int, workers: int | None) -> int:
     if workers is None:
         return min(2, available_cores()) if n_chunks >= PARALLEL_MIN_CHUNKS else 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
-    return max(1, min(workers, n_chunks))
+    return max(1, min(integer("workers", workers, minimum=1), n_chunks))
 
 
 def send(stream: Any, obj: Any) -> None:

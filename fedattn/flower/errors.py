@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# refusals and ledger failures are secagg's (the key holder's policy lives there), re-exported here
+from secagg import LedgerError, ReleaseRefusedError
+
 from ..errors import FedAttnError, InvalidConfigError
 
 __all__ = ["FlowerAdapterError", "MissingPublicContextError", "MissingKeyError", "MissingCiphertextError",
@@ -28,9 +31,6 @@ class NotSecflMessageError(FlowerAdapterError, ValueError):
     """A message without the secfl configuration: the client refuses to answer it in plaintext."""
 
 
-class ReleaseRefusedError(FlowerAdapterError, PermissionError):
-    """A key holder refused to release a decryption (not an aggregate, too few clients, asked twice)."""
-
 
 class MissingIdentityError(FlowerAdapterError, ValueError):
     """A node asked for a signed upload that holds no signing identity (``client-<i>.id``)."""
@@ -39,6 +39,3 @@ class MissingIdentityError(FlowerAdapterError, ValueError):
 class UnsignedRoundError(FlowerAdapterError, PermissionError):
     """A node with a signing identity asked to upload to a server that does not verify signatures."""
 
-
-class LedgerError(FlowerAdapterError, OSError):
-    """A node's ledger of signed and released rounds cannot be opened or written."""

@@ -34,7 +34,7 @@ from ..errors import AuthenticationError
 from .errors import MissingKeyError, MissingPublicContextError
 
 __all__ = ["SECRET_KEY_CONFIG", "SECRET_KEY_ENV", "SERVER_CONTEXT_CONFIG", "KeyLocator", "default_key_path",
-           "load_client_key", "load_server_context", "check_server_context", "server_keyset", "client_id_of",
+           "load_client_key", "load_server_context", "check_server_context", "client_id_of",
            "IDENTITY_CONFIG", "IDENTITY_ENV", "ROSTER_CONFIG", "ROSTER_ENV", "default_identity_path",
            "default_roster_path", "identity_file", "load_identity", "load_roster", "load_server_roster"]
 log = logging.getLogger(__name__)
@@ -195,30 +195,3 @@ def check_server_context(secret: secagg.SecretContext, *, fingerprint: object, c
             f"the server uses key set {str(fingerprint)[:12]}..., this client holds {secret.fingerprint[:12]}...; "
             "provision both from the same `secfl keys generate` run. Nothing was trained or sent"
         )
-
-
-class _NoSecretKey:
-    """Stands where a KeySet's secret context would be on the server: there is none.
-
-    The protocol classes read ``keys.secret.preset`` to check their parameters; any other use
-    (encrypting, decrypting) raises :class:`secagg.MissingSecretKeyError`.
-    """
-
-    def __init__(self, preset: secagg.Preset) -> None:
-        self.preset = preset
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):  # copy, pickle and hasattr probes get the usual answer
-            raise AttributeError(name)
-        raise secagg.MissingSecretKeyError(
-            f"the server side of the Flower adapter holds no secret key (asked for {name!r}); the key holders "
-            "release aggregates"
-        )
-
-    def __repr__(self) -> str:
-        return f"<no secret key; preset {self.preset.name!r}>"
-
-
-def server_keyset(public: secagg.PublicContext) -> secagg.KeySet:
-    """A KeySet for the server's protocol object: the public context and no secret key."""
-    return secagg.KeySet(secret=_NoSecretKey(public.preset), public=public)  # type: ignore[arg-type]

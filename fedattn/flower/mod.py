@@ -42,6 +42,7 @@ from secagg import signing as auth
 from secagg.signing import ClientIdentity
 
 from ..protocols import make_protocol
+from ..round import ClientRole
 from ..rules import FedAvg
 from . import records as R
 from .errors import MissingIdentityError, NotSecflMessageError, ReleaseRefusedError, UnsignedRoundError
@@ -146,7 +147,7 @@ def make_secagg_mod(*, locate_key: KeyLocator | None = None, locate_identity: Ke
                 commitment = R.train_commitment(config, global_state, reference, run_id=msg.metadata.run_id)
                 ledger = open_ledger(context, client_id=identity.client_id, locate=locate_ledger,
                                      identity_file=identity_file(context, locate_identity))
-                ledger.claim_round(msg.metadata.run_id, rnd, commitment)
+                ledger.claim_round(str(msg.metadata.run_id), rnd, commitment)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a specific error reply, never plaintext
             return _error_reply(msg, exc, what="refused to train")
 
@@ -186,12 +187,13 @@ def _encrypt_reply(reply: Message, context: Context, *, secret: secagg.SecretCon
         if isinstance(rule, FedAvg) and not rule.equal_weights:
             raise ValueError(f"FedAvg weights need the reply's MetricRecord to hold {R.WEIGHT_KEY!r}")
         num_samples = 1
-    # the public half is never used on the client side; a client holds the secret context only
     client_id = identity.client_id if identity is not None else client_id_of(context)
-    protocol = make_protocol(protocol_name, keys=secagg.KeySet(secret=secret, public=None),  # type: ignore[arg-type]
-                             identities={client_id: identity} if identity is not None else None)
-    message = protocol.client_message(update, rule=rule, num_samples=num_samples, reference=reference, round=rnd,
-                                      client_id=client_id, commitment=commitment)
+    # the mod recorded this round in the node's ledger before training; the uploader's own record is
+    # per message (a node answers one train message of a round)
+    uploader = secagg.Uploader(secret, identity=identity, client_id=client_id)
+    role = ClientRole(make_protocol(protocol_name, rule), client_id=client_id, uploader=uploader)
+    message = role.message(update, num_samples=num_samples, reference=reference, run=str(context.run_id), round=rnd,
+                           commitment=commitment or "")
     reply.content[key] = R.payload_record(message.payload)  # the plaintext record is replaced, not kept
     log.info("round %d: %s sent %d ciphertext bytes%s", rnd, client_id, len(message.payload),
              ", signed" if identity is not None else "")
@@ -236,49 +238,32 @@ def make_release_handler(*, locate_key: KeyLocator | None = None, locate_roster:
             rnd = R.config_int(config, R.CONFIG_ROUND)
             wire = R.payload_of(RecordDict({R.AGGREGATE_RECORD: msg.content.array_records[R.AGGREGATE_RECORD]}),
                                 who="the server's release query", stype=R.AGGREGATE_STYPE)
-            update = secagg.EncryptedUpdate.from_bytes(wire, secret, expected_round=rnd)
-            minimum = int(context.node_config.get("secfl-min-contributors", MIN_RELEASE_CONTRIBUTORS))
-            if update.kind == "update" or len(update.contributors) < minimum:
-                raise ReleaseRefusedError(
-                    f"round {rnd}: asked to release a {update.kind} of {len(update.contributors)} client(s); this key "
-                    f"holder releases sums of at least {minimum} clients only"
-                )
-            run = msg.metadata.run_id
             identity = load_identity(context, locate_identity)
-            ledger = open_ledger(context, client_id=identity.client_id if identity else client_id_of(context),
-                                 identity_file=identity_file(context, locate_identity), locate=locate_ledger)
             roster = load_roster(context, locate_roster)
             raw = config.get(R.RELEASE_RECEIPTS)
-            if roster is None and (raw is not None or identity is not None):
+            if roster is None and (identity is not None or raw is not None):
                 raise ReleaseRefusedError(
                     f"round {rnd}: this node signs its uploads (or was sent receipts) but holds no roster to check the "
-                    "contributors' receipts against; start it with --node-config 'roster=\"/path/to/roster.json\"' "
-                    "(local simulations: SECFL_ROSTER)"
-                )
-            if roster is not None:
-                if raw is None:
-                    raise ReleaseRefusedError(
-                        f"round {rnd}: this key holder releases aggregates of signed uploads only and the server sent "
-                        "no receipts; start SecAggFedAvg with roster=roster.json"
-                    )
-                own = ledger.commitment(run, rnd)
-                if own is None:
-                    raise ReleaseRefusedError(
-                        f"round {rnd}: this key holder releases only rounds of this run it trained in itself, so that "
-                        "it can check the model every contributor was given against its own"
-                    )
-                receipts = [auth.Receipt.from_dict(json.loads(str(r))) for r in raw]  # type: ignore[union-attr]
-                auth.check_receipts(receipts, roster, round=rnd, contributors=update.contributors,
-                                    fingerprint=secret.fingerprint, expected_commitment=own, min_contributors=minimum)
-            ledger.claim_release(run, rnd)  # checked and recorded at once, after every other check passed
-            values = secagg.decrypt_ratio(update, secret)
+                    "contributors' receipts against; start it with --node-config 'roster=\"/path/to/roster.json\"' (local simulations: "
+                    "SECFL_ROSTER)")
+            if roster is not None and raw is None:
+                raise ReleaseRefusedError(
+                    f"round {rnd}: this key holder releases aggregates of signed uploads only and the server sent "
+                    "no receipts; start SecAggFedAvg with roster=roster.json")
+            receipts = [auth.Receipt.from_dict(json.loads(str(r))) for r in raw] if isinstance(raw, list) else []
+            ledger = open_ledger(context, client_id=identity.client_id if identity else client_id_of(context),
+                                 identity_file=identity_file(context, locate_identity), locate=locate_ledger)
+            minimum = R.config_int(context.node_config, "secfl-min-contributors") \
+                if "secfl-min-contributors" in context.node_config else MIN_RELEASE_CONTRIBUTORS
+            holder = secagg.KeyHolder(secret, roster=roster, min_contributors=minimum, ledger=ledger)
+            released = holder.release(wire, run=str(msg.metadata.run_id), round=rnd, receipts=receipts)
         except Exception as exc:  # noqa: BLE001 - refusals are error replies with their reason
             return _error_reply(msg, exc, what="refused to release")
-        log.info("round %d: released the aggregate of %d clients%s", rnd, len(update.contributors),
+        log.info("round %d: released the aggregate of %d clients%s", rnd, len(released.contributors),
                  ", every receipt checked against the roster" if roster is not None else " (no roster: receipts unchecked)")
         content = RecordDict({
-            R.RELEASED_RECORD: ArrayRecord({n: Array(np.asarray(v)) for n, v in values.items()}),
-            R.RELEASE_CONFIG: ConfigRecord({"contributors": list(update.contributors)}),
+            R.RELEASED_RECORD: ArrayRecord({n: Array(np.asarray(v)) for n, v in released.values.items()}),
+            R.RELEASE_CONFIG: ConfigRecord({"contributors": list(released.contributors)}),
         })
         return Message(content, reply_to=msg)
 

@@ -38,7 +38,7 @@ def sample_dp_from_state(context: Context, config: DPConfig, *, client_id: str) 
                 f"this node's earlier rounds used the {record.get('accountant')!r} accountant, this round asks for "
                 f"{config.accountant!r}; epsilon cannot compose across accountants"
             )
-        dp.restore(client_id, json.loads(str(record["history"])))
+        dp.restore(client_id, json.loads(str(record["state"])))
     return dp
 
 
@@ -47,7 +47,7 @@ def save_sample_dp(context: Context, dp: SampleLevelDP, *, client_id: str) -> fl
     epsilon = dp.epsilon(client_id)
     context.state[DP_STATE] = ConfigRecord({
         "accountant": dp.config.accountant,
-        "history": json.dumps(dp.history(client_id)),
+        "state": json.dumps(dp.state(client_id)),  # Opacus' accountant state_dict: history and mechanism
         "epsilon": float(epsilon),
         "delta": float(dp.config.delta),
     })

@@ -16,8 +16,8 @@ One round (``server_round`` r, which is round ``r - 1`` of :func:`fedattn.simula
 4. The strategy applies the rule's server step (``w + step * aggregate`` plus the rule's noise), as
    :class:`fedattn.simulation.Server` does, and returns the new plaintext global model.
 
-The strategy object holds a public context and a :class:`secagg.KeySet` whose secret half is a
-placeholder that raises on any use.
+The strategy holds a :class:`fedattn.round.ServerRole`: the protocol and an
+:class:`secagg.Aggregator` with the public context and roster, nothing secret.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 import secagg
 from secagg.signing import Receipt
 
-from ..errors import InvalidConfigError
-from ..protocols import ClientMessage, EncryptedProtocol, make_protocol
-from ..rules import CosineAttention, FedAtt, FedAvg, make_rule
+from ..errors import DecryptionAbortedError, InvalidConfigError
+from ..protocols import make_protocol
+from ..round import ClientMessage, Releaser, Served, ServerRole, run_round
+from ..rules import CosineAttention, make_rule
 from . import records as R
 from .errors import MissingCiphertextError
-from .keys import load_server_context, load_server_roster, server_keyset
+from .keys import load_server_context, load_server_roster
 
 __all__ = ["SecAggFedAvg", "RoundLog", "DEFAULT_MAX_CONTEXT_BYTES"]
 log = logging.getLogger(__name__)
@@ -107,11 +108,10 @@ class SecAggFedAvg(FlowerFedAvg):
         self.rule = make_rule(rule, **self.rule_options)
         if protocol == "plain":
             raise InvalidConfigError("SecAggFedAvg runs encrypted protocols; use Flower's FedAvg for plaintext")
-        proto = make_protocol(protocol, keys=server_keyset(self.public_context), roster=roster,
-                              max_payload_bytes=max_payload_bytes)
-        assert isinstance(proto, EncryptedProtocol)
-        self.protocol = proto
-        self._check_rule()
+        self.protocol = make_protocol(protocol, self.rule)
+        aggregator = secagg.Aggregator(self.public_context, roster=roster, max_payload_bytes=max_payload_bytes)
+        self.server_role = ServerRole(self.protocol, aggregator=aggregator)  # checks the preset against the protocol
+        self.roster = roster
         if clipping_norm is not None and not (math.isfinite(clipping_norm) and clipping_norm > 0):
             raise InvalidConfigError(f"clipping_norm must be positive, got {clipping_norm}")
         self.clipping_norm = clipping_norm
@@ -129,16 +129,6 @@ class SecAggFedAvg(FlowerFedAvg):
         self._grid: Grid | None = None
         self._global: dict[str, np.ndarray] | None = None
         self._previous_step: dict[str, np.ndarray] | None = None
-
-    def _check_rule(self) -> None:
-        name = self.protocol.name
-        if name == "server-scored":
-            if not isinstance(self.rule, FedAtt) or self.rule.score != "l2_squared" or self.public_context.preset.depth < 7:
-                raise InvalidConfigError("the server-scored protocol computes FedAtt with score='l2_squared' on the 'deep'"
-                                         " preset: use rule='fedatt', rule_options={'score': 'l2_squared'} and deep keys")
-        if isinstance(self.rule, FedAvg) and not self.rule.equal_weights and self.rule.max_samples is None:
-            raise InvalidConfigError("FedAvg under encryption needs rule_options={'max_samples': N}, a public bound on any"
-                                     " client's sample count (or {'equal_weights': True})")
 
     def summary(self) -> None:
         super().summary()
@@ -161,7 +151,7 @@ class SecAggFedAvg(FlowerFedAvg):
         config[R.CONFIG_PROTOCOL] = self.protocol.name
         config[R.CONFIG_RULE] = R.rule_spec(self.rule_name, self.rule_options)
         config[R.CONFIG_FINGERPRINT] = self.public_context.fingerprint
-        config[R.CONFIG_SIGNED] = self.protocol.roster is not None
+        config[R.CONFIG_SIGNED] = self.roster is not None
         if self._context_bytes:
             config[R.CONFIG_CONTEXT] = self._context_bytes
         if self.clipping_norm is not None:
@@ -177,6 +167,39 @@ class SecAggFedAvg(FlowerFedAvg):
             reason = str(msg.error.reason)
             entry.rejected[f"node-{msg.metadata.src_node_id}"] = reason
             log.warning("round %d: node %d sent no update: %s", server_round, msg.metadata.src_node_id, reason)
+        messages, by_label = self._messages(valid, entry)
+        if not messages:
+            log.error("round %d: no client sent a usable encrypted update; the global model stays as it was", server_round)
+            return None, None
+        assert self._global is not None  # configure_train set it
+        try:
+            outcome = run_round(messages, server=self.server_role, release=self._releaser(server_round, entry, by_label),
+                                round=server_round, reference=self._previous_step, model=self._global)
+        except (secagg.SecAggError, InvalidConfigError) as exc:
+            # the protocol logged each upload's reason; nothing valid, or the aggregate could not be formed
+            log.error("round %d: %s: %s; the global model stays as it was", server_round, type(exc).__name__, exc)
+            for m in messages:
+                entry.rejected.setdefault(m.client_id, f"{type(exc).__name__}: {exc}")
+            return None, None
+        entry.rejected.update({r.client_id: r.describe() for r in outcome.rejections})
+        entry.contributors = outcome.contributors
+        entry.nodes = tuple(by_label[outcome.senders[c]].metadata.src_node_id for c in outcome.contributors)
+        entry.aggregate_bytes = outcome.aggregate_bytes
+        entry.receipts = outcome.receipts
+        if outcome.aggregate is None:
+            log.error("round %d: %s; the global model stays as it was", server_round, outcome.aborted)
+            return None, None
+        entry.released = outcome.aggregate
+        new = self.rule.apply(self._global, outcome.aggregate, rng=self._rng(server_round))
+        self._previous_step = {n: new[n].astype(np.float64) - self._global[n] for n in new}
+        contents = [by_label[outcome.senders[c]].content for c in outcome.contributors]
+        entry.metrics = {node: {k: v for r in c.metric_records.values() for k, v in r.items()}
+                         for node, c in zip(entry.nodes, contents)}
+        return R.to_record(new), self._metrics(contents, entry)
+
+    @staticmethod
+    def _messages(valid: list[Message], entry: RoundLog) -> tuple[list[ClientMessage], dict[str, Message]]:
+        """The replies' ciphertext payloads, labelled by node; a reply without one is rejected."""
         messages, by_label = [], {}
         for msg in valid:
             label = f"node-{msg.metadata.src_node_id}"
@@ -184,72 +207,11 @@ class SecAggFedAvg(FlowerFedAvg):
                 payload = R.payload_of(msg.content, who=label)
             except MissingCiphertextError as exc:
                 entry.rejected[label] = f"{type(exc).__name__}: {exc}"
-                log.warning("round %d: %s", server_round, entry.rejected[label])
+                log.warning("round %d: %s", entry.round, entry.rejected[label])
                 continue
             messages.append(ClientMessage(label, payload, num_samples=1))
             by_label[label] = msg
-        if not messages:
-            log.error("round %d: no client sent a usable encrypted update; the global model stays as it was", server_round)
-            return None, None
-        try:
-            received, rejected, receipts = self.protocol.receive(messages, round=server_round)
-        except secagg.EmptyAggregationError as exc:
-            # receive() logged each upload's reason; it returns none when it finds no valid one
-            for m in messages:
-                entry.rejected[m.client_id] = f"{type(exc).__name__}: {exc} (the reasons are in the log above)"
-            log.error("round %d: %s; the global model stays as it was", server_round, exc)
-            return None, None
-        entry.rejected.update(rejected)
-        accepted = self._match(server_round, received, messages, entry)
-        if not accepted:
-            return None, None
-        try:
-            combined = self.protocol.combine([u for _, u in accepted], rule=self.rule, round=server_round)
-        except (secagg.SecAggError, InvalidConfigError) as exc:
-            log.error("round %d: the encrypted aggregate could not be formed (%s: %s); the global model stays as it "
-                      "was", server_round, type(exc).__name__, exc)
-            return None, None
-        # a folding combine() returns the uploads it had to drop along with the aggregate
-        total, dropped = combined if isinstance(combined, tuple) else (combined, {})
-        entry.rejected.update(dropped)
-        accepted = [(label, u) for label, u in accepted if u.client_id in total.contributors]
-        wire = total.to_bytes()
-        entry.contributors = total.contributors
-        entry.nodes = tuple(by_label[label].metadata.src_node_id for label, _ in accepted)
-        entry.aggregate_bytes = len(wire)
-        entry.receipts = tuple(receipts[c] for c in total.contributors if c in receipts)
-        released = self._release(server_round, wire, entry)
-        if released is None:
-            return None, None
-        entry.released = released
-        assert self._global is not None  # configure_train set it
-        new = self.rule.apply(self._global, released, rng=self._rng(server_round))
-        self._previous_step = {n: new[n].astype(np.float64) - self._global[n] for n in new}
-        contents = [by_label[label].content for label, _ in accepted]
-        entry.metrics = {by_label[label].metadata.src_node_id: {k: v for r in c.metric_records.values() for k, v in r.items()}
-                         for (label, _), c in zip(accepted, contents)}
-        return R.to_record(new), self._metrics(contents, entry)
-
-    @staticmethod
-    def _match(server_round: int, received: list[secagg.EncryptedUpdate], messages: list[ClientMessage],
-               entry: RoundLog) -> list[tuple[str, secagg.EncryptedUpdate]]:
-        """Pair each accepted update with the node that sent it; one update per claimed client.
-
-        The payload's client id is the client's own claim; the node is what Flower routed. An
-        update's first ciphertext lies verbatim inside the payload it was parsed from.
-        """
-        accepted, claimed = [], set()
-        for upd in received:
-            label = next((m.client_id for m in messages if upd.blobs and upd.blobs[0] in m.payload), None)
-            if label is None:
-                continue
-            if upd.client_id in claimed:
-                entry.rejected[label] = f"DuplicateClientError: another payload already claimed client {upd.client_id!r}"
-                log.warning("round %d: %s: %s", server_round, label, entry.rejected[label])
-                continue
-            claimed.add(upd.client_id)
-            accepted.append((label, upd))
-        return accepted
+        return messages, by_label
 
     def _rng(self, server_round: int) -> np.random.Generator:
         if self.seed is None:
@@ -257,39 +219,45 @@ class SecAggFedAvg(FlowerFedAvg):
         # the standalone simulation's server rng of its round server_round - 1
         return np.random.default_rng(int(np.random.SeedSequence([self.seed, server_round - 1, 4]).generate_state(1)[0]))
 
-    def _release(self, server_round: int, wire: bytes, entry: RoundLog) -> dict[str, np.ndarray] | None:
+    def _releaser(self, server_round: int, entry: RoundLog, by_label: dict[str, Message]) -> Releaser:
         """Ask key holders in turn to release the aggregate; the first valid answer counts."""
-        assert self._grid is not None and self._global is not None
-        contributors = sorted(entry.nodes)
-        rotated = contributors[(server_round - 1) % len(contributors):] + contributors[:(server_round - 1) % len(contributors)]
-        candidates = [n for n in self.key_holders if n in set(self._grid.get_node_ids())] + \
-            [n for n in rotated if n not in self.key_holders]
-        content = RecordDict({
-            R.AGGREGATE_RECORD: R.payload_record(wire, name="aggregate", stype=R.AGGREGATE_STYPE),
-            R.RELEASE_CONFIG: ConfigRecord({
-                R.CONFIG_ROUND: server_round, R.CONFIG_FINGERPRINT: self.public_context.fingerprint,
-                **({R.RELEASE_RECEIPTS: [json.dumps(r.to_dict()) for r in entry.receipts]} if entry.receipts else {}),
-            }),
-        })
-        for node in candidates:
-            query = Message(content, dst_node_id=node, message_type=R.RELEASE_MESSAGE_TYPE)
-            replies = list(self._grid.send_and_receive([query], timeout=self.release_timeout))
-            try:
-                if not replies:
-                    raise TimeoutError(f"no answer within {self.release_timeout} s")
-                if replies[0].has_error():
-                    raise RuntimeError(replies[0].error.reason)
-                released = self._check_released(replies[0].content, entry)
-            except Exception as exc:  # noqa: BLE001 - ask the next key holder
-                log.warning("round %d: key holder node %d did not release: %s", server_round, node, exc)
-                continue
-            entry.key_holder = node
-            return released
-        log.error("round %d: no key holder released the aggregate (asked %s); the global model stays as it was",
-                  server_round, candidates)
-        return None
 
-    def _check_released(self, content: RecordDict, entry: RoundLog) -> dict[str, np.ndarray]:
+        def release(served: Served) -> tuple[dict[str, np.ndarray], str]:
+            assert self._grid is not None and self._global is not None
+            contributors = sorted(by_label[served.senders[c]].metadata.src_node_id for c in served.contributors)
+            shift = (server_round - 1) % len(contributors)
+            rotated = contributors[shift:] + contributors[:shift]
+            candidates = [n for n in self.key_holders if n in set(self._grid.get_node_ids())] + \
+                [n for n in rotated if n not in self.key_holders]
+            content = RecordDict({
+                R.AGGREGATE_RECORD: R.payload_record(served.aggregate_wire or b"", name="aggregate",
+                                                     stype=R.AGGREGATE_STYPE),
+                R.RELEASE_CONFIG: ConfigRecord({
+                    R.CONFIG_ROUND: server_round, R.CONFIG_FINGERPRINT: self.public_context.fingerprint,
+                    **({R.RELEASE_RECEIPTS: [json.dumps(r.to_dict()) for r in served.receipts]} if served.receipts
+                       else {}),
+                }),
+            })
+            for node in candidates:
+                query = Message(content, dst_node_id=node, message_type=R.RELEASE_MESSAGE_TYPE)
+                replies = list(self._grid.send_and_receive([query], timeout=self.release_timeout))
+                try:
+                    if not replies:
+                        raise TimeoutError(f"no answer within {self.release_timeout} s")
+                    if replies[0].has_error():
+                        raise RuntimeError(replies[0].error.reason)
+                    released = self._check_released(replies[0].content, served.contributors)
+                except Exception as exc:  # noqa: BLE001 - ask the next key holder
+                    log.warning("round %d: key holder node %d did not release: %s", server_round, node, exc)
+                    continue
+                entry.key_holder = node
+                return released, str(node)
+            raise DecryptionAbortedError(f"round {server_round}: no key holder released the aggregate (asked "
+                                         f"{candidates})")
+
+        return release
+
+    def _check_released(self, content: RecordDict, contributors: tuple[str, ...]) -> dict[str, np.ndarray]:
         assert self._global is not None
         record = content.array_records.get(R.RELEASED_RECORD)
         if record is None:
@@ -301,7 +269,7 @@ class SecAggFedAvg(FlowerFedAvg):
             raise ValueError("the released aggregate holds non-finite values")
         record_config = content.config_records.get(R.RELEASE_CONFIG)
         said = None if record_config is None else record_config.get("contributors")
-        if said is not None and (not isinstance(said, list) or tuple(said) != tuple(entry.contributors)):
+        if said is not None and (not isinstance(said, list) or tuple(said) != tuple(contributors)):
             raise ValueError("the key holder released an aggregate of other contributors")
         return values
 

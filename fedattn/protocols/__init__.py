@@ -1,35 +1,28 @@
-"""How updates travel from clients to the server, and what each party sees (see :mod:`.base`)."""
+"""How updates travel from clients to the server, and what each party sees (see :mod:`.base`).
+
+Example:
+    >>> from fedattn.rules import FedAtt
+    >>> make_protocol("client-scored", FedAtt()).encrypted
+    True
+"""
 
 from __future__ import annotations
 
-import secagg
-
 from ..errors import InvalidConfigError
-from .base import (
-    ClientMessage,
-    ClientScoredProtocol,
-    EncryptedProtocol,
-    PlainProtocol,
-    Protocol,
-    RoundAggregate,
-    ServerResult,
-)
+from ..rules import AggregationRule
+from .base import ClientScoredProtocol, EncryptedProtocol, PlainProtocol, Protocol
 from .server_scored import ServerScoredProtocol
 
-__all__ = ["Protocol", "PlainProtocol", "EncryptedProtocol", "ServerResult", "ClientScoredProtocol", "ServerScoredProtocol",
-           "ClientMessage", "RoundAggregate", "PROTOCOLS", "make_protocol"]
+__all__ = ["Protocol", "PlainProtocol", "EncryptedProtocol", "ClientScoredProtocol", "ServerScoredProtocol",
+           "PROTOCOLS", "make_protocol"]
 
-PROTOCOLS = ("plain", "client-scored", "server-scored")
+PROTOCOLS: dict[str, type[PlainProtocol | ClientScoredProtocol | ServerScoredProtocol]] = {"plain": PlainProtocol, "client-scored": ClientScoredProtocol, "server-scored": ServerScoredProtocol}
 
 
-def make_protocol(name: str, *, keys: secagg.KeySet | None = None, preset: str = secagg.DEFAULT_PRESET,
-                  release_seed: int | None = None, **options) -> Protocol:
-    """Build a protocol by name; encrypted ones use ``keys`` or a fresh key set of ``preset``, and
-    take the keyword ``options`` of :class:`EncryptedProtocol` (identities, roster, ...)."""
-    if name == "plain":
-        return PlainProtocol()
-    if name == "client-scored":
-        return ClientScoredProtocol(keys or secagg.generate_keys(preset=preset), release_seed=release_seed, **options)
-    if name == "server-scored":
-        return ServerScoredProtocol(keys or secagg.generate_keys(preset="deep"), release_seed=release_seed, **options)
-    raise InvalidConfigError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")
+def make_protocol(name: str, rule: AggregationRule) -> Protocol:
+    """The protocol called ``name``, configured with ``rule``."""
+    try:
+        cls = PROTOCOLS[name]
+    except KeyError:
+        raise InvalidConfigError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}") from None
+    return cls(rule)

@@ -38,8 +38,9 @@ import secagg
 from secagg.circuit import DEGREE, clip_layer_norms, score_and_combine, weight_polynomial
 
 from ..errors import InvalidConfigError
-from ..rules import FedAtt
-from .base import ClientMessage, EncryptedProtocol
+from ..round import ClientMessage, Rejection
+from ..rules import AggregationRule, FedAtt
+from .base import EncryptedProtocol
 
 __all__ = ["ServerScoredProtocol", "weight_polynomial", "clip_layer_norms", "DEGREE"]
 
@@ -48,41 +49,38 @@ class ServerScoredProtocol(EncryptedProtocol):
 
     name = "server-scored"
 
-    def __init__(self, keys: secagg.KeySet, **options) -> None:
-        # the server side holds the public half only, a client (on Flower) the secret half only
-        preset = (keys.public if keys.public is not None else keys.secret).preset
-        if preset.depth < 7 or "galois" not in preset.eval_keys:
-            raise InvalidConfigError(
-                f"server-scored aggregation needs the 'deep' preset (depth 7, Galois keys), not {preset.name!r}"
-            )
-        super().__init__(keys, **options)
-
-    @staticmethod
-    def _check_rule(rule) -> FedAtt:
+    def __init__(self, rule: AggregationRule) -> None:
         if not isinstance(rule, FedAtt) or rule.score != "l2_squared":
             raise InvalidConfigError("server-scored aggregation computes FedAtt with score='l2_squared' only")
         if rule.score_range[0] != 0.0:
             raise InvalidConfigError("server-scored FedAtt needs score_range (0, hi)")
-        return rule
+        super().__init__(rule)
+        self.fedatt: FedAtt = rule
 
-    def client_message(self, update, *, rule, num_samples, reference, round, client_id, commitment=None):
-        rule = self._check_rule(rule)
+    def check_preset(self, preset: secagg.Preset) -> None:
+        if preset.depth < 7 or "galois" not in preset.eval_keys:
+            raise InvalidConfigError(
+                f"server-scored aggregation needs the 'deep' preset (depth 7, Galois keys), not {preset.name!r}")
+
+    def client_message(self, update, *, client_id, uploader, num_samples, reference, run, round, commitment):
+        if uploader is None:
+            raise secagg.MissingSecretKeyError(f"client {client_id!r} encrypts with its Uploader")
         t0 = time.perf_counter()
-        clipped = clip_layer_norms(dict(update), rule.score_range[1])
-        enc = secagg.encrypt_update(clipped, self.keys.secret, round=round, client_id=client_id)
-        payload = self._envelope(enc.to_bytes(), client_id=client_id, round=round, commitment=commitment)
+        clipped = clip_layer_norms(dict(update), self.fedatt.score_range[1])
+        payload = uploader.upload(clipped, run=run, round=round, commitment=commitment)
         return ClientMessage(client_id, payload, num_samples, seconds_encrypt=time.perf_counter() - t0)
 
-    def combine(self, received, *, rule, round):
+    def combine(self, received, *, aggregator, round):
         # every client's scores need its own ciphertexts, so these are all loaded (no streaming fold)
-        kept, dropped = [], {}
-        for u in received:
+        kept, dropped = [], []
+        for r in received:
             try:
-                u.load(self.keys.public)
-                kept.append(u)
+                r.update.load(aggregator.public)
+                kept.append(r.update)
             except (secagg.SecAggError, ValueError) as exc:
-                dropped[u.client_id] = f"{type(exc).__name__}: {exc}"
+                dropped.append(Rejection(client_id=r.update.client_id, error=exc))
         if not kept:
             raise secagg.EmptyAggregationError(f"round {round}: no upload survived loading")
-        rule = self._check_rule(rule)
-        return score_and_combine(kept, self.keys.public, hi=rule.score_range[1], temperature=rule.temperature), dropped
+        rule = self.fedatt
+        total = score_and_combine(kept, aggregator.public, hi=rule.score_range[1], temperature=rule.temperature)
+        return total, dropped

@@ -9,7 +9,7 @@ import pytest
 from fedattn.data import load_dataset
 from fedattn.errors import InvalidConfigError, ModelInconsistencyError
 from fedattn.models import float_state, make_model
-from fedattn.simulation import Server, SimulationConfig, run_simulation
+from fedattn.simulation import ServerAdversary, SimulationConfig, run_simulation
 
 
 def _config(**kw):
@@ -53,7 +53,8 @@ def test_a_client_leaving_at_each_stage(keys, reference, stage, counts):
     assert tuple(rec.participants) == survivors
     assert "client-1" in rec.dropped
     if stage == "during_upload":
-        assert rec.rejected["client-1"].startswith("PayloadError")
+        view = res.views[0]
+        assert [(r.client_id, r.kind) for r in view.rejections] == [("client-1", "PayloadError")]
     assert _close(res.final_state, reference(survivors).final_state)
 
 
@@ -77,23 +78,23 @@ def test_no_key_holder_left_aborts_the_round_and_keeps_the_model(keys):
     assert two.rounds[1].aborted is None and len(two.rounds[1].participants) == 4
 
 
-class _TargetingServer(Server):
+class _TargetingServer(ServerAdversary):
     """Sends client-2 a crafted model (the model-inconsistency attack of Pasquini et al., CCS 2022)."""
 
-    def model_for(self, client_id, round):
+    def model_for(self, client_id, round, state):
         if client_id != "client-2":
-            return self.state
-        return {n: a + 0.5 for n, a in self.state.items()}
+            return state
+        return {n: a + 0.5 for n, a in state.items()}
 
 
 def test_model_inconsistency_is_detected_before_release(keys):
     with pytest.raises(ModelInconsistencyError, match="different global models"):
-        run_simulation(_config(), keys=keys, server_factory=_TargetingServer)
+        run_simulation(_config(), keys=keys, adversary=_TargetingServer())
 
 
 def test_unsigned_simulation_cannot_detect_it(keys):
     """Without signed commitments the attack goes through: the check is what stops it."""
-    res = run_simulation(_config(sign_uploads=False), keys=keys, server_factory=_TargetingServer)
+    res = run_simulation(_config(sign_uploads=False), keys=keys, adversary=_TargetingServer())
     assert res.rounds[0].aborted is None
 
 

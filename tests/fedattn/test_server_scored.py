@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
+from helpers import SmallFederation
 
 import secagg
 from fedattn.errors import InvalidConfigError
 from fedattn.protocols import PlainProtocol, make_protocol
 from fedattn.protocols.server_scored import ServerScoredProtocol, clip_layer_norms, weight_polynomial
+from fedattn.round import ClientRole, ServerRole, run_round
 from fedattn.rules import FedAtt
 from fedattn.simulation import SimulationConfig
 
@@ -38,13 +40,11 @@ def test_matches_plaintext_fedatt_including_split_slots(deep_keys):
     ups = [{n: (rng.standard_normal(s) * 10 ** rng.uniform(-1.5, -0.5)).astype(np.float32) for n, s in shapes.items()}
            for _ in range(3)]
     rule = FedAtt(score="l2_squared", score_range=(0.0, 4.0), temperature=1.0)
-    proto = ServerScoredProtocol(deep_keys)
-    msgs = [proto.client_message(u, rule=rule, num_samples=1, reference=None, round=2, client_id=f"c{k}")
-            for k, u in enumerate(ups)]
-    enc = proto.aggregate(msgs, rule=rule, reference=None, round=2)
-    plain = PlainProtocol()
-    ref = plain.aggregate([plain.client_message(u, rule=rule, num_samples=1, reference=None, round=2, client_id=f"c{k}")
-                           for k, u in enumerate(ups)], rule=rule, reference=None, round=2)
+    fed = SmallFederation(deep_keys, ["c0", "c1", "c2"], rule=rule, protocol="server-scored")
+    enc = fed.round([fed.message(f"c{k}", u, num_samples=1, round=2) for k, u in enumerate(ups)], round=2, holder="c0")
+    plain = PlainProtocol(rule)
+    ref = run_round([ClientRole(plain, client_id=f"c{k}").message(u, num_samples=1, reference=None, run="r", round=2)
+                     for k, u in enumerate(ups)], server=ServerRole(plain), release=None, round=2, reference=None)
     # stated tolerance: polynomial (<0.1 % of each weight, so <0.2 % of the ratio's range) + release flooding
     for n in shapes:
         scale = np.max(np.abs(np.stack([u[n] for u in ups])))
@@ -53,18 +53,18 @@ def test_matches_plaintext_fedatt_including_split_slots(deep_keys):
 
 
 def test_configuration_errors(deep_keys, compact_keys):
+    rule = FedAtt(score="l2_squared")
     with pytest.raises(InvalidConfigError, match="deep"):
-        ServerScoredProtocol(compact_keys)
-    proto = ServerScoredProtocol(deep_keys)
+        ServerRole(ServerScoredProtocol(rule), aggregator=secagg.Aggregator(compact_keys.public))
     with pytest.raises(InvalidConfigError, match="l2_squared"):
-        proto.client_message({"w": np.zeros(3)}, rule=FedAtt(), num_samples=1, reference=None, round=0, client_id="c")
+        ServerScoredProtocol(FedAtt())
     with pytest.raises(InvalidConfigError, match="server-scored protocol"):
         SimulationConfig(protocol="server-scored")
-    assert make_protocol("server-scored", keys=deep_keys).name == "server-scored"
-    # each party holds one half of the key set: a client (on Flower) the secret one only
-    client_side = ServerScoredProtocol(secagg.KeySet(secret=deep_keys.secret, public=None))
-    msg = client_side.client_message({"w": np.full(3, 0.1, np.float32)}, rule=FedAtt(score="l2_squared"),
-                                     num_samples=1, reference=None, round=0, client_id="c")
+    assert make_protocol("server-scored", rule).name == "server-scored"
+    # each party holds one half of the key set: a client the secret one only
+    uploader = secagg.Uploader(deep_keys.secret, client_id="c")
+    msg = ClientRole(ServerScoredProtocol(rule), client_id="c", uploader=uploader).message(
+        {"w": np.full(3, 0.1, np.float32)}, num_samples=1, reference=None, run="r", round=0)
     assert msg.payload
     with pytest.raises(InvalidConfigError, match="deep"):
-        ServerScoredProtocol(secagg.KeySet(secret=compact_keys.secret, public=None))
+        ClientRole(ServerScoredProtocol(rule), client_id="c", uploader=secagg.Uploader(compact_keys.secret, client_id="c"))

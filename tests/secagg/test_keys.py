@@ -6,6 +6,7 @@ import pytest
 
 import secagg
 from secagg.errors import KeyFileError, MissingSecretKeyError
+from secagg.unsafe import decrypt_raw
 
 
 def test_save_load_roundtrip_and_file_modes(tmp_path, compact_keys):
@@ -38,7 +39,7 @@ def test_server_side_objects_hold_no_secret_key(compact_keys):
     with pytest.raises(MissingSecretKeyError, match="key holders"):
         secagg.decrypt(enc, public)
     with pytest.raises(MissingSecretKeyError):
-        secagg.decrypt_raw(enc, secagg.load_public_context(server_bytes))
+        decrypt_raw(enc, secagg.load_public_context(server_bytes))
     with pytest.raises(KeyFileError, match="expected 'secret'"):
         secagg.load_secret_context(server_bytes)
 

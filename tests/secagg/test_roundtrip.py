@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import secagg
+from secagg.unsafe import decrypt_raw
 
 shapes_st = st.dictionaries(
     keys=st.text(alphabet="abcdefgh.", min_size=1, max_size=8),
@@ -22,7 +23,7 @@ def test_roundtrip_random_models(keys, shapes, log_mag, dtype, seed):
     update = {n: rng.uniform(-1, 1, s).astype(dtype) * 10.0**log_mag for n, s in shapes.items()}
     enc = secagg.encrypt_update(update, keys.secret, round=2, client_id="c0")
     received = secagg.EncryptedUpdate.from_bytes(enc.to_bytes(), keys.public, expected_round=2)
-    raw = secagg.decrypt_raw(received, keys.secret)
+    raw = decrypt_raw(received, keys.secret)
     flat = np.concatenate([np.asarray(update[n], np.float64).ravel() for n in update])
     assert np.max(np.abs(raw - flat)) < 20 * keys.secret.preset.noise_std() + 1e-14
     out = secagg.decrypt(received, keys.secret, seed=seed)
@@ -37,7 +38,7 @@ def test_relative_error_at_update_magnitudes(keys):
     rng = np.random.default_rng(7)
     for mag in (1e-4, 1e-3, 1e-2, 1e-1):
         x = rng.uniform(-mag, mag, 20_000)
-        raw = secagg.decrypt_raw(secagg.encrypt_update({"x": x}, keys.secret, round=0, client_id="c"), keys.secret)
+        raw = decrypt_raw(secagg.encrypt_update({"x": x}, keys.secret, round=0, client_id="c"), keys.secret)
         assert np.max(np.abs(raw - x)) < 6 * keys.secret.preset.noise_std() + 1e-14 * mag  # float64 FFT floor
 
 
@@ -96,7 +97,7 @@ def test_integer_weights_are_exact(keys, rng):
     counts = [120, 37, 301]
     agg = secagg.aggregate(encs, keys.public, weights=counts)
     assert agg.scale_bits == keys.secret.preset.scale_bits
-    raw = agg.layout.unpack(secagg.decrypt_raw(agg, keys.secret))
+    raw = agg.layout.unpack(decrypt_raw(agg, keys.secret))
     for name in ups[0]:
         ref = sum(c * u[name].astype(np.float64) for c, u in zip(counts, ups))
         np.testing.assert_allclose(raw[name], ref, atol=1e-6, rtol=1e-6)
@@ -140,7 +141,7 @@ def test_release_floods_and_rounds(compact_keys):
     enc = secagg.encrypt_update({"x": x}, compact_keys.secret, round=0, client_id="c")
     a = secagg.decrypt(enc, compact_keys.secret)["x"].astype(np.float64)
     b = secagg.decrypt(enc, compact_keys.secret)["x"].astype(np.float64)
-    raw = secagg.decrypt_raw(enc, compact_keys.secret)
+    raw = decrypt_raw(enc, compact_keys.secret)
     sigma = 2.0**12 * compact_keys.secret.preset.noise_std()
     assert not np.array_equal(a, b)  # fresh CSPRNG noise each release
     assert 0.8 < np.std(a - raw) / sigma < 1.2  # flooded at the documented level
@@ -153,7 +154,7 @@ def test_parallel_matches_serial(strict_keys):
     serial = secagg.encrypt_update({"x": x}, strict_keys.secret, round=0, client_id="c", workers=1)
     par = secagg.encrypt_update({"x": x}, strict_keys.secret, round=0, client_id="c", workers=2)
     assert len(par.blobs) == len(serial.blobs)
-    a = secagg.decrypt_raw(par, strict_keys.secret)
-    b = secagg.decrypt_raw(serial, strict_keys.secret)
+    a = decrypt_raw(par, strict_keys.secret)
+    b = decrypt_raw(serial, strict_keys.secret)
     np.testing.assert_allclose(a, x, atol=1e-12)
     np.testing.assert_allclose(b, x, atol=1e-12)

@@ -8,6 +8,7 @@ import stat
 
 import numpy as np
 import pytest
+from helpers import SmallFederation
 from typer.testing import CliRunner
 
 import secagg
@@ -19,14 +20,12 @@ from fedattn.errors import (
     SignatureError,
     UnknownClientError,
 )
-from fedattn.protocols import ClientMessage, ClientScoredProtocol
-from fedattn.rules import FedAvg
+from fedattn.round import ClientMessage
 from secagg import signing as auth
 from secagg.framing import frame, unframe
 from secfl.cli import app
 
 IDS = [f"client-{i}" for i in range(4)]
-RULE = FedAvg(equal_weights=True)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +46,11 @@ def updates():
 
 
 def _protocol(keys, ids, **kw):
-    identities, roster = ids
-    return ClientScoredProtocol(keys, identities=identities, roster=roster, release_seed=0, **kw)
+    return SmallFederation(keys, IDS, identities=ids, **kw)
 
 
-def _message(protocol, updates, cid, rnd=0, commitment="c0"):
-    return protocol.client_message(updates.get(cid, updates["client-0"]), rule=RULE, num_samples=10, reference=None, round=rnd,
-                                   client_id=cid, commitment=commitment)
+def _message(fed, updates, cid, rnd=0, commitment="c0", fresh=True):
+    return fed.message(cid, updates.get(cid, updates["client-0"]), round=rnd, commitment=commitment, fresh=fresh)
 
 
 def _mean(updates, cids):
@@ -68,14 +65,16 @@ def _reframe(envelope: bytes, *, header_changes=None, payload=None) -> bytes:
     return frame(b"SFLSIGN1", 1, header, [payload if payload is not None else bytes(blobs[0])])
 
 
-def _round(protocol, messages, rnd=0, commitment="c0"):
-    return protocol.aggregate(messages, rule=RULE, reference=None, round=rnd, commitment=commitment)
+def _round(fed, messages, rnd=0, commitment="c0", holder="client-0"):
+    fed.ledgers[holder] = fed.holders[holder].ledger = secagg.MemoryLedger()
+    fed.ledgers[holder].claim_round(fed.run, rnd, commitment)  # the key holder's own view of the round
+    return fed.round(messages, round=rnd, holder=holder)
 
 
 def test_signed_round_equals_the_mean(keys, ids, updates):
     p = _protocol(keys, ids)
     out = _round(p, [_message(p, updates, c) for c in IDS])
-    assert out.rejected == {} and sorted(out.contributors) == IDS
+    assert out.rejections == () and sorted(out.contributors) == IDS
     ref = _mean(updates, IDS)
     assert all(np.max(np.abs(out.aggregate[n] - ref[n])) < 1e-3 for n in ref)
 
@@ -85,10 +84,8 @@ def _bad_cases(keys, ids, updates):
     good = {c: _message(p, updates, c) for c in IDS}
     unsigned = secagg.encrypt_update(updates["client-1"], keys.secret, round=0, client_id="client-1").to_bytes()
     other = _message(p, updates, "client-2")
-    foreign_ids, _ = auth.generate_identities(["client-9"])
-    foreign = ClientScoredProtocol(keys, identities=foreign_ids)
-    impostor_ids, _ = auth.generate_identities(["client-3"])  # claims client-3's id with another key
-    impostor = ClientScoredProtocol(keys, identities=impostor_ids)
+    foreign = SmallFederation(keys, ["client-9"])
+    impostor = SmallFederation(keys, ["client-3"])  # claims client-3's id with another key
     stale = _message(p, updates, "client-1", rnd=1)
     return {
         "unsigned": (ClientMessage("client-1", unsigned, 10), SignatureError),
@@ -117,7 +114,7 @@ def test_bad_upload_is_dropped_and_the_round_goes_on(keys, ids, updates, case):
     messages = [good[c] for c in kept] + [bad]
     out = _round(p, messages)
     assert sorted(out.contributors) == sorted(kept)
-    assert list(out.rejected) == [bad.client_id] and out.rejected[bad.client_id].startswith(error.__name__)
+    assert [(r.client_id, type(r.error)) for r in out.rejections] == [(bad.client_id, error)]
     ref = _mean(updates, kept)
     assert all(np.max(np.abs(out.aggregate[n] - ref[n])) < 1e-3 for n in ref)
 
@@ -133,9 +130,10 @@ def test_each_error_is_raised_by_open_envelope(keys, ids, updates):
 def test_duplicate_upload_keeps_the_first(keys, ids, updates):
     p = _protocol(keys, ids)
     first, second = _message(p, updates, "client-0"), _message(p, updates, "client-0")
-    received, rejected, receipts = p.receive([first, second, _message(p, updates, "client-1")], round=0)
-    assert [u.client_id for u in received] == ["client-0", "client-1"]
-    assert any(v.startswith(DuplicateUploadError.__name__) for v in rejected.values())
+    received, rejections = p.protocol.receive([first, second, _message(p, updates, "client-1")],
+                                              aggregator=p.server.aggregator, round=0)
+    assert [r.update.client_id for _, r in received] == ["client-0", "client-1"]
+    assert [type(r.error) for r in rejections] == [DuplicateUploadError]
 
 
 def test_a_client_cannot_sign_anothers_update(keys, ids, updates):
@@ -143,8 +141,9 @@ def test_a_client_cannot_sign_anothers_update(keys, ids, updates):
     payload = secagg.encrypt_update(updates["client-1"], keys.secret, round=0, client_id="client-1").to_bytes()
     env = auth.seal(payload, identities["client-0"], round=0, commitment="c0", fingerprint=keys.public.fingerprint)
     p = _protocol(keys, ids)
-    _, rejected, _ = p.receive([ClientMessage("client-0", env, 10), _message(p, updates, "client-2")], round=0)
-    assert rejected["client-0"].startswith("SignatureError")
+    _, rejections = p.protocol.receive([ClientMessage("client-0", env, 10), _message(p, updates, "client-2")],
+                                       aggregator=p.server.aggregator, round=0)
+    assert [(r.client_id, type(r.error)) for r in rejections] == [("client-0", SignatureError)]
 
 
 def test_oversized_upload_is_refused_before_parsing(keys, ids, updates):
@@ -162,18 +161,23 @@ def test_key_holders_refuse_a_model_inconsistent_round(keys, ids, updates):
 
 
 def test_key_holders_check_receipts_against_the_contributors(keys, ids, updates):
+    import dataclasses
+
     p = _protocol(keys, ids)
-    served = p.serve([_message(p, updates, c) for c in IDS[:3]], rule=RULE, round=0)
-    dropped_receipt = type(served)(**{**served.__dict__, "receipts": served.receipts[:2]})
+    served = p.serve([_message(p, updates, c, fresh=False) for c in IDS[:3]], round=0)
+    dropped_receipt = dataclasses.replace(served, receipts=served.receipts[:2])
     with pytest.raises(AuthenticationError, match="signed receipts"):
-        p.release(dropped_receipt, expected_commitment="c0")
+        p.release(dropped_receipt, holder="client-0")
     forged = auth.Receipt(**{**served.receipts[0].to_dict(), "commitment": "other"})
     with pytest.raises(SignatureError):
-        p.release(type(served)(**{**served.__dict__, "receipts": (forged, *served.receipts[1:])}))
+        p.release(dataclasses.replace(served, receipts=(forged, *served.receipts[1:])), holder="client-1")
     strict = _protocol(keys, ids, min_contributors=4)
-    with pytest.raises(AuthenticationError, match="at least 4"):
-        strict.release(served, expected_commitment="c0")
-    assert p.release(served, expected_commitment="c0")["w"].shape == (3, 4)
+    strict.ledgers["client-2"].claim_round(strict.run, 0, "c0")
+    with pytest.raises(secagg.ReleaseRefusedError, match="at least 4"):
+        strict.release(served, holder="client-2")
+    assert p.release(served, holder="client-2").values["w"].shape == (3, 4)
+    with pytest.raises(secagg.ReleaseRefusedError, match="already released"):
+        p.release(served, holder="client-2")  # once per round
 
 
 def test_identity_files_are_private_and_roster_holds_no_private_key(tmp_path, ids):

@@ -183,7 +183,8 @@ def test_server_refuses_to_start_without_a_publicnode_context(key_files, compact
 
 @pytest.mark.parametrize("options, message", [
     (dict(protocol="plain"), "plaintext"),
-    (dict(protocol="server-scored"), "deep"),
+    (dict(protocol="server-scored"), "l2_squared"),
+    (dict(protocol="server-scored", rule_options={"score": "l2_squared"}), "deep"),
     (dict(rule="fedavg"), "max_samples"),
     (dict(clipping_norm=-1.0), "clipping_norm"),
 ])
@@ -203,7 +204,7 @@ def test_dp_state_round_trips_and_refuses_another_accountant():
     context = node_context()
     dp = sample_dp_from_state(context, DPConfig(mode="sample"), client_id="c")
     assert dp.epsilon("c") == 0.0
-    dp.restore("c", [(1.0, 0.1, 20)])
+    dp.restore("c", {"history": [(1.0, 0.1, 20)], "mechanism": "prv"})
     first = save_sample_dp(context, dp, client_id="c")
     again = sample_dp_from_state(context, DPConfig(mode="sample"), client_id="c")
     assert again.epsilon("c") == pytest.approx(first) and first > 0

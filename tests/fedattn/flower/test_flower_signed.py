@@ -115,7 +115,7 @@ def test_a_key_holder_compares_the_receipts_with_its_own_round(key_files, dealer
     # node 4 has no view of the round; node 1 was given another model than the two contributors
     # agree on; node 2, a contributor, releases what it and node 3 were given
     assert strategy._grid.asked == [4, 1, 2] and strategy.history[-1].key_holder == 2 and arrays is not None
-    assert "releases only rounds of this run it trained in itself" in caplog.text
+    assert "releases only rounds of this run it uploaded for itself" in caplog.text
     assert "ModelInconsistencyError" in caplog.text and "(the key holder)" in caplog.text
 
 
