@@ -54,18 +54,16 @@ def client_observations(model: nn.Module, x: np.ndarray, y: np.ndarray, *, n_cli
     return out
 
 
-def released_mean(observations: Sequence[dict[str, np.ndarray]], *, keys: secagg.KeySet, round: int = 0,
+def released_mean(observations: Sequence[dict[str, np.ndarray]], *, keys: secagg.KeySet,
                   seed: int | None = None) -> dict[str, np.ndarray]:
     """The mean the key holders release after encrypted aggregation (equal weights, ratio form).
 
-    Every observation is encrypted with the clients' secret context, summed by the server with the
-    public context only, and released noise-flooded by the key holders, exactly as in a round.
+    Every observation is encrypted by its own client, summed by the server with the public context
+    only, and released by a key holder after every check, noise-flooded (:func:`secagg.local_round`).
     """
-    encrypted = [secagg.encrypt_update(o, keys.secret, round=round, client_id=f"client-{k}", weights=1.0)
-                 for k, o in enumerate(observations)]
-    received = [secagg.EncryptedUpdate.from_bytes(e.to_bytes(), keys.public, expected_round=round) for e in encrypted]
-    total = secagg.aggregate(received, keys.public, expected_round=round)
-    return {n: a.astype(np.float64) for n, a in secagg.decrypt_ratio(total, keys.secret, seed=seed).items()}
+    out = secagg.local_round(keys, {f"client-{k}": o for k, o in enumerate(observations)}, weights=1.0,
+                             min_contributors=1, group_size=len(observations), release_seed=seed)
+    return {n: a.astype(np.float64) for n, a in out.values.items()}
 
 
 def dp_noised_mean(observations: Sequence[dict[str, np.ndarray]], *, clip_norm: float, noise_multiplier: float,

@@ -16,7 +16,7 @@ __all__ = [
     "FedAttnError", "UnknownDatasetError", "PartitionError", "ModelMismatchError", "EmptyClientError",
     "AllClientsDroppedError", "ScoreOutOfRangeError", "InvalidConfigError", "PrivacyConfigError",
     "AuthenticationError", "UnknownClientError", "SignatureError", "ReplayError", "DuplicateUploadError",
-    "ModelInconsistencyError", "DecryptionAbortedError",
+    "ModelInconsistencyError", "DecryptionAbortedError", "ClientUnreachableError",
 ]
 
 
@@ -58,3 +58,7 @@ class PrivacyConfigError(InvalidConfigError):
 
 class DecryptionAbortedError(FedAttnError, RuntimeError):
     """No key holder completed the decryption of a round's aggregate; the round was aborted."""
+
+
+class ClientUnreachableError(FedAttnError, ConnectionError):
+    """A client the server needed (to sign the round's set, or to release it) did not answer."""

@@ -11,16 +11,16 @@ key holders. A round's outcome, and what the server saw of it, are plain frozen 
   received, rejections, contributors, what it applied, timings): what attacks take as input, as
   breaching's attacks take a server payload.
 
-Example (plaintext, so no key holder is involved):
+Example (plaintext, so no key holder is involved; :mod:`fedattn` shows an encrypted round):
 
     >>> import numpy as np
     >>> from fedattn.protocols import PlainProtocol
     >>> from fedattn.rules import FedAvg
     >>> server = ServerRole(PlainProtocol(FedAvg()))
     >>> clients = [ClientRole(PlainProtocol(FedAvg()), client_id=f"c{k}") for k in range(2)]
-    >>> msgs = [c.message({"w": np.full(2, float(k))}, num_samples=1, reference=None, run="r", round=0)
+    >>> msgs = [c.message({"w": np.full(2, float(k))}, num_samples=1, reference=None, run="r", round=0, commitment="")
     ...         for k, c in enumerate(clients)]
-    >>> out = run_round(msgs, server=server, release=None, round=0, reference=None)
+    >>> out = run_round(msgs, server=server, clients=None, run="r", round=0, reference=None, model={"w": np.zeros(2)})
     >>> out.contributors, out.aggregate["w"].tolist()
     (('c0', 'c1'), [0.5, 0.5])
 """
@@ -28,18 +28,19 @@ Example (plaintext, so no key holder is involved):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 import numpy as np
 
 import secagg
 
-from .errors import DecryptionAbortedError
+from .errors import ClientUnreachableError, DecryptionAbortedError
 
 __all__ = ["ClientMessage", "Rejection", "Served", "RoundOutcome", "RoundView", "UploadSeen", "ClientRole", "ServerRole",
-           "Releaser", "run_round"]
+           "ClientGateway", "run_round"]
 
 Arrays = Mapping[str, np.ndarray]
 
@@ -83,14 +84,24 @@ class Served:
     seconds: float
     aggregate: dict[str, np.ndarray] | None = None  # plaintext protocols: the combined update
     client_updates: Mapping[str, Arrays] | None = None  # plaintext protocols: every update, as the server sees it
-    aggregate_wire: bytes | None = None  # encrypted protocols: the aggregate for the key holders
-    receipts: tuple[secagg.Receipt, ...] = ()
-    senders: Mapping[str, str] = field(default_factory=dict)  # contributor -> the message that carried it
+    state: secagg.RoundAggregate | None = None  # encrypted protocols: the accepted uploads, server side
+    senders: Mapping[str, str] = field(default_factory=dict)  # accepted client id -> the message that carried it
 
 
-#: Asks key holders in turn to release ``served``; returns (released aggregate, key holder id) or raises
-#: :class:`DecryptionAbortedError` when none could.
-Releaser = Callable[[Served], tuple[dict[str, np.ndarray], str]]
+class ClientGateway(TypingProtocol):
+    """How the server reaches the clients after the uploads: the simulation calls their objects, the
+    Flower strategy sends them messages. Each call raises when the client refuses or cannot be
+    reached (:class:`ClientUnreachableError`)."""
+
+    def online(self, senders: Mapping[str, str]) -> list[str]:
+        """Which of ``senders``' client ids (each mapped to the label of the message its upload came
+        in) the server can still reach, in the order to ask them."""
+
+    def sign(self, client_id: str, cset: secagg.ContributorSet) -> str:
+        """``client_id``'s signature of the round's contributor set."""
+
+    def release(self, key_holder: str, request: bytes) -> secagg.Release:
+        """``key_holder``'s release of the request."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,11 +115,12 @@ class RoundOutcome:
     client_updates: Mapping[str, Arrays] | None
     key_holder: str | None
     aborted: str | None
-    aggregate_bytes: int
+    aggregate_bytes: int  # the release request the server sent (encrypted protocols)
     seconds_aggregate: float
     seconds_decrypt: float
     senders: Mapping[str, str] = field(default_factory=dict)
     receipts: tuple[secagg.Receipt, ...] = ()
+    contributor_set: secagg.ContributorSet | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,11 +181,18 @@ class ClientRole:
         self.uploader = uploader
 
     def message(self, update: Arrays, *, num_samples: int, reference: Arrays | None, run: str, round: int,
-                commitment: str = "") -> ClientMessage:
-        """Turn a local update into what goes on the wire for ``round`` of ``run``."""
+                commitment: str) -> ClientMessage:
+        """Turn a local update into what goes on the wire for ``round`` of ``run``; ``commitment``
+        (:func:`secagg.round_commitment`) names the model and configuration it trained on."""
         return self.protocol.client_message(update, client_id=self.client_id, uploader=self.uploader,
                                             num_samples=num_samples, reference=reference, run=run, round=round,
                                             commitment=commitment)
+
+    def sign(self, cset: secagg.ContributorSet) -> str:
+        """Agree to the round's one contributor set (:meth:`secagg.Uploader.sign_set`)."""
+        if self.uploader is None:
+            raise secagg.MissingSecretKeyError("a plaintext client signs nothing")
+        return self.uploader.sign_set(cset)
 
 
 class ServerRole:
@@ -188,38 +207,63 @@ class ServerRole:
         self.protocol = protocol
         self.aggregator = aggregator
 
-    def serve(self, messages: Sequence[ClientMessage], *, round: int, reference: Arrays | None,
-              model: Arrays | None = None) -> Served:
+    def serve(self, messages: Sequence[ClientMessage], *, run: str, round: int, reference: Arrays | None,
+              model: Arrays, commitment: str | None = None) -> Served:
         """Validate and combine the uploads of ``round``; ``model`` (the global model sent) fixes the
-        layout every upload must have."""
-        return self.protocol.serve(messages, aggregator=self.aggregator, round=round, reference=reference, model=model)
+        layout every upload must have, ``commitment`` (what the server sent, as its clients commit to
+        it) the commitment every upload must carry."""
+        return self.protocol.serve(messages, aggregator=self.aggregator, run=run, round=round, reference=reference,
+                                   model=model, commitment=commitment)
 
 
-def run_round(messages: Sequence[ClientMessage], *, server: ServerRole, release: Releaser | None, round: int,
-              reference: Arrays | None, model: Arrays | None = None) -> RoundOutcome:
-    """Serve ``messages``, then (encrypted protocols) have a key holder release the aggregate.
+def run_round(messages: Sequence[ClientMessage], *, server: ServerRole, clients: ClientGateway | None, run: str,
+              round: int, reference: Arrays | None, model: Arrays, commitment: str | None = None) -> RoundOutcome:
+    """Serve ``messages``; under encryption, have the contributors sign one set and its key holder
+    release it. A set that cannot be completed (a member or the key holder unreachable, a refusal)
+    aborts the round: the global model stays as it was.
 
     Raises:
         secagg.EmptyAggregationError: no upload is valid (its message lists every reason).
+        secagg.ModelInconsistencyError: a key holder found that contributors were given different
+            models: the server is attacking them, and the run must stop.
     """
-    served = server.serve(messages, round=round, reference=reference, model=model)
+    served = server.serve(messages, run=run, round=round, reference=reference, model=model, commitment=commitment)
 
     def outcome(aggregate: dict[str, np.ndarray] | None, *, holder: str | None = None, aborted: str | None = None,
-                seconds_decrypt: float = 0.0) -> RoundOutcome:
-        return RoundOutcome(round=round, contributors=served.contributors if aborted is None else (),
-                            rejections=served.rejections, aggregate=aggregate, client_updates=served.client_updates,
-                            key_holder=holder, aborted=aborted, aggregate_bytes=len(served.aggregate_wire or b""),
-                            seconds_aggregate=served.seconds, seconds_decrypt=seconds_decrypt, senders=served.senders,
-                            receipts=served.receipts)
+                seconds_decrypt: float = 0.0, rejections: Sequence[Rejection] = (),
+                cset: secagg.ContributorSet | None = None, request_bytes: int = 0) -> RoundOutcome:
+        contributors = served.contributors if cset is None else cset.members
+        receipts = () if cset is None or served.state is None else tuple(served.state.receipt(m) for m in cset.members)
+        return RoundOutcome(round=round, contributors=contributors if aborted is None else (),
+                            rejections=(*served.rejections, *rejections), aggregate=aggregate,
+                            client_updates=served.client_updates, key_holder=holder, aborted=aborted,
+                            aggregate_bytes=request_bytes, seconds_aggregate=served.seconds, seconds_decrypt=seconds_decrypt,
+                            senders=served.senders, receipts=receipts, contributor_set=cset)
 
     if not server.protocol.encrypted:
         return outcome(served.aggregate)
-    if release is None:
-        raise secagg.MissingSecretKeyError("an encrypted round needs a releaser: the server cannot decrypt")
+    if clients is None or served.state is None:
+        raise secagg.MissingSecretKeyError("an encrypted round needs its clients: the server cannot decrypt")
     t0 = time.perf_counter()
+    state = served.state
+    online = clients.online({c: served.senders[c] for c in state.complete_groups()})
+    left_out = [c for c in served.contributors if c not in set(state.complete_groups(online))]
+    sat_out = [Rejection(client_id=c, error=secagg.EmptyAggregationError(
+        "its enrolment group was incomplete this round (a member dropped or was rejected), so the group sat it out"))
+        for c in left_out]
     try:
-        released, holder = release(served)
-    except DecryptionAbortedError as exc:
-        return outcome(None, aborted=f"{type(exc).__name__}: {exc}", seconds_decrypt=time.perf_counter() - t0)
-    return outcome({n: np.asarray(a, np.float64) for n, a in released.items()}, holder=holder,
-                   seconds_decrypt=time.perf_counter() - t0)
+        holders = [c for c in online if c in set(state.complete_groups(online))]
+        if not holders:
+            raise DecryptionAbortedError(f"round {round}: no enrolment group has every member's upload and every member "
+                                         "still online; nothing can be released")
+        holder = holders[round % len(holders)]  # the work of releasing rotates among contributors
+        cset = state.contributor_set(key_holder=holder, among=online)
+        signatures = {m: clients.sign(m, cset) for m in cset.members}
+        request = server.protocol.request(state, cset, signatures)
+        released = clients.release(holder, request)
+    except (DecryptionAbortedError, ClientUnreachableError, secagg.ReleaseRefusedError,
+            secagg.EmptyAggregationError) as exc:
+        return outcome(None, aborted=f"{type(exc).__name__}: {exc}", seconds_decrypt=time.perf_counter() - t0,
+                       rejections=sat_out)
+    return outcome({n: np.asarray(a, np.float64) for n, a in released.values.items()}, holder=holder,
+                   seconds_decrypt=time.perf_counter() - t0, rejections=sat_out, cset=cset, request_bytes=len(request))

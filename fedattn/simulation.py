@@ -37,12 +37,13 @@ import torch
 from torch import nn
 
 import secagg
+from secagg.signing import default_groups
 
 from ._validation import non_negative_int, one_of, positive_float, positive_int, probability
 from .data import Dataset, load_dataset, partition
 from .errors import (
     AllClientsDroppedError,
-    DecryptionAbortedError,
+    ClientUnreachableError,
     EmptyClientError,
     InvalidConfigError,
     ModelMismatchError,
@@ -56,7 +57,6 @@ from .round import (
     Rejection,
     RoundOutcome,
     RoundView,
-    Served,
     ServerRole,
     UploadSeen,
     run_round,
@@ -69,7 +69,7 @@ __all__ = ["SimulationConfig", "ScriptedDropout", "RoundRecord", "SimulationResu
 log = logging.getLogger(__name__)
 
 PROTECTIONS = ("plain", "ckks")
-DROPOUT_STAGES = ("before_upload", "during_upload", "after_upload", "during_decryption")
+DROPOUT_STAGES = ("before_upload", "during_upload", "after_upload", "during_signing", "during_decryption")
 
 ModelFactory = Callable[[], nn.Module]
 
@@ -97,8 +97,8 @@ class SimulationConfig:
     preset: str = secagg.DEFAULT_PRESET
     dropout: float = 0.0
     dropouts: list[Any] = field(default_factory=list)
-    sign_uploads: bool = True
     min_contributors: int = secagg.DEFAULT_MIN_CONTRIBUTORS
+    group_size: int | None = None
     dp: DPConfig | None = None
     seed: int = 0
     torch_threads: int | None = 1
@@ -106,6 +106,11 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         for name in ("clients", "rounds", "local_epochs", "batch_size", "min_contributors"):
             positive_int(name, getattr(self, name))
+        if self.group_size is not None:
+            positive_int("group_size", self.group_size)
+            if self.group_size < self.min_contributors:
+                raise InvalidConfigError(f"group_size={self.group_size} is below min_contributors="
+                                         f"{self.min_contributors}: key holders release whole groups of at least that many")
         if self.clients_per_round is not None:
             positive_int("clients_per_round", self.clients_per_round)
             if self.clients_per_round > self.clients:
@@ -132,6 +137,11 @@ class SimulationConfig:
             )
 
     @property
+    def groups_of(self) -> int:
+        """Enrolment group size: ``group_size``, else ``min_contributors``."""
+        return self.group_size or self.min_contributors
+
+    @property
     def recipe(self) -> Recipe:
         return Recipe(epochs=self.local_epochs, lr=self.lr, batch_size=self.batch_size, optimizer=self.optimizer,
                       momentum=self.momentum)
@@ -147,11 +157,16 @@ class SimulationConfig:
 class ScriptedDropout:
     """Client ``client`` leaves in round ``round`` at ``stage``:
 
-    * ``before_upload`` - it never sends (the round goes on with the others);
-    * ``during_upload`` - its upload arrives cut in half (rejected as malformed; the others count);
-    * ``after_upload`` - its complete upload counts, but it is gone before decryption;
-    * ``during_decryption`` - asked to decrypt as a key holder, it vanishes; the next key holder
-      is asked, and if none is left the round is aborted with the global model unchanged.
+    * ``before_upload`` - it never sends;
+    * ``during_upload`` - its upload arrives cut in half (rejected as malformed);
+    * ``after_upload`` - its upload arrived, but it is gone before the contributor set is formed;
+    * ``during_signing`` - asked to sign the round's contributor set, it vanishes;
+    * ``during_decryption`` - chosen as the round's key holder, it vanishes.
+
+    In the first three cases its enrolment group sits the round out and the others go on; in the
+    last two the set can no longer be completed or released, and the round is aborted with the
+    global model unchanged (the set names its members and its one key holder, and none signs a
+    second set for the round).
     """
 
     round: int
@@ -218,15 +233,22 @@ class Client:
     def num_samples(self) -> int:
         return len(self.y)
 
-    def train(self, global_state: Mapping[str, np.ndarray], *, seed: int) -> dict[str, np.ndarray]:
-        """Local training from ``global_state``; returns the update ``w_local - w_global``."""
+    def train(self, global_state: Mapping[str, np.ndarray], *, seed: int, noise_seed: int | None | str = "derived"
+              ) -> dict[str, np.ndarray]:
+        """Local training from ``global_state``; returns the update ``w_local - w_global``.
+
+        ``seed`` orders the batches. DP-SGD's noise is seeded with ``seed + 1`` by default (a seeded
+        simulation); ``noise_seed=None`` draws it from the operating system, as a deployment must.
+        """
         model = self.model_factory()
         torch.manual_seed(seed)
         try:
             load_float_state(model, dict(global_state))
         except (RuntimeError, KeyError) as exc:
             raise ModelMismatchError(f"client {self.client_id!r}: its model cannot load the global model ({exc})") from None
-        private = self.sample_dp.make_private(self.client_id, noise_seed=seed + 1) if self.sample_dp else None
+        dp_seed = seed + 1 if noise_seed == "derived" else noise_seed
+        assert dp_seed is None or isinstance(dp_seed, int)
+        private = self.sample_dp.make_private(self.client_id, noise_seed=dp_seed) if self.sample_dp else None
         train_epochs(model, self.x, self.y, recipe=self.config.recipe, seed=seed, make_private=private)
         local = float_state(model)
         return {n: local[n] - global_state[n] for n in global_state}
@@ -234,7 +256,13 @@ class Client:
 
 class ServerAdversary:
     """How a server may deviate from the protocol; the default is honest. Subclass to simulate an
-    attack (``model_for`` sending one client a crafted model is the model-inconsistency attack)."""
+    attack (``model_for`` sending one client a crafted model is the model-inconsistency attack).
+
+    An honest server refuses uploads that commit to another model than the one it sent; a server
+    that attacks skips its own checks (``honest_checks = False``), leaving the key holder's.
+    """
+
+    honest_checks: bool = True
 
     def model_for(self, client_id: str, round: int, state: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         """The global model as sent to ``client_id`` in ``round``."""
@@ -292,6 +320,7 @@ class Federation:
     parties: list[Party]
     sample_dp: SampleLevelDP | None
     client_dp: ClientLevelDP | None
+    groups: tuple[tuple[int, ...], ...] = ()
 
 
 def _seed(*parts: int) -> int:
@@ -324,25 +353,31 @@ def build_federation(config: SimulationConfig, *, dataset: Dataset | None = None
     else:
         server_role = ServerRole(protocol)
         parties = [Party(c, ClientRole(protocol, client_id=c.client_id), None) for c in clients]
-    return Federation(config, data, secrets.token_hex(8), server, server_role, parties, sample_dp, client_dp)
+    ids = [c.client_id for c in clients]
+    groups = tuple(tuple(ids.index(c) for c in g) for g in default_groups(ids, config.groups_of))
+    return Federation(config, data, secrets.token_hex(8), server, server_role, parties, sample_dp, client_dp, groups)
 
 
 def _encrypted_parties(config: SimulationConfig, protocol: EncryptedProtocol, clients: Sequence[Client], server: Server,
                        keys: secagg.KeySet | None) -> tuple[ServerRole, list[Party]]:
     """The key dealer's work (keys, identities, roster), then each party's own objects."""
     keys = keys or secagg.generate_keys(preset="deep" if config.protocol == "server-scored" else config.preset)
-    identities, roster = (secagg.generate_identities(c.client_id for c in clients) if config.sign_uploads
-                          else ({}, None))
+    identities, roster = secagg.generate_identities((c.client_id for c in clients), group_size=config.groups_of)
     limit = secagg.max_payload_bytes(keys.public.preset, sum(a.size for a in server.state.values()), len(server.state))
     aggregator = secagg.Aggregator(keys.public, roster=roster, max_payload_bytes=limit)
+    options = protocol.key_holder_options()
+    if options.get("trust_server_circuit"):
+        log.warning("the %s protocol's key holders decrypt a circuit output they cannot check: this simulation "
+                    "assumes an honest-but-curious server", protocol.name)
     parties = []
     for c in clients:
         ledger = secagg.MemoryLedger()
-        uploader = secagg.Uploader(keys.secret, identity=identities.get(c.client_id), ledger=ledger,
-                                   client_id=c.client_id)
+        identity = identities[c.client_id]
+        uploader = secagg.Uploader(keys.secret, identity=identity, ledger=ledger, roster=roster,
+                                   min_contributors=config.min_contributors)
         # the release flooding is seeded too, so a simulation reproduces; deployments use OS randomness
-        holder = secagg.KeyHolder(keys.secret, roster=roster, min_contributors=config.min_contributors, ledger=ledger,
-                                  release_seed=config.seed)
+        holder = secagg.KeyHolder(keys.secret, identity=identity, roster=roster, ledger=ledger,
+                                  min_contributors=config.min_contributors, release_seed=config.seed, **options)
         parties.append(Party(c, ClientRole(protocol, client_id=c.client_id, uploader=uploader), holder))
     return ServerRole(protocol, aggregator=aggregator), parties
 
@@ -382,13 +417,19 @@ class _LocalRound:
     rejections: list[Rejection]
     commitments: dict[str, str]
     seconds_train: float
+    config_sent: dict[str, Any] = field(default_factory=dict)
 
 
 def _sample(fed: Federation, rnd: int) -> tuple[list[Party], np.random.Generator]:
+    """Whole enrolment groups, in random order, until ``clients_per_round`` clients (all by default)."""
     rng = np.random.default_rng(_seed(fed.config.seed, rnd, 1))
     per_round = fed.config.clients_per_round or len(fed.parties)
-    indices = sorted(rng.choice(len(fed.parties), size=per_round, replace=False).tolist())
-    return [fed.parties[i] for i in indices], rng
+    chosen: list[int] = []
+    for g in rng.permutation(len(fed.groups)).tolist():
+        if len(chosen) >= per_round:
+            break
+        chosen.extend(fed.groups[g])
+    return [fed.parties[i] for i in sorted(chosen)], rng
 
 
 def _train_clients(fed: Federation, rnd: int, adversary: ServerAdversary) -> _LocalRound:
@@ -396,8 +437,8 @@ def _train_clients(fed: Federation, rnd: int, adversary: ServerAdversary) -> _Lo
     cfg, server = fed.config, fed.server
     sampled, rng = _sample(fed, rnd)
     scripted = {(d.round, d.client): d.stage for d in cfg.dropouts}
-    config_sent = server.round_config(rnd)
-    local = _LocalRound(sampled, [], [], [], {}, 0.0)
+    config_sent = {**server.round_config(rnd), "run": fed.run_id}
+    local = _LocalRound(sampled, [], [], [], {}, 0.0, config_sent)
     for party in sampled:
         cid = party.client.client_id
         i = fed.parties.index(party)
@@ -429,33 +470,29 @@ def _train_clients(fed: Federation, rnd: int, adversary: ServerAdversary) -> _Lo
     return local
 
 
-def _releaser(fed: Federation, rnd: int, local: _LocalRound) -> Callable[[Served], tuple[dict[str, np.ndarray], str]]:
-    """Ask the round's key holders in turn (contributors still online); scripted ones vanish."""
-    scripted = {(d.round, d.client): d.stage for d in fed.config.dropouts}
-    gone = set(local.dropped)
-    holders = [p for p in local.sampled if p.client.client_id in local.commitments and p.client.client_id not in gone]
+class _Gateway:
+    """The server's reach to the round's clients: their own objects, with the scripted dropouts."""
 
-    def release(served: Served) -> tuple[dict[str, np.ndarray], str]:
-        refusals = []
-        for party in holders:
-            cid = party.client.client_id
-            if scripted.get((rnd, cid)) == "during_decryption":
-                log.warning("round %d: key holder %s dropped out during decryption; asking the next one", rnd, cid)
-                continue
-            assert party.key_holder is not None
-            try:
-                # a model-inconsistency or authentication error is an attack: it stops the run
-                return party.key_holder.release(served.aggregate_wire or b"", run=fed.run_id, round=rnd,
-                                                 receipts=served.receipts).values, cid
-            except secagg.ReleaseRefusedError as exc:
-                refusals.append(f"{cid}: {exc}")
-        why = f" ({'; '.join(refusals)[:500]})" if refusals else ""
-        reason = (f"round {rnd}: no key holder released the aggregate ({len(holders)} asked){why}; the round was "
-                  "aborted and the global model left unchanged")
-        log.warning(reason)
-        raise DecryptionAbortedError(reason)
+    def __init__(self, fed: Federation, rnd: int, local: _LocalRound) -> None:
+        self.rnd = rnd
+        self.parties = {p.client.client_id: p for p in local.sampled}
+        self.stage = {d.client: d.stage for d in fed.config.dropouts if d.round == rnd}
+        self.gone = set(local.dropped)
 
-    return release
+    def online(self, senders: Mapping[str, str]) -> list[str]:
+        return [c for c in senders if c not in self.gone]
+
+    def sign(self, client_id: str, cset: secagg.ContributorSet) -> str:
+        if self.stage.get(client_id) == "during_signing":
+            raise ClientUnreachableError(f"round {self.rnd}: {client_id} left before signing the contributor set")
+        return self.parties[client_id].role.sign(cset)
+
+    def release(self, key_holder: str, request: bytes) -> secagg.Release:
+        if self.stage.get(key_holder) == "during_decryption":
+            raise ClientUnreachableError(f"round {self.rnd}: the key holder {key_holder} left during decryption")
+        holder = self.parties[key_holder].key_holder
+        assert holder is not None
+        return holder.release(request)
 
 
 def play_round(fed: Federation, rnd: int, *, adversary: ServerAdversary,
@@ -469,8 +506,11 @@ def play_round(fed: Federation, rnd: int, *, adversary: ServerAdversary,
             "Lower the dropout rate or sample more clients per round"
         )
     sent, reference = server.state, server.previous_step
-    outcome = run_round(local.messages, server=fed.server_role, release=_releaser(fed, rnd, local), round=rnd,
-                        reference=reference, model=sent)
+    expected = secagg.round_commitment(rnd, sent, local.config_sent) if adversary.honest_checks else None
+    outcome = run_round(local.messages, server=fed.server_role, clients=_Gateway(fed, rnd, local), run=fed.run_id,
+                        round=rnd, reference=reference, model=sent, commitment=expected)
+    if outcome.aborted:
+        log.warning("round %d: %s", rnd, outcome.aborted)
     epsilon = previous.epsilon if previous else None
     if outcome.aggregate is not None:
         if fed.client_dp is not None:

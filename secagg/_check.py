@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
-__all__ = ["integer"]
+__all__ = ["integer", "validate_client_id"]
 
 
 def integer(name: str, value: Any, *, minimum: int = 0, error: type[Exception] = ValueError) -> int:
@@ -15,3 +16,13 @@ def integer(name: str, value: Any, *, minimum: int = 0, error: type[Exception] =
         kind = "a positive integer" if minimum == 1 else "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}"
         raise error(f"{name} must be {kind}, got {value!r}")
     return int(value)
+
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:@/+-]{1,128}$")
+
+
+def validate_client_id(client_id: Any) -> str:
+    """A client id: 1-128 characters of letters, digits and ``_.:@/+-`` (safe in files, logs, JSON)."""
+    if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
+        raise ValueError("a client id is 1-128 characters of letters, digits and _.:@/+-")
+    return client_id

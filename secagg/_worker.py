@@ -11,9 +11,8 @@ import sys
 
 
 def main() -> None:
-    from secagg.encrypt import encrypt_range
     from secagg.keys import load_secret_context
-    from secagg.parallel import receive, send
+    from secagg.parallel import encrypt_range, receive, send
 
     tasks = sys.stdin.buffer
     results = os.fdopen(int(sys.argv[1]), "wb")
@@ -25,8 +24,8 @@ def main() -> None:
             return
         try:
             if op == "encrypt":
-                vector, n_chunks = payload
-                send(results, ("ok", encrypt_range(vector, context, 0, n_chunks)))
+                vector, seed, label, first, last = payload
+                send(results, ("ok", encrypt_range(vector, context, seed=seed, label=label, first=first, last=last)))
             else:
                 send(results, ("error", f"unknown operation {op!r}"))
         except Exception as exc:  # report, keep serving: the parent decides

@@ -30,13 +30,12 @@ import numpy as np
 import tenseal.sealapi as sealapi
 from numpy.polynomial import chebyshev, polynomial
 
-from .encrypt import WEIGHTS_ENTRY
 from .errors import InvalidParametersError
 from .keys import PublicContext
 from .packing import Layout
-from .wire import EncryptedUpdate, Term
 
-__all__ = ["Circuit", "weight_polynomial", "clip_layer_norms", "score_and_combine", "DEGREE", "SERVER_SCORED_NOISE"]
+__all__ = ["Circuit", "weight_polynomial", "clip_layer_norms", "score_and_combine", "omega_max", "ratio_vector",
+           "DEGREE", "SERVER_SCORED_NOISE"]
 
 DEGREE = 7
 
@@ -185,20 +184,18 @@ def _masks(layout: Layout, per_ct: int, hi: float) -> dict[tuple[int, int], tupl
     return out
 
 
-def score_and_combine(updates: list[EncryptedUpdate], public: PublicContext, *, hi: float,
-                      temperature: float) -> EncryptedUpdate:
-    """``sum_k omega_k d_k`` and ``sum_k omega_k`` per layer, ``omega = p(||d_l||^2 / hi)`` (ratio form)."""
+def score_and_combine(clients: list[list[sealapi.Ciphertext]], public: PublicContext, *, layout: Layout, hi: float,
+                      temperature: float) -> list[sealapi.Ciphertext]:
+    """``sum_k omega_kl * d_kl`` per chunk, then ``sum_k omega_kl`` per layer (:func:`output_layout`),
+    ``omega_kl = p(||d_kl||^2 / hi)``; ``clients[k]`` holds client k's ciphertexts, one per chunk."""
     circuit = Circuit(public)
-    preset = public.preset
-    per_ct = preset.values_per_ciphertext
-    layout = updates[0].layout
+    per_ct = public.preset.values_per_ciphertext
     coeffs, _, _ = weight_polynomial(hi, temperature)
     masks = _masks(layout, per_ct, hi)
     n_layers = len(layout.layers)
     numerators: dict[int, sealapi.Ciphertext] = {}
     denominators: dict[int, sealapi.Ciphertext] = {}
-    for update in updates:
-        cts = update.load(public)
+    for cts in clients:
         conjs = [circuit.conj(ct) for ct in cts]  # only boundary slots use them
         parts: dict[tuple[int, int], sealapi.Ciphertext] = {}
         squares: dict[int, sealapi.Ciphertext] = {}
@@ -219,31 +216,22 @@ def score_and_combine(updates: list[EncryptedUpdate], public: PublicContext, *, 
                 numerators[j] = term if j not in numerators else circuit.add(numerators[j], term)
             den = circuit.mul_plain(omega, complex(1.0, 1.0))  # omega in the real and the imaginary part
             denominators[layer] = den if layer not in denominators else circuit.add(denominators[layer], den)
-    return _as_update(updates, public, layout, numerators, denominators, math.exp(hi / (2 * temperature)))
+    return [numerators[j] for j in range(layout.chunks(per_ct))] + [denominators[i] for i in range(n_layers)]
 
 
-def _as_update(updates: list[EncryptedUpdate], public: PublicContext, layout: Layout, numerators: dict[int, Any],
-               denominators: dict[int, Any], omega_max: float) -> EncryptedUpdate:
-    """Package numerator chunks and per-layer denominators in the ratio-form layout."""
-    preset = public.preset
-    per_ct = preset.values_per_ciphertext
-    full = Layout.of({**{s.name: np.zeros(s.shape, s.dtype) for s in layout.layers},
-                      WEIGHTS_ENTRY: np.zeros(len(layout.layers))})
-    terms, cts = [], []
-    for j in range(layout.chunks(per_ct)):
-        terms.append(Term(j, j * per_ct, min((j + 1) * per_ct, layout.total)))
-        cts.append(numerators[j])
-    offset = full[WEIGHTS_ENTRY].offset
-    for layer, den in denominators.items():
-        p = offset + layer
-        terms.append(Term(p // per_ct, p, p + 1))
-        cts.append(den)
-    k = len(updates)
-    bound = k * max(preset.max_abs, 1.0) * omega_max * 1.05
-    return EncryptedUpdate(preset, public.fingerprint, updates[0].round, "sum",
-                           tuple(c for u in updates for c in u.contributors), full, tuple(terms),
-                           float(preset.scale_bits), float(bound), SERVER_SCORED_NOISE * math.sqrt(k),
-                           "symmetric", ciphertexts=cts)
+def omega_max(hi: float, temperature: float) -> float:
+    """The largest weight the polynomial produces on [0, 1] (with its fitting error): a key holder's
+    bound on one client's weight."""
+    return math.exp(hi / (2 * temperature)) * 1.05
+
+
+def ratio_vector(decoded: list[np.ndarray], layout: Layout, per_ct: int) -> np.ndarray:
+    """The circuit's decrypted outputs in the ratio-form layout (``layout`` plus one weight per
+    layer, as :func:`secagg.roles.WEIGHTS_ENTRY` uploads have): numerators, then denominators."""
+    chunks = layout.chunks(per_ct)
+    numerators = np.concatenate(decoded[:chunks])[:layout.total]
+    denominators = np.array([values[0] for values in decoded[chunks:]])
+    return np.concatenate([numerators, denominators])
 
 
 #: Error std per value of one client's contribution after the depth-7 circuit (measured by

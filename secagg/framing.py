@@ -83,12 +83,7 @@ def unframe(
     body_end = size - _DIGEST_SIZE
     if _digest(view[:body_end]) != bytes(view[body_end:]):
         raise PayloadError(f"{what} is corrupted: checksum mismatch (truncated, extended or altered in transit)")
-    try:
-        header = json.loads(bytes(view[_PREFIX.size:_PREFIX.size + head_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"{what} header is not valid JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise PayloadError(f"{what} header must be a JSON object")
+    header = parse_json_object(view[_PREFIX.size:_PREFIX.size + head_len], what=f"{what} header")
     sizes = header.get("blob_sizes")
     if not isinstance(sizes, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in sizes):
         raise PayloadError(f"{what} header has no valid blob_sizes list")
@@ -100,3 +95,62 @@ def unframe(
         blobs.append(view[offset:offset + s])
         offset += s
     return header, blobs
+
+
+def frame_signed(magic: bytes, version: int, header: dict[str, Any], body: bytes | memoryview) -> bytes:
+    """A container whose integrity comes from a signature inside ``header`` (which names the
+    body's digest), so it carries no checksum of its own: ``magic | version | header length |
+    header | body``."""
+    head = canonical_json(header)
+    return b"".join([_PREFIX.pack(magic, version, len(head)), head, bytes(body)])
+
+
+def unframe_signed(
+    data: bytes | bytearray | memoryview, *, magic: bytes, version: int, what: str, max_bytes: int | None = None,
+    max_header: int = MAX_HEADER_BYTES,
+) -> tuple[dict[str, Any], memoryview]:
+    """Validate a :func:`frame_signed` container's size, magic, version and header length, then
+    parse its header (a JSON object) and return it with a view of the body. Nothing is trusted yet:
+    the caller verifies the signature inside the header and the body's digest.
+
+    Raises:
+        PayloadTooLargeError, UnsupportedVersionError, PayloadError: as :func:`unframe`; a header
+            nested too deeply for the parser is a PayloadError too.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise PayloadError(f"{what} must be bytes, got {type(data).__name__}")
+    view = memoryview(data).cast("B")
+    size = view.nbytes
+    if max_bytes is not None and size > max_bytes:
+        raise PayloadTooLargeError(
+            f"{what} of {size} bytes exceeds the limit of {max_bytes} bytes; raise max_bytes if the "
+            "sender is trusted to send updates this large"
+        )
+    if size < _PREFIX.size:
+        raise PayloadError(f"{what} is truncated: {size} bytes is shorter than any valid one")
+    got_magic, got_version, head_len = _PREFIX.unpack_from(view, 0)
+    if got_magic != magic:
+        raise PayloadError(f"not a {what}: it does not start with {magic!r}; check what was sent")
+    if got_version != version:
+        raise UnsupportedVersionError(
+            f"{what} has format version {got_version}, this secfl reads version {version}; "
+            "upgrade the older party so both use the same secfl release"
+        )
+    if head_len > max_header or _PREFIX.size + head_len > size:
+        raise PayloadError(f"{what} is truncated or malformed: header length {head_len} does not fit")
+    header = parse_json_object(view[_PREFIX.size:_PREFIX.size + head_len], what=f"{what} header")
+    return header, view[_PREFIX.size + head_len:]
+
+
+def parse_json_object(raw: bytes | memoryview, *, what: str) -> dict[str, Any]:
+    """A JSON object from untrusted bytes: malformed, non-object or absurdly nested input is a PayloadError."""
+    try:
+        value = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"{what} is not valid JSON ({type(exc).__name__} at position "
+                           f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))})") from None
+    except RecursionError:  # the C parser guards its recursion: a nesting attack ends here, not in a crash
+        raise PayloadError(f"{what} is nested too deeply to be a secfl header") from None
+    if not isinstance(value, dict):
+        raise PayloadError(f"{what} must be a JSON object")
+    return value

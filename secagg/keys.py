@@ -3,8 +3,8 @@
 Default trust model (as in NVIDIA FLARE): a key dealer creates one CKKS key set. Every client and
 every key holder gets the **secret context** (secret key + public key); the aggregation server
 gets the **public context** (public key and only the evaluation keys its protocol needs). The
-server can add and weight ciphertexts but cannot decrypt; a server that colludes with any client
-can. Every payload carries the key set's fingerprint so that mixing key sets fails loudly.
+server can add ciphertexts but cannot decrypt; a server that colludes with any client can. Every
+upload names the key set's fingerprint, so that mixing key sets fails loudly.
 
 Example:
     >>> import tempfile, pathlib
@@ -27,6 +27,7 @@ from typing import Any
 import tenseal.sealapi as sealapi
 
 from . import sealio
+from ._files import write_private
 from .errors import InvalidParametersError, KeyFileError, MissingSecretKeyError, PayloadError
 from .framing import canonical_json, frame, unframe
 from .presets import DEFAULT_PRESET, Preset, get_preset
@@ -105,8 +106,8 @@ class _ContextBase:
 class PublicContext(_ContextBase):
     """What the aggregation server holds: public key and evaluation keys, never a secret key.
 
-    It can encrypt (public-key encryption, twice the bytes of a client's symmetric ciphertext),
-    add and weight ciphertexts. Decryption is impossible by construction: there is no secret key
+    It adds first halves of ciphertexts and, with the ``deep`` preset's evaluation keys, evaluates
+    the server-scored circuit. Decryption is impossible by construction: there is no secret key
     in this object, its file, or anything it serialises.
     """
 
@@ -120,7 +121,6 @@ class PublicContext(_ContextBase):
         self.galois_keys = (self._load("galois_keys", sealapi.GaloisKeys, 2 * n_primes * n_galois)
                             if "galois_keys" in blobs else None)
         self.evaluator = sealapi.Evaluator(self.seal)
-        self.encryptor = sealapi.Encryptor(self.seal, self.public_key)
 
     def to_bytes(self) -> bytes:
         return self._to_bytes("public", [n for n in ("public_key", "relin_keys", "galois_keys") if n in self._blobs])
@@ -133,8 +133,8 @@ class PublicContext(_ContextBase):
 
     def decrypt(self, *_: Any, **__: Any) -> None:
         raise MissingSecretKeyError(
-            "the server's public context holds no secret key and cannot decrypt; send the aggregate "
-            "to the key holders (anyone with the client.key file)"
+            "the server's public context holds no secret key and cannot decrypt; a key holder (a client "
+            "with client.key) releases the round's sum"
         )
 
     @staticmethod
@@ -160,14 +160,10 @@ class SecretContext(_ContextBase):
     def to_bytes(self) -> bytes:
         return self._to_bytes("secret", ["public_key", "secret_key"])
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the clients' file with mode 0600 (owner read/write only)."""
-        path = Path(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)  # O_CREAT's mode is ignored for an existing file
-            fh.write(self.to_bytes())
-        return path
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the clients' file with mode 0600, created exclusively and never through a link
+        (an existing file is refused unless ``overwrite``)."""
+        return write_private(path, self.to_bytes(), overwrite=overwrite)
 
     def public_context(self) -> PublicContext:
         """The server's context of this key set, built from public material only."""
@@ -188,12 +184,13 @@ class KeySet:
     secret: SecretContext
     public: PublicContext
 
-    def save(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write ``client.key`` (mode 0600, for clients and key holders) and ``server.ctx`` (server)."""
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Path]:
+        """Write ``client.key`` (mode 0600, for clients and key holders) and ``server.ctx`` (server);
+        existing files are refused unless ``overwrite``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         return {
-            "client": self.secret.save(directory / SECRET_FILE),
+            "client": self.secret.save(directory / SECRET_FILE, overwrite=overwrite),
             "server": self.public.save(directory / PUBLIC_FILE),
         }
 

@@ -3,10 +3,14 @@
 A client's guarantees rest on a few records, keyed by (run id, round):
 
 * **signed** - the commitment of the model and configuration it was given in each round it
-  uploaded for (:meth:`Ledger.claim_round`). It uploads once per round, rounds only grow, and as a
-  key holder it compares every contributor's receipt with its own commitment.
-* **released** - the rounds it released as a key holder (:meth:`Ledger.claim_release`): each once,
-  since a second release of another subset would reveal the difference.
+  uploaded for (:meth:`Ledger.claim_round`, before it encrypts), and the digest of the upload it
+  signed (:meth:`Ledger.record_upload`). It uploads once per round (a second encryption under a
+  second half derived for the same round would reveal the difference of two updates), rounds only
+  grow, and as a key holder it compares every contributor's receipt with its own commitment.
+* **sets** - the one contributor set it signed per round (:meth:`Ledger.claim_set`, before it
+  signs): two sets of one round could be released by two key holders and differenced.
+* **released** - the rounds it released as a key holder (:meth:`Ledger.claim_release`, before it
+  decrypts): each once.
 
 :class:`FileLedger` keeps them in a SQLite file that only this party uses (mode 0600); a check and
 its record are one ``BEGIN IMMEDIATE`` transaction, atomic across processes. :class:`MemoryLedger`
@@ -31,16 +35,19 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import LedgerError, ReleaseRefusedError, ReplayError
 
 __all__ = ["Ledger", "FileLedger", "MemoryLedger"]
 
-# Flower's run ids are unsigned 64-bit integers, beyond SQLite's INTEGER: runs are stored as text
+# Flower's run ids are unsigned 64-bit integers, beyond SQLite's INTEGER: runs are stored as text.
+# Tables of format 2 (an older ledger's tables are left alone and unused).
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS signed (run TEXT, round INTEGER, commitment TEXT NOT NULL, PRIMARY KEY (run, round));
-CREATE TABLE IF NOT EXISTS released (run TEXT, round INTEGER, PRIMARY KEY (run, round));
+CREATE TABLE IF NOT EXISTS uploads (run TEXT, round INTEGER, commitment TEXT NOT NULL, upload TEXT,
+                                   PRIMARY KEY (run, round));
+CREATE TABLE IF NOT EXISTS sets (run TEXT, round INTEGER, digest TEXT NOT NULL, PRIMARY KEY (run, round));
+CREATE TABLE IF NOT EXISTS releases (run TEXT, round INTEGER, PRIMARY KEY (run, round));
 """
 
 
@@ -53,6 +60,18 @@ class Ledger(Protocol):
     def commitment(self, run: str, rnd: int) -> str | None:
         """The commitment recorded for ``rnd`` of ``run``, or None."""
 
+    def last_round(self, run: str) -> int | None:
+        """The latest round of ``run`` claimed for an upload, or None."""
+
+    def record_upload(self, run: str, rnd: int, digest: str) -> None:
+        """Record the digest of the upload signed for a claimed round."""
+
+    def upload_digest(self, run: str, rnd: int) -> str | None:
+        """The digest of the upload signed for ``rnd`` of ``run``, or None."""
+
+    def claim_set(self, run: str, rnd: int, digest: str) -> None:
+        """Record the one contributor set signed for ``rnd``; the same set again is fine, another one is refused."""
+
     def claim_release(self, run: str, rnd: int) -> None:
         """Record that ``rnd`` of ``run`` was released; refuse a second release."""
 
@@ -60,6 +79,11 @@ class Ledger(Protocol):
 def _signed_error(run: str, rnd: int, last: int) -> ReplayError:
     return ReplayError(f"this party already signed an update for round {last} of run {run!r}; a request for round "
                        f"{rnd} is refused (one signed update per round, rounds only grow)")
+
+
+def _set_error(rnd: int) -> ReleaseRefusedError:
+    return ReleaseRefusedError(f"this party already signed another contributor set for round {rnd}; it signs one set "
+                               "per round, so that no two releases of a round can be differenced")
 
 
 def _released_error(run: str, rnd: int) -> ReleaseRefusedError:
@@ -72,6 +96,8 @@ class MemoryLedger:
 
     def __init__(self) -> None:
         self._signed: dict[tuple[str, int], str] = {}
+        self._uploads: dict[tuple[str, int], str] = {}
+        self._sets: dict[tuple[str, int], str] = {}
         self._released: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
 
@@ -84,6 +110,20 @@ class MemoryLedger:
 
     def commitment(self, run: str, rnd: int) -> str | None:
         return self._signed.get((str(run), rnd))
+
+    def last_round(self, run: str) -> int | None:
+        return max((r for (u, r) in self._signed if u == str(run)), default=None)
+
+    def record_upload(self, run: str, rnd: int, digest: str) -> None:
+        self._uploads[(str(run), rnd)] = digest
+
+    def upload_digest(self, run: str, rnd: int) -> str | None:
+        return self._uploads.get((str(run), rnd))
+
+    def claim_set(self, run: str, rnd: int, digest: str) -> None:
+        with self._lock:
+            if self._sets.setdefault((str(run), rnd), digest) != digest:
+                raise _set_error(rnd)
 
     def claim_release(self, run: str, rnd: int) -> None:
         with self._lock:
@@ -133,23 +173,49 @@ class FileLedger:
 
     def claim_round(self, run: str, rnd: int, commitment: str) -> None:
         def check(db: sqlite3.Connection) -> None:
-            (last,) = db.execute("SELECT MAX(round) FROM signed WHERE run = ?", (str(run),)).fetchone()
+            (last,) = db.execute("SELECT MAX(round) FROM uploads WHERE run = ?", (str(run),)).fetchone()
             if last is not None and rnd <= last:
                 raise _signed_error(str(run), rnd, int(last))
 
-        self._transaction(check, lambda db: db.execute("INSERT INTO signed VALUES (?, ?, ?)", (str(run), rnd, commitment)))
+        self._transaction(check, lambda db: db.execute("INSERT INTO uploads VALUES (?, ?, ?, NULL)",
+                                                       (str(run), rnd, commitment)))
 
     def commitment(self, run: str, rnd: int) -> str | None:
+        value = self._one("SELECT commitment FROM uploads WHERE run = ? AND round = ?", (str(run), rnd))
+        return None if value is None else str(value)
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
         db = self._connect()
         try:
-            row = db.execute("SELECT commitment FROM signed WHERE run = ? AND round = ?", (str(run), rnd)).fetchone()
+            row = db.execute(sql, args).fetchone()
         finally:
             db.close()
-        return None if row is None else str(row[0])
+        return None if row is None else row[0]
+
+    def last_round(self, run: str) -> int | None:
+        value = self._one("SELECT MAX(round) FROM uploads WHERE run = ?", (str(run),))
+        return None if value is None else int(value)
+
+    def record_upload(self, run: str, rnd: int, digest: str) -> None:
+        self._transaction(lambda db: None, lambda db: db.execute(
+            "UPDATE uploads SET upload = ? WHERE run = ? AND round = ?", (digest, str(run), rnd)))
+
+    def upload_digest(self, run: str, rnd: int) -> str | None:
+        value = self._one("SELECT upload FROM uploads WHERE run = ? AND round = ?", (str(run), rnd))
+        return None if value is None else str(value)
+
+    def claim_set(self, run: str, rnd: int, digest: str) -> None:
+        def check(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT digest FROM sets WHERE run = ? AND round = ?", (str(run), rnd)).fetchone()
+            if row is not None and row[0] != digest:
+                raise _set_error(rnd)
+
+        self._transaction(check, lambda db: db.execute("INSERT OR IGNORE INTO sets VALUES (?, ?, ?)",
+                                                       (str(run), rnd, digest)))
 
     def claim_release(self, run: str, rnd: int) -> None:
         def check(db: sqlite3.Connection) -> None:
-            if db.execute("SELECT 1 FROM released WHERE run = ? AND round = ?", (str(run), rnd)).fetchone():
+            if db.execute("SELECT 1 FROM releases WHERE run = ? AND round = ?", (str(run), rnd)).fetchone():
                 raise _released_error(str(run), rnd)
 
-        self._transaction(check, lambda db: db.execute("INSERT INTO released VALUES (?, ?)", (str(run), rnd)))
+        self._transaction(check, lambda db: db.execute("INSERT INTO releases VALUES (?, ?)", (str(run), rnd)))

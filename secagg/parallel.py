@@ -128,12 +128,33 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def encrypt(vector: np.ndarray, context: Any, n_workers: int) -> list[bytes]:
-    per_ct = context.preset.values_per_ciphertext
-    n_chunks = -(-vector.size // per_ct)
+def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, first: int, last: int) -> bytes:
+    """Chunks ``first..last-1`` of ``vector`` encrypted and packed (the unit of work of one process)."""
+    from .ring import Ring, second_half
+
+    ring = Ring(secret.preset)
+    per_ct = ring.n
+    buf = np.zeros(per_ct, dtype=np.float64)
+    parts = []
+    for j in range(first, last):
+        chunk = vector[(j - first) * per_ct:(j - first + 1) * per_ct]
+        buf[:chunk.size] = chunk
+        buf[chunk.size:] = 0.0
+        a = ring.uniform(second_half(seed, chunk=j, preset=secret.preset, label=label))
+        parts.append(ring.pack(ring.encrypt(buf, secret, a)))
+    return b"".join(parts)
+
+
+def encrypt(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, workers: int | None = None) -> bytes:
+    """Every chunk of ``vector`` encrypted under second halves derived from ``seed``, packed, in order."""
+    per_ct = secret.preset.values_per_ciphertext
+    n_chunks = max(1, -(-vector.size // per_ct))
+    n_workers = choose_workers(n_chunks, workers)
+    if n_workers == 1:
+        return encrypt_range(vector, secret, seed=seed, label=label, first=0, last=n_chunks)
     parts = _split(n_chunks, n_workers)
-    results = _run(context, len(parts), "encrypt", [(vector[a * per_ct:b * per_ct], b - a) for a, b in parts])
-    return [blob for part in results for blob in part]
+    payloads = [(vector[a * per_ct:b * per_ct], seed, label, a, b) for a, b in parts]
+    return b"".join(_run(secret, len(parts), "encrypt", payloads))
 
 
 @atexit.register

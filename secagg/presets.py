@@ -44,8 +44,10 @@ __all__ = ["Preset", "PRESETS", "DEFAULT_PRESET", "get_preset", "register_preset
 #: HE standard, 128-bit classical security, ternary secret: max total log2(q) per ring degree.
 MAX_MODULUS_BITS_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
 
-#: Standard deviation of SEAL's error distribution (coefficient domain).
-_SEAL_NOISE_STD = 3.2
+#: Error distribution of secfl's encryption (coefficient domain): centred binomial with eta = 21,
+#: standard deviation sqrt(21 / 2) = 3.24 (the HE standard's 3.2 within 2 %).
+CBD_ETA = 21
+ERROR_STD = math.sqrt(CBD_ETA / 2)
 
 EVAL_KEY_KINDS = ("relin", "galois")
 
@@ -171,17 +173,14 @@ class Preset:
         bottom = self.data_modulus_bits - self.depth * self.scale_bits
         return bottom - 1 - self.scale_bits - math.log2(self.max_abs)
 
-    def noise_std(self, *, public_key: bool = False) -> float:
+    def noise_std(self) -> float:
         """Analytic std of the CKKS error per value of one fresh encryption.
 
-        Symmetric: coefficient error e + rounding, std sqrt(3.2^2 + 1/12); the canonical embedding
-        maps it to sqrt(N/2) times that per real value, divided by the scale. Public-key
-        encryption adds e*u + e2*s, about sqrt(4N/3) times larger.
+        Coefficient error e + encoding rounding, std sqrt(ERROR_STD^2 + 1/12); the canonical
+        embedding maps it to sqrt(N/2) times that per real value, divided by the scale.
         """
         n = self.poly_modulus_degree
-        coeff_var = _SEAL_NOISE_STD**2 + 1.0 / 12.0
-        if public_key:
-            coeff_var += (4.0 * n / 3.0) * _SEAL_NOISE_STD**2
+        coeff_var = ERROR_STD**2 + 1.0 / 12.0
         return math.sqrt(n / 2.0 * coeff_var) / 2.0**self.scale_bits
 
     def to_dict(self) -> dict[str, Any]:

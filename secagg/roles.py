@@ -1,15 +1,24 @@
 """The three parties of an encrypted round, each an object that holds only what that party holds.
 
-* :class:`Uploader` - a client: its secret context, its signing identity and its ledger. It
-  encrypts an update, signs it for one round and one model, and records the round first.
-* :class:`Aggregator` - the server: the public context and the roster. It authenticates and
-  parses uploads; it can never decrypt (it holds no secret, and no object it builds does).
-* :class:`KeyHolder` - a client asked to release an aggregate: its secret context, the roster,
-  its ledger and the release policy, which exists here only. It releases an aggregate of at least
-  ``min_contributors`` signed uploads (default 2), all committing to the model this party itself
-  trained on, once per round, noise-flooded (:mod:`secagg.release`).
+* :class:`Uploader` - a client: its secret context, its signing identity, its ledger. It encrypts
+  an update under a second half derived from a fresh seed, signs the upload for one run, round and
+  model, and later signs the one contributor set of that round.
+* :class:`Aggregator` - the server: the public context and the roster. It authenticates uploads,
+  proposes a contributor set of whole enrolment groups and adds the members' first halves. It
+  never holds a secret and never builds a ciphertext a key holder would decrypt.
+* :class:`KeyHolder` - a client asked to release: its secret context, the roster, its ledger and
+  the release policy, which exists here only. It decrypts only a sum it verified itself:
 
-Each is configured once, at construction (keyword-only), as Opacus' ``PrivacyEngine`` is.
+  1. the request names it, comes from a run and round it uploaded for itself, and every member's
+     receipt verifies, commits to the model it was given, and is named by the set;
+  2. every member signed that one set; the set covers whole enrolment groups of at least
+     ``min_contributors`` clients (default 2);
+  3. it marks the round spent **before** it decrypts (a refusal after that point spends it too);
+  4. it rebuilds the second half from the members' signed seeds (the server sends none) and
+     decrypts ``(sum of c0, sum of a)``; whatever the server put in the first half only shifts
+     the result by an amount the server already knows;
+  5. it floods with noise sized from what it verified (the preset and the number of members),
+     checks ranges on the flooded values only, and releases the ratio (or the sum).
 
 Example::
 
@@ -17,59 +26,99 @@ Example::
     >>> keys = secagg.generate_keys(preset="compact")
     >>> ids, roster = secagg.generate_identities(["a", "b"])
     >>> ledgers = {c: secagg.MemoryLedger() for c in ids}
-    >>> uploads = [secagg.Uploader(keys.secret, identity=ids[c], ledger=ledgers[c]).upload(
-    ...     {"w": np.full(3, 0.25 * (k + 1), np.float32)}, run="r", round=0, commitment="m", weights=1.0)
-    ...     for k, c in enumerate(ids)]
-    >>> server = secagg.Aggregator(keys.public, roster=roster)
-    >>> received = [server.receive(u, round=0) for u in uploads]
-    >>> total = secagg.RunningSum(keys.public, expected_round=0)
-    >>> for r in received:
-    ...     total.add(r.update)
-    >>> holder = secagg.KeyHolder(keys.secret, roster=roster, ledger=ledgers["a"])
-    >>> out = holder.release(total.result().to_bytes(), run="r", round=0, receipts=[r.receipt for r in received])
+    >>> clients = {c: secagg.Uploader(keys.secret, identity=ids[c], ledger=ledgers[c], roster=roster) for c in ids}
+    >>> commitment = "ab" * 32
+    >>> uploads = [u.upload({"w": np.full(3, 0.25 * (k + 1), np.float32)}, run="r", round=0, commitment=commitment,
+    ...                     weights=1.0) for k, u in enumerate(clients.values())]
+    >>> layout = secagg.Layout.of({"w": np.zeros(3, np.float32), secagg.WEIGHTS_ENTRY: np.zeros(1)})
+    >>> server = secagg.Aggregator(keys.public, roster=roster).open_round(run="r", round=0, layout=layout)
+    >>> receipts = [server.receive(u) for u in uploads]
+    >>> cset = server.contributor_set(key_holder="a")
+    >>> request = server.request(cset, {c: clients[c].sign_set(cset) for c in cset.members})
+    >>> holder = secagg.KeyHolder(keys.secret, identity=ids["a"], roster=roster, ledger=ledgers["a"])
+    >>> out = holder.release(request)
     >>> out.contributors, np.round(out.values["w"].astype(float), 4).tolist()  # (0.25 + 0.5) / 2
     (('a', 'b'), [0.375, 0.375, 0.375])
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import tenseal.sealapi as sealapi
 
-from . import signing
+from . import parallel, sealio
 from ._check import integer
-from .decrypt import decrypt, decrypt_ratio
-from .encrypt import WEIGHTS_ENTRY, encrypt_update
+from .circuit import SERVER_SCORED_NOISE, ratio_vector
 from .errors import (
     AuthenticationError,
+    DuplicateUploadError,
+    EmptyAggregationError,
+    HeadroomError,
+    InvalidUpdateError,
     KeyMismatchError,
     LayoutMismatchError,
     MissingSecretKeyError,
+    ModelInconsistencyError,
+    NonFiniteValueError,
     PayloadError,
     ReleaseRefusedError,
+    ReplayError,
     SignatureError,
+    ValueOutOfRangeError,
 )
 from .keys import PublicContext, SecretContext
 from .ledger import Ledger, MemoryLedger
-from .packing import Layout
-from .signing import ClientIdentity, Receipt, Roster
-from .wire import EncryptedUpdate, validate_client_id
+from .messages import (
+    ContributorSet,
+    Receipt,
+    Request,
+    decode_request,
+    decode_upload,
+    encode_request,
+    encode_upload,
+    validate_run,
+)
+from .messages import digest as blake2b_hex
+from .packing import Layout, as_arrays
+from .release import release
+from .ring import Ring, second_half
+from .signing import ClientIdentity, Roster
 
-__all__ = ["Uploader", "Aggregator", "KeyHolder", "Received", "Release", "DEFAULT_MIN_CONTRIBUTORS"]
+__all__ = ["Uploader", "Aggregator", "RoundAggregate", "KeyHolder", "Release", "WEIGHTS_ENTRY",
+           "DEFAULT_MIN_CONTRIBUTORS", "max_payload_bytes"]
 
 #: Key holders release sums of at least this many clients unless configured otherwise.
 DEFAULT_MIN_CONTRIBUTORS = 2
+#: Name of the array that carries a client's per-layer weights in the ratio form.
+WEIGHTS_ENTRY = "__secagg_weights__"
+_HEX = re.compile(r"^[0-9a-f]{1,256}$")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Received:
-    """An upload the server accepted: the parsed update (ciphertexts not yet loaded) and its receipt."""
+def _seed_label(client_id: str) -> bytes:
+    return b"shared:" + client_id.encode()
 
-    update: EncryptedUpdate
-    receipt: Receipt | None
+
+def _ratio_layout(layout: Layout) -> Layout:
+    """``layout`` with one weight per layer appended: the ratio form."""
+    return Layout.of({**{s.name: np.zeros(s.shape, s.dtype) for s in layout.layers},
+                      WEIGHTS_ENTRY: np.zeros(len(layout.layers))})
+
+
+def max_payload_bytes(preset: Any, n_values: int, n_arrays: int = 1) -> int:
+    """The size of an upload of ``n_values`` numbers in ``n_arrays`` arrays (ratio form included):
+    a server's size limit, enforced before anything is parsed."""
+    from .presets import get_preset
+
+    ring = Ring(get_preset(preset))
+    chunks = -(-(n_values + n_arrays) // ring.n)
+    return chunks * ring.residue_bytes + 2048
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,152 +129,450 @@ class Release:
     contributors: tuple[str, ...]
 
 
+# ---- the client ---------------------------------------------------------------------------------
 class Uploader:
     """A client's encrypting and signing half.
 
     Args:
         secret: the client's secret context (``client.key``).
-        identity: its Ed25519 signing identity; ``None`` sends unsigned payloads (only servers
-            without a roster accept them, and key holders then cannot check anything).
-        ledger: where it records each round it uploads for before it encrypts (one upload per
-            round, rounds only grow); a :class:`MemoryLedger` by default.
-        client_id: the id its payloads carry; required without an identity, which names it otherwise.
-        workers: processes to encrypt with (see :func:`secagg.encrypt_update`).
+        identity: its Ed25519 signing identity (its client id comes from it).
+        ledger: where it records, before it encrypts, each round it uploads for (one upload per
+            round, rounds only grow) and the one contributor set it signs per round.
+        roster: the roster; given, it signs only contributor sets of whole enrolment groups.
+        min_contributors: the smallest set it agrees to be part of.
+        workers: processes to encrypt with; ``None`` picks 2 for large updates on multi-core machines.
     """
 
-    def __init__(self, secret: SecretContext, *, identity: ClientIdentity | None = None, ledger: Ledger | None = None,
-                 client_id: str | None = None, workers: int | None = None) -> None:
+    def __init__(self, secret: SecretContext, *, identity: ClientIdentity, ledger: Ledger | None = None,
+                 roster: Roster | None = None, min_contributors: int = DEFAULT_MIN_CONTRIBUTORS,
+                 workers: int | None = None) -> None:
         if not isinstance(secret, SecretContext):
             raise MissingSecretKeyError(f"an Uploader encrypts with a SecretContext (client.key), got {type(secret).__name__}")
-        if identity is not None and client_id is not None and client_id != identity.client_id:
-            raise AuthenticationError(f"client_id {client_id!r} differs from the identity's {identity.client_id!r}")
-        if identity is None and client_id is None:
-            raise ValueError("an Uploader without a signing identity needs a client_id")
+        if not isinstance(identity, ClientIdentity):
+            raise AuthenticationError("an Uploader signs what it sends: give it the client's ClientIdentity")
         self.secret = secret
         self.identity = identity
-        self.client_id: str = identity.client_id if identity is not None else validate_client_id(client_id)
+        self.client_id = identity.client_id
         self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
+        self.roster = roster
+        self.min_contributors = integer("min_contributors", min_contributors, minimum=1)
         self.workers = workers
+        self.ring = Ring(secret.preset)
 
-    def upload(self, update: Mapping[str, Any], *, run: str, round: int, commitment: str = "",
+    def upload(self, update: Mapping[str, Any], *, run: str, round: int, commitment: str,
                weights: float | Mapping[str, float] | None = None) -> bytes:
-        """Encrypt ``update`` (in the ratio form when ``weights`` is given), sign it and return the bytes.
+        """Encrypt ``update`` (in the ratio form when ``weights`` is given: ``Enc(w_l * d_l)`` and
+        ``Enc(w_l)`` per layer), sign it for ``run``, ``round`` and ``commitment``, return the bytes.
 
         Raises:
+            InvalidUpdateError, NonFiniteValueError, ValueOutOfRangeError: an update CKKS cannot carry.
             ReplayError: this party already uploaded for this round (or a later one) of ``run``.
         """
-        self.ledger.claim_round(run, round, commitment)  # recorded before anything is encrypted
-        enc = encrypt_update(update, self.secret, round=round, client_id=self.client_id, weights=weights,
-                             workers=self.workers)
-        payload = enc.to_bytes()
-        if self.identity is None:
-            return payload
-        return signing.seal(payload, self.identity, round=round, commitment=commitment,
-                            fingerprint=self.secret.fingerprint)
+        run = validate_run(run)
+        rnd = integer("round", round)
+        if not isinstance(commitment, str) or not _HEX.match(commitment):
+            raise ValueError("commitment must be a hex digest (secagg.round_commitment)")
+        layout, vector = _pack(update, weights, self.secret.preset)
+        self.ledger.claim_round(run, rnd, commitment)  # recorded before anything is encrypted
+        seed = os.urandom(32)
+        body = parallel.encrypt(vector, self.secret, seed=seed, label=_seed_label(self.client_id), workers=self.workers)
+        receipt = Receipt(client_id=self.client_id, run=run, round=rnd, commitment=commitment,
+                          keys=self.secret.fingerprint, preset=self.secret.preset.name, layout_hash=layout.hash,
+                          seed=seed.hex(), body_digest=blake2b_hex(body)).sign(self.identity)
+        self.ledger.record_upload(run, rnd, receipt.digest)
+        return encode_upload(receipt, body)
+
+    def sign_set(self, cset: ContributorSet) -> str:
+        """Agree to ``cset`` as this round's one contributor set, if it names this party's own upload
+        unchanged; recorded durably before signing, so the party never signs a second set.
+
+        Raises:
+            ReleaseRefusedError: not a member, another upload, too small, not whole groups, or a
+                different set already signed for this round.
+        """
+        if self.client_id not in cset.members:
+            raise ReleaseRefusedError(f"{self.client_id!r} is not a member of the set it was asked to sign")
+        own = self.ledger.upload_digest(cset.run, cset.round)
+        if own is None or cset.receipts[cset.members.index(self.client_id)] != own:
+            raise ReleaseRefusedError(f"round {cset.round}: the set does not name this party's own upload of that round")
+        if len(cset.members) < self.min_contributors:
+            raise ReleaseRefusedError(f"round {cset.round}: a set of {len(cset.members)} client(s); this party agrees to "
+                                      f"sums of at least {self.min_contributors}")
+        if self.roster is not None:
+            try:
+                self.roster.check_whole_groups(cset.members, min_size=self.min_contributors)
+            except AuthenticationError as exc:
+                raise ReleaseRefusedError(f"round {cset.round}: {exc}") from None
+            if cset.key_holder not in self.roster:
+                raise ReleaseRefusedError(f"round {cset.round}: the set names a key holder that is not on the roster")
+        self.ledger.claim_set(cset.run, cset.round, cset.digest)
+        return cset.sign(self.identity)
 
 
+def _pack(update: Mapping[str, Any], weights: float | Mapping[str, float] | None, preset: Any) -> tuple[Layout, np.ndarray]:
+    arrays = as_arrays(update)
+    if WEIGHTS_ENTRY in arrays:
+        raise InvalidUpdateError(f"the name {WEIGHTS_ENTRY!r} is reserved for the ratio form's weights")
+    for name, arr in arrays.items():
+        if not np.all(np.isfinite(arr)):
+            raise NonFiniteValueError(f"array {name!r} holds NaN or infinite values; CKKS cannot encrypt them. Check "
+                                      "the local training (diverged loss?) before sending")
+    if weights is not None:
+        arrays = _apply_weights(arrays, weights)
+    layout = Layout.of(arrays)
+    if layout.total == 0:
+        raise InvalidUpdateError("the update holds no values (every array is empty)")
+    vector = layout.pack(arrays)
+    peak = float(np.max(np.abs(vector)))
+    if peak > preset.max_abs:
+        worst = max(layout.layers, key=lambda s: float(np.max(np.abs(vector[s.offset:s.stop]), initial=0.0)))
+        raise ValueOutOfRangeError(
+            f"array {worst.name!r} holds a value beyond {preset.max_abs:g}, the safe range of preset {preset.name!r}; "
+            "CKKS would wrap around silently. Clip or scale the update, or use a preset with a larger max_abs")
+    return layout, vector
+
+
+def _apply_weights(arrays: dict[str, np.ndarray], weights: float | Mapping[str, float]) -> dict[str, np.ndarray]:
+    names = list(arrays)
+    if isinstance(weights, Mapping):
+        if set(weights) != set(names):
+            raise InvalidUpdateError("weights must name exactly the update's arrays: one weight per array")
+        per_layer = [weights[n] for n in names]
+    else:
+        per_layer = [weights] * len(names)
+    try:
+        w = np.array(per_layer, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidUpdateError("weights must be real numbers") from None
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w > 1):
+        raise InvalidUpdateError("weights must lie in [0, 1] (the ratio form sends omega <= 1)")
+    out = {n: (arrays[n] * w[i]).astype(arrays[n].dtype) for i, n in enumerate(names)}
+    out[WEIGHTS_ENTRY] = w
+    return out
+
+
+# ---- the server ---------------------------------------------------------------------------------
 class Aggregator:
-    """The server's half: authenticates and parses uploads with public material only.
+    """The server's half: authenticates uploads and adds first halves, with public material only.
 
     Args:
         public: the public context (``server.ctx``); a secret context is refused.
-        roster: the clients' verification keys; given, only uploads signed by a client on it, for
-            the current round, are accepted. ``None`` accepts unsigned payloads.
+        roster: the clients' verification keys and enrolment groups.
         max_payload_bytes: uploads above this are rejected before anything is parsed.
     """
 
-    def __init__(self, public: PublicContext, *, roster: Roster | None = None, max_payload_bytes: int | None = None) -> None:
+    def __init__(self, public: PublicContext, *, roster: Roster, max_payload_bytes: int | None = None) -> None:
         if not isinstance(public, PublicContext):
             raise KeyMismatchError(f"the server holds the public context only (server.ctx), got {type(public).__name__}")
+        if not isinstance(roster, Roster):
+            raise AuthenticationError("the server accepts signed uploads only: give it the roster")
         self.public = public
         self.roster = roster
         self.max_payload_bytes = max_payload_bytes
+        self.ring = Ring(public.preset)
 
-    def receive(self, data: bytes | bytearray | memoryview, *, round: int, layout: Layout | None = None) -> Received:
-        """Authenticate and parse one upload for ``round``; ``layout`` (the model the server sent, in
-        the protocol's form) is what every upload must have.
+    def open_round(self, *, run: str, round: int, layout: Layout, commitment: str | None = None) -> RoundAggregate:
+        """A round's state; ``layout`` is what every upload of it must have (from the round's
+        configuration, never from a vote among uploads). ``commitment``, when the server knows what
+        its clients should have committed to, refuses an upload that commits to anything else: one
+        client's false commitment then cannot make the key holder refuse the whole round."""
+        return RoundAggregate(self, run=validate_run(run), round=integer("round", round), layout=layout,
+                              commitment=commitment)
+
+
+class RoundAggregate:
+    """One round on the server: the accepted uploads, then the contributor set and its request."""
+
+    def __init__(self, aggregator: Aggregator, *, run: str, round: int, layout: Layout,
+                 commitment: str | None = None) -> None:
+        self.aggregator = aggregator
+        self.run, self.round, self.layout, self.commitment = run, round, layout, commitment
+        self.ring = aggregator.ring
+        self.chunks = layout.chunks(self.ring.n)
+        self._accepted: dict[str, tuple[Receipt, bytes]] = {}
+
+    @property
+    def contributors(self) -> tuple[str, ...]:
+        return tuple(self._accepted)
+
+    def receipt(self, client_id: str) -> Receipt:
+        return self._accepted[client_id][0]
+
+    def receive(self, data: bytes | bytearray | memoryview) -> Receipt:
+        """Authenticate and check one upload; all or nothing: a refused upload changes nothing.
 
         Raises:
-            SecAggError subclasses: a malformed, foreign, forged, replayed or mismatched upload.
+            SecAggError subclasses: malformed, oversized, foreign, forged, replayed, duplicated or
+            mismatched (key set, preset, layout) uploads, each with its own class.
         """
-        payload, receipt = data, None
-        if self.roster is not None:
-            opened = signing.open_envelope(data, self.roster, expected_round=round, max_bytes=self.max_payload_bytes)
-            payload, receipt = opened.payload, opened.receipt
-            if receipt.fingerprint != self.public.fingerprint:
-                raise KeyMismatchError(f"{receipt.client_id!r} signed for another key set")
-        update = EncryptedUpdate.from_bytes(payload, self.public, expected_round=round,
-                                            max_bytes=self.max_payload_bytes, load=False)
-        if update.kind != "update":
-            raise PayloadError("a client uploads its own update, not an aggregate")
-        if receipt is not None and update.client_id != receipt.client_id:
-            raise SignatureError(f"{receipt.client_id!r} signed an update that names {update.client_id!r}")
-        if layout is not None and update.layout.hash != layout.hash:
-            raise LayoutMismatchError(f"{update._who()} sent an update for another model architecture than the one "
-                                      "this round trains; it was dropped")
-        return Received(update=update, receipt=receipt)
+        agg = self.aggregator
+        receipt, body = decode_upload(data, max_bytes=agg.max_payload_bytes)
+        receipt.verify(agg.roster)  # nothing the client wrote is believed before this
+        if receipt.run != self.run or receipt.round != self.round:
+            raise ReplayError(f"{receipt.client_id!r} signed this upload for another run or round: a replayed or "
+                              "stale upload was dropped")
+        if receipt.keys != agg.public.fingerprint or receipt.preset != agg.public.preset.name:
+            raise KeyMismatchError(f"{receipt.client_id!r} encrypted under another key set or preset; provision that "
+                                   "client with the current keys")
+        if receipt.layout_hash != self.layout.hash:
+            raise LayoutMismatchError(f"{receipt.client_id!r} sent an update for another model architecture than the "
+                                      "one this round trains; it was dropped")
+        if self.commitment is not None and receipt.commitment != self.commitment:
+            raise ModelInconsistencyError(f"{receipt.client_id!r} committed to another model or configuration than the "
+                                          "one this server sent; its upload was dropped")
+        if not receipt.seed:
+            raise PayloadError(f"{receipt.client_id!r}'s upload names no second-half seed")
+        if receipt.client_id in self._accepted:
+            raise DuplicateUploadError(f"a second upload from {receipt.client_id!r} this round was dropped; the first "
+                                       "one counts")
+        if any(r.seed == receipt.seed for r, _ in self._accepted.values()):
+            raise DuplicateUploadError(f"{receipt.client_id!r} reuses another upload's seed; it was dropped")
+        if len(body) != self.chunks * self.ring.residue_bytes:
+            raise PayloadError(f"{receipt.client_id!r}'s upload holds {len(body)} bytes of ciphertexts; this round's "
+                               f"layout needs {self.chunks * self.ring.residue_bytes}")
+        if blake2b_hex(body) != receipt.body_digest:
+            raise SignatureError(f"{receipt.client_id!r}: the ciphertexts do not match their signed digest; they were "
+                                 "altered")
+        kept = bytes(body)  # a copy: later writes to the caller's buffer cannot reach it
+        for j in range(self.chunks):  # every residue below its prime, before the upload counts
+            self.ring.unpack(self._chunk(kept, j), what=f"ciphertext {j} of {receipt.client_id!r}")
+        self._accepted[receipt.client_id] = (receipt, kept)
+        return receipt
+
+    def _chunk(self, body: bytes, j: int) -> memoryview:
+        size = self.ring.residue_bytes
+        return memoryview(body)[j * size:(j + 1) * size]
+
+    def complete_groups(self, among: Iterable[str] | None = None) -> tuple[str, ...]:
+        """The accepted clients whose whole enrolment group was accepted (and is in ``among``)."""
+        present = set(self._accepted) if among is None else set(self._accepted) & set(among)
+        return tuple(sorted(c for g in self.aggregator.roster.complete_groups(present) for c in g))
+
+    def contributor_set(self, *, key_holder: str, among: Iterable[str] | None = None) -> ContributorSet:
+        """The set to propose: every accepted upload of a complete enrolment group (a group with a
+        member missing sits the round out), to be released by ``key_holder``.
+
+        Raises:
+            EmptyAggregationError: no enrolment group is complete.
+        """
+        members = self.complete_groups(among)
+        if not members:
+            raise EmptyAggregationError(f"round {self.round}: no enrolment group has all its members' uploads "
+                                        f"({len(self._accepted)} accepted); nothing can be released")
+        return ContributorSet.of(run=self.run, round=self.round, key_holder=key_holder,
+                                 receipts=[self._accepted[m][0] for m in members])
+
+    def request(self, cset: ContributorSet, signatures: Mapping[str, str]) -> bytes:
+        """The release request: the members' first halves added (one upload unpacked at a time),
+        their receipts and their signatures of ``cset``."""
+        ring = self.ring
+        sums = [ring.zeros() for _ in range(self.chunks)]
+        for member in cset.members:
+            _, body = self._accepted[member]
+            for j in range(self.chunks):
+                sums[j] = ring.add(sums[j], ring.unpack(self._chunk(body, j), what="an accepted upload"))
+        return encode_request(cset, layout=self.layout, receipts=[self._accepted[m][0] for m in cset.members],
+                              signatures=signatures, kind="sum", body=b"".join(ring.pack(s) for s in sums))
+
+    def circuit_request(self, cset: ContributorSet, signatures: Mapping[str, str], *, hi: float,
+                        temperature: float) -> bytes:
+        """The server-scored protocol's request: the members' full ciphertexts (second halves rebuilt
+        from their public seeds) through :func:`secagg.circuit.score_and_combine`, serialised. A key
+        holder cannot rebuild this output; it decrypts it only when configured to trust the server."""
+        from .circuit import score_and_combine
+
+        ring, preset = self.ring, self.aggregator.public.preset
+        clients = []
+        for member in cset.members:
+            receipt, body = self._accepted[member]
+            seed = bytes.fromhex(receipt.seed)
+            clients.append([ring.full_ciphertext(ring.unpack(self._chunk(body, j), what="an accepted upload"),
+                                                 ring.uniform(second_half(seed, chunk=j, preset=preset,
+                                                                          label=_seed_label(member))))
+                            for j in range(self.chunks)])
+        out = score_and_combine(clients, self.aggregator.public, layout=self.layout, hi=hi, temperature=temperature)
+        blobs = [sealio.dump(ct) for ct in out]
+        return encode_request(cset, layout=self.layout, receipts=[self._accepted[m][0] for m in cset.members],
+                              signatures=signatures, kind="circuit", body=b"".join(blobs),
+                              blob_sizes=[len(b) for b in blobs])
 
 
+# ---- the key holder -----------------------------------------------------------------------------
 class KeyHolder:
-    """A key holder's half, and the one release policy.
+    """A key holder's half, and the one release policy (see the module docstring).
 
     Args:
         secret: its secret context.
-        roster: the clients' verification keys. Given, it releases only aggregates whose every
-            contributor sent a signed receipt for this round and key set, all committing to the
-            model and configuration this party itself was given (read from ``ledger``). ``None``
-            releases on the aggregate's own header (an honest-but-curious server only).
-        min_contributors: the smallest number of clients whose sum it releases (default 2: a
-            "sum" of one client is that client's update).
-        ledger: its records; the commitment of each round it uploaded for, and the rounds it
-            released (each once).
-        release_seed: makes the flooding reproducible (seeded simulations only); ``None``, the
-            default, draws it from the OS CSPRNG, as a deployment must.
+        identity: its signing identity: the id a contributor set must name to be released here.
+        roster: the clients' verification keys and enrolment groups.
+        ledger: its records: the commitment of each round it uploaded for (it releases only those,
+            comparing every receipt's commitment with its own), and the rounds it released.
+        min_contributors: the smallest set it releases (default 2: a "sum" of one client is that
+            client's update); every enrolment group in the set must be at least this large.
+        max_weight: the largest weight one client may contribute (1 in the ratio form of the
+            client-scored protocol); a released total weight above members x this is refused.
+        release_seed: makes the flooding reproducible (labelled, seeded simulations only); ``None``,
+            the default, draws it from the OS CSPRNG, as a deployment must.
+        trust_server_circuit: also decrypt the output of the server-scored circuit, which no key
+            holder can rebuild: a server that lies there can make it decrypt a ciphertext of its
+            choice (and learn the secret key). Off by default; the server-scored protocol is for
+            an honest-but-curious server only.
     """
 
-    def __init__(self, secret: SecretContext, *, roster: Roster | None = None,
-                 min_contributors: int = DEFAULT_MIN_CONTRIBUTORS, ledger: Ledger | None = None,
-                 release_seed: int | None = None) -> None:
+    def __init__(self, secret: SecretContext, *, identity: ClientIdentity, roster: Roster, ledger: Ledger | None = None,
+                 min_contributors: int = DEFAULT_MIN_CONTRIBUTORS, max_weight: float = 1.0,
+                 release_seed: int | None = None, trust_server_circuit: bool = False) -> None:
         if not isinstance(secret, SecretContext):
             raise MissingSecretKeyError(f"a KeyHolder decrypts with a SecretContext (client.key), got {type(secret).__name__}")
+        if not isinstance(roster, Roster):
+            raise AuthenticationError("a key holder checks every contributor against the roster: give it one")
         self.secret = secret
+        self.client_id = identity.client_id
         self.roster = roster
-        self.min_contributors = integer("min_contributors", min_contributors, minimum=1)
         self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
+        self.min_contributors = integer("min_contributors", min_contributors, minimum=1)
+        if not (math.isfinite(max_weight) and max_weight > 0):
+            raise ValueError("max_weight must be a positive number")
+        self.max_weight = float(max_weight)
         self.release_seed = release_seed
+        self.trust_server_circuit = bool(trust_server_circuit)
+        self.ring = Ring(secret.preset)
 
-    def release(self, aggregate: bytes | bytearray | memoryview, *, run: str, round: int,
-                receipts: Sequence[Receipt] = ()) -> Release:
-        """Check the aggregate and its contributors' receipts, then release it once.
+    def release(self, request: bytes | bytearray | memoryview, *, run: str | None = None) -> Release:
+        """Verify the request, spend the round, decrypt with a second half rebuilt here, release.
 
-        Returns the ratio ``sum_k w_k x_k / sum_k w_k`` for ratio-form uploads, else the sum.
+        ``run``, when the caller knows which run this key holder is serving (on Flower, the run of
+        the query), refuses a request for any other run.
 
         Raises:
-            ReleaseRefusedError: not an aggregate, too few contributors, a round this party did not
-                upload for, receipts without a roster, or a round it already released.
-            ModelInconsistencyError: contributors were given different models (a malicious server).
-            AuthenticationError (and subclasses): receipts that do not verify or do not match.
+            ReleaseRefusedError: another key holder's set, a round this party did not upload for,
+                too few members, a sum beyond its range, or a round already released.
+            ModelInconsistencyError: members were given different models (a malicious server).
+            AuthenticationError (and subclasses), PayloadError: receipts, signatures or bytes that
+                do not verify.
         """
-        total = EncryptedUpdate.from_bytes(aggregate, self.secret, expected_round=round)
-        if total.kind == "update" or len(total.contributors) < self.min_contributors:
-            raise ReleaseRefusedError(
-                f"round {round}: asked to release a {total.kind} of {len(total.contributors)} client(s); this key "
-                f"holder releases sums of at least {self.min_contributors} clients only")
-        if self.roster is None:
-            if receipts:
-                raise ReleaseRefusedError(f"round {round}: receipts were sent, but this key holder holds no roster to "
-                                          "check them against")
-        else:
-            own = self.ledger.commitment(run, round)
-            if own is None:
+        req = decode_request(request, max_members=len(self.roster))
+        if run is not None and req.cset.run != run:
+            raise ReplayError("the release request names another run than the one this key holder serves")
+        receipts = self._verify(req)
+        cset, preset = req.cset, self.secret.preset
+        members = len(cset.members)
+        if math.log2(members * self.max_weight * preset.max_abs) + preset.scale_bits + 1 > preset.data_modulus_bits:
+            raise HeadroomError(f"a sum of {members} clients could exceed preset {preset.name!r}'s modulus; release "
+                                "smaller groups")
+        chunks = req.layout.chunks(self.ring.n)
+        if req.kind == "circuit":
+            if not self.trust_server_circuit:
                 raise ReleaseRefusedError(
-                    f"round {round}: this key holder releases only rounds of this run it uploaded for itself, so that "
-                    "it can check the model every contributor was given against its own")
-            signing.check_receipts(receipts, self.roster, round=round, contributors=total.contributors,
-                                   fingerprint=self.secret.fingerprint, expected_commitment=own,
-                                   min_contributors=self.min_contributors)
-        self.ledger.claim_release(run, round)  # checked and recorded at once, after every other check passed
+                    "this is the server-scored circuit's output, which no key holder can rebuild or check: a lying "
+                    "server could make it decrypt a ciphertext of its choice. Release it only for a server you trust "
+                    "(KeyHolder(trust_server_circuit=True))")
+            if len(req.blob_sizes) != chunks + len(req.layout.layers):
+                raise PayloadError("the circuit's output does not fit its layout")
+        elif len(req.body) != chunks * self.ring.residue_bytes:
+            raise PayloadError("the release request's ciphertexts do not fit its layout")
+        self.ledger.claim_release(cset.run, cset.round)  # spent before anything is decrypted
+        if req.kind == "circuit":
+            raw, layout, sigma = self._decrypt_circuit(req, chunks), _ratio_layout(req.layout), \
+                SERVER_SCORED_NOISE * math.sqrt(members)
+        else:
+            raw, layout, sigma = self._decrypt(req, receipts, chunks), req.layout, preset.noise_std() * math.sqrt(members)
         seed = None if self.release_seed is None else int(
-            np.random.SeedSequence([self.release_seed, round]).generate_state(1)[0])
-        values = (decrypt_ratio if WEIGHTS_ENTRY in total.layout.names else decrypt)(total, self.secret, seed=seed)
-        return Release(values=values, contributors=total.contributors)
+            np.random.SeedSequence([self.release_seed, cset.round]).generate_state(1)[0])
+        flooded = release(raw, noise_std=sigma, flood_bits=preset.flood_bits, seed=seed)
+        values = self._ratio(flooded, layout, members, 2.0**preset.flood_bits * sigma)
+        return Release(values=values, contributors=cset.members)
+
+    def _decrypt_circuit(self, req: Request, chunks: int) -> np.ndarray:
+        """The raw output of the server-scored circuit (trusted server only): numerators, then weights."""
+        ring, decoded, offset = self.ring, [], 0
+        bound = 2 * 8 * ring.limbs * ring.n + 4096
+        for i, size in enumerate(req.blob_sizes):
+            ct = sealio.load(sealapi.Ciphertext, ring.seal, req.body[offset:offset + size], max_inflated=bound,
+                             what=f"circuit output {i}")
+            offset += size
+            if ct.size() != 2 or not ct.is_ntt_form() or ct.is_transparent():
+                raise PayloadError(f"circuit output {i} is not a relinearised CKKS ciphertext")
+            plain = sealapi.Plaintext()
+            self.secret.decryptor.decrypt(ct, plain)
+            decoded.append(ring.decode(plain))
+        return ratio_vector(decoded, req.layout, ring.n)
+
+    def _verify(self, req: Request) -> tuple[Receipt, ...]:
+        cset = req.cset
+        if cset.key_holder != self.client_id:
+            raise ReleaseRefusedError(f"round {cset.round}: the set names another key holder; this one releases only "
+                                      "sets that name it")
+        own = self.ledger.commitment(cset.run, cset.round)
+        if own is None:
+            raise ReleaseRefusedError(f"round {cset.round}: this key holder releases only rounds of runs it uploaded "
+                                      "for itself, so that it can check every contributor's model against its own")
+        receipts = req.receipts
+        if tuple(r.client_id for r in receipts) != cset.members or tuple(r.digest for r in receipts) != cset.receipts:
+            raise AuthenticationError("the request's receipts are not the ones its contributor set names")
+        seeds = set()
+        for r in receipts:
+            r.verify(self.roster)
+            if r.run != cset.run or r.round != cset.round:
+                raise ReplayError(f"{r.client_id!r}'s receipt is for another run or round")
+            if r.keys != self.secret.fingerprint or r.preset != self.secret.preset.name:
+                raise KeyMismatchError(f"{r.client_id!r} encrypted under another key set or preset")
+            if r.layout_hash != req.layout.hash:
+                raise LayoutMismatchError(f"{r.client_id!r}'s receipt names another layout than the request's")
+            if not r.seed or r.seed in seeds:
+                raise PayloadError(f"{r.client_id!r}'s receipt names no seed, or one another upload uses")
+            seeds.add(r.seed)
+        views = {r.commitment for r in receipts} | {own}
+        if len(views) > 1:
+            given = {c: [r.client_id for r in receipts if r.commitment == c] or ["(the key holder)"] for c in views}
+            seen = "; ".join(f"{c[:12]}... given to {sorted(w)}" for c, w in given.items())
+            raise ModelInconsistencyError(
+                f"round {cset.round}: clients trained on {len(views)} different global models or configurations ({seen}). "
+                "The server may be attacking a client (model inconsistency); the aggregate was not released")
+        cset.verify(self.roster, req.signatures)
+        if len(cset.members) < self.min_contributors:
+            raise ReleaseRefusedError(f"round {cset.round}: asked to release a sum of {len(cset.members)} client(s); this "
+                                      f"key holder releases sums of at least {self.min_contributors} clients only")
+        self.roster.check_whole_groups(cset.members, min_size=self.min_contributors)
+        return receipts
+
+    def _decrypt(self, req: Request, receipts: Sequence[Receipt], chunks: int) -> np.ndarray:
+        """The raw sum, decrypted with a second half rebuilt from the signed seeds (never sent)."""
+        ring, preset = self.ring, self.secret.preset
+        out = np.empty(chunks * ring.n, dtype=np.float64)
+        size = ring.residue_bytes
+        for j in range(chunks):
+            a = ring.zeros()
+            for r in receipts:
+                a = ring.add(a, ring.uniform(second_half(bytes.fromhex(r.seed), chunk=j, preset=preset,
+                                                         label=_seed_label(r.client_id))))
+            c0 = ring.unpack(req.body[j * size:(j + 1) * size], what=f"summed ciphertext {j}")
+            out[j * ring.n:(j + 1) * ring.n] = ring.decrypt(c0, a, self.secret)
+        return out[:req.layout.total]
+
+    def _ratio(self, flooded: np.ndarray, layout: Layout, members: int, sigma_f: float) -> dict[str, np.ndarray]:
+        """Checks on the flooded values only, then ``numerator / denominator`` per layer (or the sum)."""
+        preset = self.secret.preset
+        slack = 8 * sigma_f
+        if WEIGHTS_ENTRY not in layout.names:
+            if not np.all(np.abs(flooded) <= members * preset.max_abs + slack):
+                raise ReleaseRefusedError("the released sum lies beyond what its members could have sent; it was "
+                                          "withheld")
+            return layout.unpack(flooded)
+        spec = layout[WEIGHTS_ENTRY]
+        denominators = flooded[spec.offset:spec.stop]
+        if np.any(denominators > members * self.max_weight + slack):
+            raise ReleaseRefusedError("the released total weight exceeds what its members could have sent; it was "
+                                      "withheld")
+        out: dict[str, np.ndarray] = {}
+        for i, layer in enumerate(s for s in layout.layers if s.name != WEIGHTS_ENTRY):
+            den = denominators[i]
+            if not den > slack:
+                raise EmptyAggregationError(f"the total weight of {layer.name!r} is indistinguishable from zero; every "
+                                            "client sent weight ~0 for it, so there is nothing to average")
+            num = flooded[layer.offset:layer.stop]
+            if np.any(np.abs(num) > members * self.max_weight * preset.max_abs + slack):
+                raise ReleaseRefusedError("a released weighted sum lies beyond what its members could have sent; it "
+                                          "was withheld")
+            out[layer.name] = (num / den).reshape(layer.shape).astype(layer.dtype)
+        return out

@@ -85,11 +85,11 @@ def keys_generate(
         out.mkdir(parents=True, exist_ok=True)
         with console.status(f"generating a {p.name!r} key set"):
             keys = secagg.generate_keys(preset=p)
-            paths = keys.save(out)
+            paths = keys.save(out, overwrite=force)
             if clients:
                 from secagg.signing import deal_identities
 
-                deal_identities((f"client-{i}" for i in range(clients)), out)
+                deal_identities((f"client-{i}" for i in range(clients)), out, overwrite=force)
     except OSError as exc:
         _fail(f"cannot write to {out}: {exc.strerror}")
     table = Table(title=f"key set {keys.secret.fingerprint} (preset {p.name!r})")
@@ -150,24 +150,37 @@ def demo(
     if rest:
         shapes["layer2.weight"] = (rest,)
     magnitudes = 10.0 ** rng.uniform(-4, -1, size=clients)
+    ids, roster = secagg.generate_identities([f"client-{k}" for k in range(clients)], group_size=clients)
+    ledgers = {c: secagg.MemoryLedger() for c in ids}
+    uploaders = {c: secagg.Uploader(secret, identity=ids[c], ledger=ledgers[c], roster=roster, min_contributors=1)
+                 for c in ids}
+    layout = secagg.Layout.of({n: np.zeros(s, np.float32) for n, s in shapes.items()})
+    commitment = secagg.round_commitment(0, {}, {"run": "demo"})
     t0 = time.perf_counter()
     wire = []
-    for k in range(clients):
+    for k, cid in enumerate(ids):
         update = {name: (rng.standard_normal(shape) * magnitudes[k]).clip(-1, 1).astype(np.float32) for name, shape in shapes.items()}
         if k == 0:
             reference = {n: a.astype(np.float64) for n, a in update.items()}
         else:
             for n, a in update.items():
                 reference[n] += a
-        wire.append(secagg.encrypt_update(update, secret, round=0, client_id=f"client-{k}").to_bytes())
+        wire.append(uploaders[cid].upload(update, run="demo", round=0, commitment=commitment))
     t_encrypt = time.perf_counter() - t0
     t0 = time.perf_counter()
-    received = [secagg.EncryptedUpdate.from_bytes(b, public, expected_round=0) for b in wire]
-    total = secagg.aggregate(received, public)
-    agg_bytes = total.to_bytes()
+    state = secagg.Aggregator(public, roster=roster).open_round(run="demo", round=0, layout=layout)
+    for b in wire:
+        state.receive(b)
+    cset = state.contributor_set(key_holder="client-0")
     t_aggregate = time.perf_counter() - t0
+    signatures = {m: uploaders[m].sign_set(cset) for m in cset.members}  # each client, once
     t0 = time.perf_counter()
-    released = secagg.decrypt(secagg.EncryptedUpdate.from_bytes(agg_bytes, secret), secret)
+    request = state.request(cset, signatures)
+    t_aggregate += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    holder = secagg.KeyHolder(secret, identity=ids["client-0"], roster=roster, ledger=ledgers["client-0"],
+                              min_contributors=1)
+    released = holder.release(request).values
     t_decrypt = time.perf_counter() - t0
     err = max(float(np.max(np.abs(released[n] - reference[n]))) for n in reference)
     table = Table(title=f"{clients} clients x {params:,} parameters, preset {secret.preset.name!r}")
@@ -175,8 +188,8 @@ def demo(
     table.add_column("value", justify="right")
     table.add_row("bytes per client (x float32)", f"{len(wire[0]):,} ({len(wire[0]) / (4 * params):.2f}x)")
     table.add_row("encrypt + serialise, per client", f"{t_encrypt / clients:.3f} s")
-    table.add_row("server: deserialise + validate + sum", f"{t_aggregate:.3f} s")
-    table.add_row("key holder: decrypt + release", f"{t_decrypt:.3f} s")
+    table.add_row("server: verify + sum (public context only)", f"{t_aggregate:.3f} s")
+    table.add_row("key holder: verify + rebuild + decrypt + release", f"{t_decrypt:.3f} s")
     table.add_row("max |released sum - numpy sum|", f"{err:.2e}")
     console.print(table)
 

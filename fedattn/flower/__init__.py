@@ -4,10 +4,11 @@
   has a key holder release the aggregate, applies the rule's server step.
 * :data:`secagg_mod` / :func:`make_secagg_mod` - the client mod that encrypts a ClientApp's
   plaintext reply; list it first in ``mods`` so that clipping and DP mods run before it.
-* :func:`enable_release` - lets a ClientApp's nodes release aggregates (key holders).
-* signed uploads: ``SecAggFedAvg(roster=...)``, each node's ``identity`` and each key holder's
-  ``roster`` (node config) make every upload an Ed25519-signed envelope and every release check
-  the contributors' receipts (:mod:`secagg.signing`).
+* :func:`enable_release` - lets a ClientApp's nodes sign the round's contributor set and release
+  it as key holder.
+* every node is a party with its own ``client.key``, ``identity``, ``roster`` and ledger (node
+  config); every upload is signed, every release verified against the roster
+  (:class:`secagg.KeyHolder`).
 * :func:`sample_dp_from_state` / :func:`save_sample_dp` - DP-SGD accountants that compose across
   rounds through Flower's ``context.state``.
 
@@ -34,7 +35,6 @@ from .errors import (
     MissingPublicContextError,
     NotSecflMessageError,
     ReleaseRefusedError,
-    UnsignedRoundError,
 )
 from .keys import (
     IDENTITY_CONFIG,
@@ -50,17 +50,17 @@ from .keys import (
     load_server_context,
     load_server_roster,
 )
-from .ledger import LEDGER_CONFIG, LEDGER_ENV, FileLedger, StateLedger, open_ledger
-from .mod import enable_release, make_release_handler, make_secagg_mod, secagg_mod
+from .ledger import LEDGER_CONFIG, LEDGER_ENV, FileLedger, open_ledger
+from .mod import enable_release, make_release_handler, make_secagg_mod, make_sign_handler, secagg_mod
 from .state import sample_dp_from_state, save_sample_dp
 from .strategy import RoundLog, SecAggFedAvg
 
 __all__ = [
-    "SecAggFedAvg", "RoundLog", "secagg_mod", "make_secagg_mod", "enable_release", "make_release_handler",
+    "SecAggFedAvg", "RoundLog", "secagg_mod", "make_secagg_mod", "enable_release", "make_release_handler", "make_sign_handler",
     "sample_dp_from_state", "save_sample_dp", "load_client_key", "load_server_context", "SECRET_KEY_CONFIG",
     "SECRET_KEY_ENV", "SERVER_CONTEXT_CONFIG", "FlowerAdapterError", "MissingPublicContextError", "MissingKeyError",
     "MissingCiphertextError", "NotSecflMessageError", "ReleaseRefusedError", "MissingIdentityError",
-    "UnsignedRoundError", "IDENTITY_CONFIG", "IDENTITY_ENV", "ROSTER_CONFIG", "ROSTER_ENV", "load_identity",
-    "load_roster", "load_server_roster", "LEDGER_CONFIG", "LEDGER_ENV", "FileLedger", "StateLedger", "open_ledger",
+    "IDENTITY_CONFIG", "IDENTITY_ENV", "ROSTER_CONFIG", "ROSTER_ENV", "load_identity",
+    "load_roster", "load_server_roster", "LEDGER_CONFIG", "LEDGER_ENV", "FileLedger", "open_ledger",
     "LedgerError",
 ]

@@ -8,7 +8,7 @@ from secagg import LedgerError, ReleaseRefusedError
 from ..errors import FedAttnError, InvalidConfigError
 
 __all__ = ["FlowerAdapterError", "MissingPublicContextError", "MissingKeyError", "MissingCiphertextError",
-           "NotSecflMessageError", "ReleaseRefusedError", "MissingIdentityError", "UnsignedRoundError", "LedgerError"]
+           "NotSecflMessageError", "ReleaseRefusedError", "MissingIdentityError", "LedgerError"]
 
 
 class FlowerAdapterError(FedAttnError):
@@ -35,7 +35,4 @@ class NotSecflMessageError(FlowerAdapterError, ValueError):
 class MissingIdentityError(FlowerAdapterError, ValueError):
     """A node asked for a signed upload that holds no signing identity (``client-<i>.id``)."""
 
-
-class UnsignedRoundError(FlowerAdapterError, PermissionError):
-    """A node with a signing identity asked to upload to a server that does not verify signatures."""
 

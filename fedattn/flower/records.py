@@ -14,18 +14,20 @@ import json
 from collections.abc import Mapping
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from secagg.signing import round_commitment
+import secagg
+from secagg import ContributorSet, parse_json_object, round_commitment
 
 from ..rules import AggregationRule, make_rule
-from .errors import MissingCiphertextError
+from .errors import MissingCiphertextError, NotSecflMessageError
 
 __all__ = [
     "CONFIG_PROTOCOL", "CONFIG_RULE", "CONFIG_FINGERPRINT", "CONFIG_CONTEXT", "CONFIG_ROUND", "REFERENCE_RECORD",
     "PAYLOAD_ARRAY", "PAYLOAD_STYPE", "AGGREGATE_RECORD", "AGGREGATE_STYPE", "RELEASE_ACTION",
-    "RELEASE_MESSAGE_TYPE", "RELEASE_CONFIG", "RELEASED_RECORD", "WEIGHT_KEY", "CONFIG_SIGNED", "RELEASE_RECEIPTS",
-    "payload_record", "payload_of", "config_int", "rule_spec", "rule_from_spec", "to_numpy", "to_record", "train_commitment",
+    "RELEASE_MESSAGE_TYPE", "RELEASE_CONFIG", "RELEASED_RECORD", "WEIGHT_KEY", "SIGN_ACTION", "SIGN_MESSAGE_TYPE",
+    "SET_KEY", "SIGNATURE_KEY", "payload_record", "payload_of", "config_int", "rule_spec", "rule_from_spec", "to_numpy",
+    "to_record", "train_commitment", "set_query", "set_of", "signature_of", "release_query", "request_of", "released_of",
 ]
 
 # keys of the one ConfigRecord of a train message (Flower's clipping mods insist on exactly one)
@@ -34,8 +36,6 @@ CONFIG_RULE = "secfl-rule"
 CONFIG_FINGERPRINT = "secfl-fingerprint"
 CONFIG_CONTEXT = "secfl-public-context"
 CONFIG_ROUND = "server-round"  # set by Flower's FedAvg.configure_train
-#: True when the server verifies signed uploads (it holds the roster): clients must sign
-CONFIG_SIGNED = "secfl-signed"
 #: optional second ArrayRecord of a train message: the previous global step (cosine attention's
 #: reference); the client mod removes it before the user's train function sees the message
 REFERENCE_RECORD = "secfl-reference"
@@ -45,13 +45,16 @@ PAYLOAD_STYPE = "secfl.encrypted-update.v1"
 AGGREGATE_RECORD = "secfl-aggregate"
 AGGREGATE_STYPE = "secfl.encrypted-aggregate.v1"
 
-#: the server's request to a key holder: release (noise-flood, round, then divide) one aggregate
+#: the server's request to a key holder: verify, release (noise-flood, round, then divide) one sum
 RELEASE_ACTION = "secfl_release"
 RELEASE_MESSAGE_TYPE = f"query.{RELEASE_ACTION}"
 RELEASE_CONFIG = "secfl"
 RELEASED_RECORD = "secfl-released"
-#: RELEASE_CONFIG entry: the contributors' signed receipts, one JSON object per string
-RELEASE_RECEIPTS = "receipts"
+#: the server's request to a contributor: sign the round's one contributor set
+SIGN_ACTION = "secfl_sign_set"
+SIGN_MESSAGE_TYPE = f"query.{SIGN_ACTION}"
+SET_KEY = "contributor-set"
+SIGNATURE_KEY = "signature"
 
 #: the MetricRecord entry with the client's sample count (Flower's convention)
 WEIGHT_KEY = "num-examples"
@@ -129,15 +132,17 @@ def to_record(state: Mapping[str, np.ndarray]) -> ArrayRecord:
 
 
 def train_commitment(config: Mapping[str, object], global_state: Mapping[str, np.ndarray],
-                     reference: Mapping[str, np.ndarray] | None = None, *, run_id: int) -> str:
+                     reference: Mapping[str, np.ndarray] | None = None, *, run_id: int,
+                     run_config: Mapping[str, object] | None = None) -> str:
     """The round commitment a client signs for a train message, as it received it.
 
     It covers the Flower run, the round, every entry of the round's ConfigRecord (bytes by their
     BLAKE2b digest; the public context's bytes are left to the fingerprint they were checked
-    against), the global model and, for cosine attention, the reference step. Clients of an honest
-    server compute the same value; a server that sends one client another model or configuration
-    cannot hide it from the key holder (:func:`secagg.signing.check_receipts`), nor pass off a
-    receipt of another run as one of this run.
+    against), **every value of the run config** (which the SuperLink controls and a ClientApp may
+    read: learning rate, epochs, seeds...), the global model and, for cosine attention, the
+    reference step. Clients of an honest server compute the same value; a server that gives one
+    client another model, configuration or run config cannot hide it from the key holder, nor pass
+    off a receipt of another run as one of this run.
     """
     def plain(v: object) -> object:
         if isinstance(v, bytes):  # a tagged object: no str value can hash like it
@@ -145,6 +150,75 @@ def train_commitment(config: Mapping[str, object], global_state: Mapping[str, np
         return [plain(x) for x in v] if isinstance(v, list) else v
 
     public = {k: plain(v) for k, v in config.items() if k != CONFIG_CONTEXT}
-    rnd = int(config[CONFIG_ROUND])  # type: ignore[call-overload]
+    runtime = {str(k): plain(v) for k, v in (run_config or {}).items()}
+    rnd = config_int(config, CONFIG_ROUND)
     step = None if reference is None else round_commitment(rnd, reference, {"secfl": "reference step"})
-    return round_commitment(rnd, global_state, {"run": int(run_id), "train-config": public, "reference": step})
+    return round_commitment(rnd, global_state, {"run": str(run_id), "train-config": public, "run-config": runtime,
+                                                "reference": step})
+
+
+def set_query(cset: ContributorSet) -> RecordDict:
+    """A contributor-set signing request's content."""
+    return RecordDict({RELEASE_CONFIG: ConfigRecord({SET_KEY: json.dumps(_set_dict(cset))})})
+
+
+def _set_dict(cset: ContributorSet) -> dict[str, object]:
+    return {"run": cset.run, "round": cset.round, "key_holder": cset.key_holder, "members": list(cset.members),
+            "receipts": list(cset.receipts)}
+
+
+def set_of(content: RecordDict) -> ContributorSet:
+    """The contributor set in a signing request (validated; a malformed one is a PayloadError)."""
+    config = content.config_records.get(RELEASE_CONFIG)
+    raw = None if config is None else config.get(SET_KEY)
+    if not isinstance(raw, str) or len(raw) > 2**22:
+        raise NotSecflMessageError("a signing request carries one contributor set")
+    data = parse_json_object(raw.encode(), what="the contributor set")
+    if set(data) != {"run", "round", "key_holder", "members", "receipts"} or not isinstance(data["members"], list) \
+            or not isinstance(data["receipts"], list) or isinstance(data["round"], bool) or not isinstance(data["round"], int):
+        raise secagg.PayloadError("the contributor set is malformed")
+    try:
+        return ContributorSet(run=str(data["run"]), round=data["round"], key_holder=secagg.validate_client_id(
+            data["key_holder"]), members=tuple(secagg.validate_client_id(m) for m in data["members"]),
+            receipts=tuple(str(r) for r in data["receipts"]))
+    except ValueError as exc:
+        raise secagg.PayloadError(f"the contributor set is malformed: {exc}") from None
+
+
+def signature_of(content: RecordDict) -> str:
+    config = content.config_records.get(RELEASE_CONFIG)
+    value = None if config is None else config.get(SIGNATURE_KEY)
+    if not isinstance(value, str) or len(value) != 128:
+        raise ValueError("the answer carries no set signature")
+    return value
+
+
+def release_query(request: bytes, *, round: int, fingerprint: str) -> RecordDict:
+    return RecordDict({
+        AGGREGATE_RECORD: payload_record(request, name="request", stype=AGGREGATE_STYPE),
+        RELEASE_CONFIG: ConfigRecord({CONFIG_ROUND: round, CONFIG_FINGERPRINT: fingerprint}),
+    })
+
+
+def request_of(content: RecordDict) -> bytes:
+    if AGGREGATE_RECORD not in content.array_records:
+        raise NotSecflMessageError("a release query carries the secfl release request")
+    return payload_of(RecordDict({AGGREGATE_RECORD: content.array_records[AGGREGATE_RECORD]}),
+                      who="the server's release query", stype=AGGREGATE_STYPE)
+
+
+def released_of(content: RecordDict, *, like: Mapping[str, np.ndarray] | None) -> secagg.Release:
+    """A key holder's answer, checked against the global model's layout (``like``)."""
+    record = content.array_records.get(RELEASED_RECORD)
+    if record is None:
+        raise ValueError("the answer carries no released aggregate")
+    values = to_numpy(record, what="the released aggregate")
+    if like is not None and (list(values) != list(like) or any(values[n].shape != np.shape(g) for n, g in like.items())):
+        raise ValueError("the released aggregate does not have the global model's layout")
+    if not all(np.all(np.isfinite(v)) for v in values.values()):
+        raise ValueError("the released aggregate holds non-finite values")
+    config = content.config_records.get(RELEASE_CONFIG)
+    said = None if config is None else config.get("contributors")
+    if not isinstance(said, list) or not all(isinstance(c, str) for c in said):
+        raise ValueError("the answer does not name whose sum it released")
+    return secagg.Release(values=values, contributors=tuple(str(c) for c in said))

@@ -5,14 +5,13 @@ One round (``server_round`` r, which is round ``r - 1`` of :func:`fedattn.simula
 1. ``configure_train``: Flower's FedAvg sampling; the one ConfigRecord also carries the protocol,
    the rule, the public context's fingerprint (and its bytes while they are small) and, for cosine
    attention, the previous global step as a second ArrayRecord.
-2. The clients' ``secagg_mod`` replies with one ciphertext payload each.
-3. ``aggregate_train``: :meth:`Protocol.receive` validates the payloads (bad ones are dropped and
-   logged, the round goes on), :meth:`Protocol.combine` forms the encrypted ratio-form aggregate
-   with the public context only, and a ``query.secfl_release`` message sends it to one key holder
-   (a client node with ``client.key``), which returns the *released* (noise-flooded, rounded)
-   ``sum_k omega_k d_k / sum_k omega_k``. Another key holder is asked if one fails. With a roster
-   the uploads are signed envelopes, and the query carries the contributors' signed receipts,
-   which a key holder with the roster checks before it decrypts anything.
+2. The clients' ``secagg_mod`` replies with one signed ciphertext upload each.
+3. ``aggregate_train`` runs :func:`fedattn.round.run_round`: the uploads are authenticated (bad
+   ones are dropped with their reason, the round goes on), whole enrolment groups form the
+   round's contributor set, a ``query.secfl_sign_set`` message asks each member to sign it, and a
+   ``query.secfl_release`` message sends the signed request to the one key holder it names, which
+   rebuilds the second halves from the signed seeds, decrypts, floods and returns the released
+   ``sum_k omega_k d_k / sum_k omega_k``. If a member or the key holder fails, the round is aborted.
 4. The strategy applies the rule's server step (``w + step * aggregate`` plus the rule's noise), as
    :class:`fedattn.simulation.Server` does, and returns the new plaintext global model.
 
@@ -22,10 +21,9 @@ The strategy holds a :class:`fedattn.round.ServerRole`: the protocol and an
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,11 +32,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 import secagg
-from secagg.signing import Receipt
 
-from ..errors import DecryptionAbortedError, InvalidConfigError
+from ..errors import ClientUnreachableError, InvalidConfigError
 from ..protocols import make_protocol
-from ..round import ClientMessage, Releaser, Served, ServerRole, run_round
+from ..round import ClientMessage, ServerRole, run_round
 from ..rules import CosineAttention, make_rule
 from . import records as R
 from .errors import MissingCiphertextError
@@ -62,9 +59,10 @@ class RoundLog:
     rejected: dict[str, str] = field(default_factory=dict)
     key_holder: int | None = None
     released: dict[str, np.ndarray] | None = field(default=None, repr=False)
-    metrics: dict[int, dict] = field(default_factory=dict)
+    metrics: dict[int, dict[str, object]] = field(default_factory=dict)
     aggregate_bytes: int = 0
-    receipts: tuple[Receipt, ...] = ()
+    receipts: tuple[secagg.Receipt, ...] = ()
+    aborted: str | None = None
 
 
 class SecAggFedAvg(FlowerFedAvg):
@@ -73,51 +71,49 @@ class SecAggFedAvg(FlowerFedAvg):
     Args:
         public_context: the server's ``server.ctx`` (path, bytes or :class:`secagg.PublicContext`);
             a secret context is refused.
+        roster: the clients' public verification keys and enrolment groups (``roster.json`` of
+            ``secfl keys generate --clients N``, or a :class:`secagg.Roster`). Every upload must be
+            signed by a client on it, for this run and round, once.
         protocol: ``"client-scored"`` (default) or ``"server-scored"`` (FedAtt with squared-L2
-            scores on the ``deep`` preset).
+            scores on the ``deep`` preset; its key holders must trust the server).
         rule, rule_options: the aggregation rule (:func:`fedattn.rules.make_rule`), sent to the
             clients so that they compute their weights with it.
         seed: seeds the rule's server noise as the standalone simulation does; ``None`` draws it
             from the OS.
         clipping_norm: when set, sent as ``clipping_norm`` so that Flower's ``fixedclipping_mod``
             (placed after ``secagg_mod``) clips each update before encryption.
-        roster: the clients' public verification keys (``roster.json`` of ``secfl keys generate
-            --clients N``, or a :class:`secagg.signing.Roster`). Given, every upload must be signed by
-            a client on it, for this round, once (:mod:`secagg.signing`); the release query carries
-            the receipts for the key holders to check. ``None`` (default): unsigned uploads.
         max_payload_bytes: uploads above this are rejected before parsing.
-        key_holders: node ids to ask for releases first (default: the round's contributors). With
-            signed uploads a key holder releases only rounds it trained in itself.
-        release_timeout: seconds to wait for one key holder.
+        query_timeout: seconds to wait for a member's signature or the key holder's release.
         **fedavg_options: Flower FedAvg's sampling options (``fraction_train``, ``min_train_nodes``...).
     """
 
-    def __init__(self, *, public_context: object, protocol: str = "client-scored", rule: str = "fedatt",
-                 rule_options: dict | None = None, seed: int | None = None, clipping_norm: float | None = None,
-                 roster: object = None, max_payload_bytes: int | None = None, key_holders: Sequence[int] | None = None,
-                 release_timeout: float = 600.0, max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
-                 **fedavg_options: object) -> None:
+    def __init__(self, *, public_context: object, roster: object, protocol: str = "client-scored", rule: str = "fedatt",
+                 rule_options: dict[str, object] | None = None, seed: int | None = None,
+                 clipping_norm: float | None = None, max_payload_bytes: int | None = None, query_timeout: float = 600.0,
+                 max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES, **fedavg_options: object) -> None:
         try:
             self.public_context = load_server_context(public_context)
-            roster = load_server_roster(roster)
+            loaded = load_server_roster(roster)
         except Exception as exc:
             log.error("%s", exc)  # before round 1, in the server's log
             raise
+        if loaded is None:
+            raise InvalidConfigError("SecAggFedAvg accepts signed uploads only: pass roster=roster.json (written by "
+                                     "`secfl keys generate --clients N`)")
         super().__init__(**fedavg_options)  # type: ignore[arg-type]
         self.rule_name, self.rule_options = rule, dict(rule_options or {})
         self.rule = make_rule(rule, **self.rule_options)
         if protocol == "plain":
             raise InvalidConfigError("SecAggFedAvg runs encrypted protocols; use Flower's FedAvg for plaintext")
         self.protocol = make_protocol(protocol, self.rule)
-        aggregator = secagg.Aggregator(self.public_context, roster=roster, max_payload_bytes=max_payload_bytes)
+        aggregator = secagg.Aggregator(self.public_context, roster=loaded, max_payload_bytes=max_payload_bytes)
         self.server_role = ServerRole(self.protocol, aggregator=aggregator)  # checks the preset against the protocol
-        self.roster = roster
+        self.roster = loaded
         if clipping_norm is not None and not (math.isfinite(clipping_norm) and clipping_norm > 0):
             raise InvalidConfigError(f"clipping_norm must be positive, got {clipping_norm}")
         self.clipping_norm = clipping_norm
         self.seed = seed
-        self.key_holders = list(key_holders or [])
-        self.release_timeout = release_timeout
+        self.query_timeout = query_timeout
         if self.public_context.preset.flood_bits < 40:
             # on Flower the server holds both the aggregate's ciphertext and its release (secagg.release)
             log.warning("preset %r floods releases by 2^%d only (a heuristic level); the server sees each aggregate's "
@@ -151,7 +147,6 @@ class SecAggFedAvg(FlowerFedAvg):
         config[R.CONFIG_PROTOCOL] = self.protocol.name
         config[R.CONFIG_RULE] = R.rule_spec(self.rule_name, self.rule_options)
         config[R.CONFIG_FINGERPRINT] = self.public_context.fingerprint
-        config[R.CONFIG_SIGNED] = self.roster is not None
         if self._context_bytes:
             config[R.CONFIG_CONTEXT] = self._context_bytes
         if self.clipping_norm is not None:
@@ -164,31 +159,30 @@ class SecAggFedAvg(FlowerFedAvg):
         entry = RoundLog(server_round)
         self.history.append(entry)
         for msg in failed:
-            reason = str(msg.error.reason)
-            entry.rejected[f"node-{msg.metadata.src_node_id}"] = reason
-            log.warning("round %d: node %d sent no update: %s", server_round, msg.metadata.src_node_id, reason)
+            entry.rejected[f"node-{msg.metadata.src_node_id}"] = str(msg.error.reason)
+            log.warning("round %d: node %d sent no update: %s", server_round, msg.metadata.src_node_id, msg.error.reason)
         messages, by_label = self._messages(valid, entry)
-        if not messages:
+        if not messages or self._global is None:
             log.error("round %d: no client sent a usable encrypted update; the global model stays as it was", server_round)
             return None, None
-        assert self._global is not None  # configure_train set it
         try:
-            outcome = run_round(messages, server=self.server_role, release=self._releaser(server_round, entry, by_label),
-                                round=server_round, reference=self._previous_step, model=self._global)
-        except (secagg.SecAggError, InvalidConfigError) as exc:
-            # the protocol logged each upload's reason; nothing valid, or the aggregate could not be formed
+            outcome = run_round(messages, server=self.server_role, clients=_FlowerClients(self, server_round, by_label),
+                                run=str(valid[0].metadata.run_id), round=server_round, reference=self._previous_step,
+                                model=self._global)
+        except (secagg.SecAggError, InvalidConfigError) as exc:  # nothing valid, or an attack a key holder reported
             log.error("round %d: %s: %s; the global model stays as it was", server_round, type(exc).__name__, exc)
-            for m in messages:
-                entry.rejected.setdefault(m.client_id, f"{type(exc).__name__}: {exc}")
+            entry.aborted = f"{type(exc).__name__}: {exc}"
+            for m in messages:  # the reasons per upload are in the log and in the message
+                entry.rejected.setdefault(m.client_id, entry.aborted)
             return None, None
         entry.rejected.update({r.client_id: r.describe() for r in outcome.rejections})
-        entry.contributors = outcome.contributors
         entry.nodes = tuple(by_label[outcome.senders[c]].metadata.src_node_id for c in outcome.contributors)
+        entry.contributors, entry.receipts, entry.aborted = outcome.contributors, outcome.receipts, outcome.aborted
         entry.aggregate_bytes = outcome.aggregate_bytes
-        entry.receipts = outcome.receipts
         if outcome.aggregate is None:
             log.error("round %d: %s; the global model stays as it was", server_round, outcome.aborted)
             return None, None
+        entry.key_holder = by_label[outcome.senders[outcome.key_holder or ""]].metadata.src_node_id
         entry.released = outcome.aggregate
         new = self.rule.apply(self._global, outcome.aggregate, rng=self._rng(server_round))
         self._previous_step = {n: new[n].astype(np.float64) - self._global[n] for n in new}
@@ -219,60 +213,6 @@ class SecAggFedAvg(FlowerFedAvg):
         # the standalone simulation's server rng of its round server_round - 1
         return np.random.default_rng(int(np.random.SeedSequence([self.seed, server_round - 1, 4]).generate_state(1)[0]))
 
-    def _releaser(self, server_round: int, entry: RoundLog, by_label: dict[str, Message]) -> Releaser:
-        """Ask key holders in turn to release the aggregate; the first valid answer counts."""
-
-        def release(served: Served) -> tuple[dict[str, np.ndarray], str]:
-            assert self._grid is not None and self._global is not None
-            contributors = sorted(by_label[served.senders[c]].metadata.src_node_id for c in served.contributors)
-            shift = (server_round - 1) % len(contributors)
-            rotated = contributors[shift:] + contributors[:shift]
-            candidates = [n for n in self.key_holders if n in set(self._grid.get_node_ids())] + \
-                [n for n in rotated if n not in self.key_holders]
-            content = RecordDict({
-                R.AGGREGATE_RECORD: R.payload_record(served.aggregate_wire or b"", name="aggregate",
-                                                     stype=R.AGGREGATE_STYPE),
-                R.RELEASE_CONFIG: ConfigRecord({
-                    R.CONFIG_ROUND: server_round, R.CONFIG_FINGERPRINT: self.public_context.fingerprint,
-                    **({R.RELEASE_RECEIPTS: [json.dumps(r.to_dict()) for r in served.receipts]} if served.receipts
-                       else {}),
-                }),
-            })
-            for node in candidates:
-                query = Message(content, dst_node_id=node, message_type=R.RELEASE_MESSAGE_TYPE)
-                replies = list(self._grid.send_and_receive([query], timeout=self.release_timeout))
-                try:
-                    if not replies:
-                        raise TimeoutError(f"no answer within {self.release_timeout} s")
-                    if replies[0].has_error():
-                        raise RuntimeError(replies[0].error.reason)
-                    released = self._check_released(replies[0].content, served.contributors)
-                except Exception as exc:  # noqa: BLE001 - ask the next key holder
-                    log.warning("round %d: key holder node %d did not release: %s", server_round, node, exc)
-                    continue
-                entry.key_holder = node
-                return released, str(node)
-            raise DecryptionAbortedError(f"round {server_round}: no key holder released the aggregate (asked "
-                                         f"{candidates})")
-
-        return release
-
-    def _check_released(self, content: RecordDict, contributors: tuple[str, ...]) -> dict[str, np.ndarray]:
-        assert self._global is not None
-        record = content.array_records.get(R.RELEASED_RECORD)
-        if record is None:
-            raise ValueError("the answer carries no released aggregate")
-        values = R.to_numpy(record, what="the released aggregate")
-        if list(values) != list(self._global) or any(values[n].shape != g.shape for n, g in self._global.items()):
-            raise ValueError("the released aggregate does not have the global model's layout")
-        if not all(np.all(np.isfinite(v)) for v in values.values()):
-            raise ValueError("the released aggregate holds non-finite values")
-        record_config = content.config_records.get(R.RELEASE_CONFIG)
-        said = None if record_config is None else record_config.get("contributors")
-        if said is not None and (not isinstance(said, list) or tuple(said) != tuple(contributors)):
-            raise ValueError("the key holder released an aggregate of other contributors")
-        return values
-
     def _metrics(self, contents: list[RecordDict], entry: RoundLog) -> MetricRecord:
         usable = [c for c in contents if len(c.metric_records) == 1
                   and self.weighted_by_key in next(iter(c.metric_records.values()))]
@@ -285,3 +225,44 @@ class SecAggFedAvg(FlowerFedAvg):
         metrics["secfl-contributors"] = len(entry.contributors)
         metrics["secfl-rejected"] = len(entry.rejected)
         return metrics
+
+
+class _FlowerClients:
+    """The round's clients as the strategy reaches them: one query message per request."""
+
+    def __init__(self, strategy: SecAggFedAvg, server_round: int, by_label: dict[str, Message]) -> None:
+        self.strategy, self.round, self.by_label = strategy, server_round, by_label
+        self.nodes: dict[str, int] = {}
+
+    def online(self, senders: Mapping[str, str]) -> list[str]:
+        # reachability shows when a node is asked; here each client id is tied to the node it uploaded from
+        self.nodes = {c: self.by_label[label].metadata.src_node_id for c, label in senders.items()}
+        return list(senders)
+
+    def _node(self, client_id: str) -> int:
+        return self.nodes[client_id]
+
+    def _ask(self, node: int, content: RecordDict, message_type: str, what: str) -> RecordDict:
+        grid = self.strategy._grid
+        assert grid is not None
+        query = Message(content, dst_node_id=node, message_type=message_type)
+        replies = list(grid.send_and_receive([query], timeout=self.strategy.query_timeout))
+        if not replies:
+            raise ClientUnreachableError(f"round {self.round}: node {node} did not answer the {what} within "
+                                         f"{self.strategy.query_timeout} s")
+        if replies[0].has_error():
+            reason = str(replies[0].error.reason)
+            if "ModelInconsistencyError" in reason:  # an attack on the clients: stop, as the standalone run does
+                raise secagg.ModelInconsistencyError(f"round {self.round}: node {node} refused: {reason}")
+            raise ClientUnreachableError(f"round {self.round}: node {node} refused the {what}: {reason}")
+        return replies[0].content
+
+    def sign(self, client_id: str, cset: secagg.ContributorSet) -> str:
+        content = self._ask(self._node(client_id), R.set_query(cset), R.SIGN_MESSAGE_TYPE, "contributor set")
+        return R.signature_of(content)
+
+    def release(self, key_holder: str, request: bytes) -> secagg.Release:
+        content = self._ask(self._node(key_holder), R.release_query(request, round=self.round,
+                                                                    fingerprint=self.strategy.public_context.fingerprint),
+                            R.RELEASE_MESSAGE_TYPE, "release")
+        return R.released_of(content, like=self.strategy._global)

@@ -30,7 +30,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -62,8 +62,8 @@ class Protocol(ABC):
         on (:func:`secagg.round_commitment`), signed with the upload where clients sign."""
 
     @abstractmethod
-    def serve(self, messages: Sequence[ClientMessage], *, aggregator: secagg.Aggregator | None, round: int,
-              reference: Arrays | None, model: Arrays | None) -> Served:
+    def serve(self, messages: Sequence[ClientMessage], *, aggregator: secagg.Aggregator | None, run: str, round: int,
+              reference: Arrays | None, model: Arrays, commitment: str | None = None) -> Served:
         """Combine the valid uploads into ``sum_k alpha_kl d_kl`` (or its encryption); drop the others, saying
         why. ``model`` is the global model the server sent: every upload must fit it."""
 
@@ -78,7 +78,7 @@ class PlainProtocol(Protocol):
         payload = b"".join(a.tobytes() for a in arrays.values())
         return ClientMessage(client_id, payload, num_samples, plaintext=arrays)
 
-    def serve(self, messages, *, aggregator, round, reference, model):
+    def serve(self, messages, *, aggregator, run, round, reference, model, commitment=None):
         t0 = time.perf_counter()
         kept, rejections, seen = [], [], set()
         for m in messages:
@@ -109,10 +109,12 @@ def _nothing_valid(round: int, rejections: Sequence[Rejection]) -> str:
 
 
 class EncryptedProtocol(Protocol):
-    """What every CKKS protocol shares: authenticated receiving, one upload per client.
+    """What every CKKS protocol shares: authenticated receiving, one upload per client, a request
+    for the key holder.
 
-    Subclasses say what a client encrypts (:meth:`client_message`) and how the server combines the
-    validated uploads with public material only (:meth:`combine`).
+    Subclasses say what a client encrypts (:meth:`client_message`), what the key holder is asked to
+    release (:meth:`request`) and how a key holder of this protocol must be configured
+    (:meth:`key_holder_options`).
     """
 
     encrypted = True
@@ -120,55 +122,39 @@ class EncryptedProtocol(Protocol):
     def check_preset(self, preset: secagg.Preset) -> None:
         """Refuse key material whose preset cannot run this protocol (both roles call it)."""
 
+    def key_holder_options(self) -> dict[str, Any]:
+        """Keyword options of :class:`secagg.KeyHolder` this protocol needs."""
+        return {}
+
     def upload_layout(self, model: Arrays) -> secagg.Layout:
         """The layout every upload of a round on ``model`` has (the model's arrays, in order)."""
         return secagg.Layout.of({n: np.zeros(np.shape(a), np.asarray(a).dtype) for n, a in model.items()})
 
     @abstractmethod
-    def combine(self, received: list[secagg.Received], *, aggregator: secagg.Aggregator,
-                round: int) -> tuple[secagg.EncryptedUpdate, list[Rejection]]:
-        """Server side: the ratio-form aggregate of validated uploads, and the uploads it had to drop."""
+    def request(self, state: secagg.RoundAggregate, cset: secagg.ContributorSet, signatures: dict[str, str]) -> bytes:
+        """The release request for ``cset`` (server side, public material only)."""
 
-    def receive(self, messages: Sequence[ClientMessage], *, aggregator: secagg.Aggregator, round: int,
-                model: Arrays | None = None) -> tuple[list[tuple[str, secagg.Received]], list[Rejection]]:
-        """Authenticate and parse every upload (ciphertexts are loaded later, one update at a time).
-
-        The layout comes from the model the server sent, never from a vote among uploads: a bad
-        upload cannot make good ones look wrong. Returns (message's client id, accepted upload) pairs,
-        and the rejections keyed by the message's client id.
-        """
-        layout = self.upload_layout(model) if model is not None else None
-        received: list[tuple[str, secagg.Received]] = []
-        rejections: list[Rejection] = []
+    def serve(self, messages, *, aggregator, run, round, reference, model, commitment=None):
+        """Authenticate every upload against the layout of the model sent (never a vote among
+        uploads, so a bad upload cannot make good ones look wrong). A dropped upload is keyed by the
+        message's client id."""
+        if aggregator is None:
+            raise secagg.KeyMismatchError(f"the {self.name} protocol's server needs an Aggregator")
+        t0 = time.perf_counter()
+        state = aggregator.open_round(run=run, round=round, layout=self.upload_layout(model), commitment=commitment)
+        rejections, senders = [], {}
         for m in messages:
             try:
-                r = aggregator.receive(m.payload, round=round, layout=layout)
-                if any(v.update.client_id == r.update.client_id for _, v in received):
-                    raise DuplicateUploadError(f"a second upload from {r.update.client_id!r} this round was dropped; "
-                                               "the first one counts")
+                receipt = state.receive(m.payload)
             except (secagg.SecAggError, FedAttnError, ValueError) as exc:
                 rejections.append(Rejection(client_id=m.client_id, error=exc))
                 log.warning("round %d: dropped an upload from %s: %s", round, m.client_id, exc)
                 continue
-            received.append((m.client_id, r))
-        return received, rejections
-
-    def serve(self, messages, *, aggregator, round, reference, model):
-        if aggregator is None:
-            raise secagg.KeyMismatchError(f"the {self.name} protocol's server needs an Aggregator")
-        t0 = time.perf_counter()
-        received, rejections = self.receive(messages, aggregator=aggregator, round=round, model=model)
-        if not received:
+            senders[receipt.client_id] = m.client_id
+        if not state.contributors:
             raise secagg.EmptyAggregationError(_nothing_valid(round, rejections))
-        total, dropped = self.combine([r for _, r in received], aggregator=aggregator, round=round)
-        rejections.extend(dropped)
-        receipts = {r.update.client_id: r.receipt for _, r in received if r.receipt is not None}
-        senders = {r.update.client_id: label for label, r in received}
-        wire = total.to_bytes()
-        return Served(round=round, contributors=total.contributors, rejections=tuple(rejections),
-                      seconds=time.perf_counter() - t0, aggregate_wire=wire,
-                      receipts=tuple(receipts[c] for c in total.contributors if c in receipts),
-                      senders={c: senders[c] for c in total.contributors})
+        return Served(round=round, contributors=state.contributors, rejections=tuple(rejections),
+                      seconds=time.perf_counter() - t0, state=state, senders=senders)
 
 
 class ClientScoredProtocol(EncryptedProtocol):
@@ -194,7 +180,7 @@ class ClientScoredProtocol(EncryptedProtocol):
         if isinstance(rule, FedAvg) and not rule.equal_weights:
             assert rule.max_samples is not None  # checked at construction
             lw = lw - math.log(rule.max_samples)
-        return {n: float(np.exp(w)) for n, w in zip(update, lw)}
+        return {n: min(1.0, float(np.exp(w))) for n, w in zip(update, lw)}
 
     def client_message(self, update, *, client_id, uploader, num_samples, reference, run, round, commitment):
         if uploader is None:
@@ -204,13 +190,5 @@ class ClientScoredProtocol(EncryptedProtocol):
         payload = uploader.upload(update, run=run, round=round, commitment=commitment, weights=weights)
         return ClientMessage(client_id, payload, num_samples, seconds_encrypt=time.perf_counter() - t0)
 
-    def combine(self, received, *, aggregator, round):
-        # folded one upload at a time: the server holds one update's ciphertexts, not all of them
-        acc, dropped = secagg.RunningSum(aggregator.public, expected_round=round), []
-        for r in received:
-            try:
-                acc.add(r.update)
-            except (secagg.SecAggError, ValueError) as exc:
-                dropped.append(Rejection(client_id=r.update.client_id, error=exc))
-                log.warning("round %d: dropped the upload of %s: %s", round, r.update.client_id, exc)
-        return acc.result(), dropped
+    def request(self, state, cset, signatures):
+        return state.request(cset, signatures)

@@ -21,8 +21,14 @@ polynomial fits with 24 % relative error, so this protocol scores with ``||d||^2
 ``[0, 1]`` for ``hi = 4, tau = 1``; :func:`weight_polynomial` reports it for any range). The input
 range is public: ``||d_l||^2`` in ``[0, hi]``. A client whose layer norm exceeds it makes ``t > 1``
 where the polynomial is meaningless; the server cannot clip, so honest clients clip their layer
-norms (:func:`clip_layer_norms`) and the key holders check that the released total weight lies in
-the range the polynomial can produce.
+norms (:func:`clip_layer_norms`) and the key holder refuses a release whose (flooded) total weight
+exceeds ``members x`` :func:`secagg.circuit.omega_max`.
+
+**Honest-but-curious server only.** A key holder cannot rebuild the circuit's output (it would have
+to rerun the circuit on every upload), so it cannot tell the real output from a ciphertext the
+server crafted to learn the secret key. Key holders of this protocol are configured with
+``trust_server_circuit=True`` (:meth:`ServerScoredProtocol.key_holder_options`); against a
+malicious server use the client-scored protocol, whose key holders decrypt only what they rebuild.
 
 **What each party sees.** The server: ciphertexts, sizes, layout, contributors; no score, no weight,
 no update. A client: the global model. An observer: ciphertexts. Clients cannot misreport a score
@@ -35,10 +41,10 @@ from __future__ import annotations
 import time
 
 import secagg
-from secagg.circuit import DEGREE, clip_layer_norms, score_and_combine, weight_polynomial
+from secagg.circuit import DEGREE, clip_layer_norms, omega_max, weight_polynomial
 
 from ..errors import InvalidConfigError
-from ..round import ClientMessage, Rejection
+from ..round import ClientMessage
 from ..rules import AggregationRule, FedAtt
 from .base import EncryptedProtocol
 
@@ -62,6 +68,11 @@ class ServerScoredProtocol(EncryptedProtocol):
             raise InvalidConfigError(
                 f"server-scored aggregation needs the 'deep' preset (depth 7, Galois keys), not {preset.name!r}")
 
+    def key_holder_options(self) -> dict[str, object]:
+        # the circuit's output cannot be rebuilt by a key holder: honest-but-curious server only
+        return {"trust_server_circuit": True,
+                "max_weight": omega_max(self.fedatt.score_range[1], self.fedatt.temperature)}
+
     def client_message(self, update, *, client_id, uploader, num_samples, reference, run, round, commitment):
         if uploader is None:
             raise secagg.MissingSecretKeyError(f"client {client_id!r} encrypts with its Uploader")
@@ -70,17 +81,6 @@ class ServerScoredProtocol(EncryptedProtocol):
         payload = uploader.upload(clipped, run=run, round=round, commitment=commitment)
         return ClientMessage(client_id, payload, num_samples, seconds_encrypt=time.perf_counter() - t0)
 
-    def combine(self, received, *, aggregator, round):
-        # every client's scores need its own ciphertexts, so these are all loaded (no streaming fold)
-        kept, dropped = [], []
-        for r in received:
-            try:
-                r.update.load(aggregator.public)
-                kept.append(r.update)
-            except (secagg.SecAggError, ValueError) as exc:
-                dropped.append(Rejection(client_id=r.update.client_id, error=exc))
-        if not kept:
-            raise secagg.EmptyAggregationError(f"round {round}: no upload survived loading")
+    def request(self, state, cset, signatures):
         rule = self.fedatt
-        total = score_and_combine(kept, aggregator.public, hi=rule.score_range[1], temperature=rule.temperature)
-        return total, dropped
+        return state.circuit_request(cset, signatures, hi=rule.score_range[1], temperature=rule.temperature)

@@ -29,6 +29,7 @@ Methods:
 from __future__ import annotations
 
 import io
+import math
 import os
 import time
 from abc import ABC, abstractmethod
@@ -142,6 +143,11 @@ class SecAgg(Method):
     def setup(self, *, shapes: dict[str, tuple[int, ...]], clients: int) -> None:
         super().setup(shapes=shapes, clients=clients)
         self.keys = secagg.generate_keys(preset=self.preset)
+        self.clients = clients
+        self.ids, self.roster = secagg.generate_identities([f"client-{k}" for k in range(clients)], group_size=clients)
+        self.layout = secagg.Layout.of({n: np.zeros(s, np.float32) for n, s in shapes.items()})
+        self.run, self.commitment = "bench", secagg.round_commitment(0, {}, {"run": "bench"})
+        self.receipts: dict[str, str] = {}
 
     def notes(self, params: int) -> str:
         workers = secagg.choose_workers(-(-params // self.preset.values_per_ciphertext), None)
@@ -150,40 +156,49 @@ class SecAgg(Method):
                     f"{secagg.PARALLEL_MIN_CHUNKS} ciphertexts); their memory is not in peak_rss.client")
         return ""
 
+    def _uploader(self, k: int) -> secagg.Uploader:
+        assert self.keys is not None
+        # a fresh ledger per call: the bench repeats a round, which a real client refuses to do
+        return secagg.Uploader(self.keys.secret, identity=self.ids[f"client-{k}"], ledger=secagg.MemoryLedger(),
+                               roster=self.roster)
+
     def client(self, update: Update, k: int, timer: Timer) -> Payload:
-        # secagg serialises each ciphertext as it encrypts it (the seeded half exists only
-        # serialised), so "encrypt" includes SEAL's save and "serialise" is the framing
-        with timer("encrypt"):
-            assert self.keys is not None
-            enc = secagg.encrypt_update(update, self.keys.secret, round=0, client_id=f"client-{k}")
+        uploader = self._uploader(k)
+        with timer("encrypt"):  # encoding, encryption and the signed, packed upload
+            wire = uploader.upload(update, run=self.run, round=0, commitment=self.commitment)
         with timer("serialise"):
-            return [enc.to_bytes()]
+            return [wire]
 
     def server(self, payloads: list[Payload], timer: Timer) -> bytes:
         assert self.keys is not None
-        public = self.keys.public
-        acc = secagg.RunningSum(public, expected_round=0)
-        # folded as uploads arrive, as the protocols' server does, so memory holds one update at a
-        # time; SEAL parses each ciphertext inside acc.add, so its cost counts under "aggregate"
+        aggregator = secagg.Aggregator(self.keys.public, roster=self.roster)
+        state = aggregator.open_round(run=self.run, round=0, layout=self.layout)
         for p in payloads:
-            with timer("deserialise"):
-                update = secagg.EncryptedUpdate.from_bytes(p[0], public, expected_round=0, load=False)
-            with timer("aggregate"):
-                acc.add(update)
-        with timer("aggregate"):  # the aggregate leaves the server serialised, to the key holders
-            return acc.result().to_bytes()
+            with timer("deserialise"):  # signature, digest and residue checks of one upload
+                state.receive(p[0])
+        cset = state.contributor_set(key_holder="client-0")
+        # each member signs the set (client work, one Ed25519 signature each: not the server's time)
+        keys = {m: self.ids[m] for m in cset.members}
+        signatures = {m: cset.sign(keys[m]) for m in cset.members}
+        with timer("aggregate"):  # the first halves added, the request serialised
+            return state.request(cset, signatures)
+
+    def _holder(self) -> secagg.KeyHolder:
+        assert self.keys is not None
+        ledger = secagg.MemoryLedger()
+        ledger.claim_round(self.run, 0, self.commitment)
+        return secagg.KeyHolder(self.keys.secret, identity=self.ids["client-0"], roster=self.roster, ledger=ledger)
 
     def key_holder(self, aggregate: bytes, timer: Timer) -> tuple[Update, Update]:
-        assert self.keys is not None
-        secret = self.keys.secret
-        with timer("decrypt"):
-            total = secagg.EncryptedUpdate.from_bytes(aggregate, secret)
-            raw = decrypt_raw(total, secret)
-        with timer("release"):  # what secagg.decrypt does after decrypt_raw, timed on its own
-            floor = total.preset.noise_std(public_key=total.encryption == "public")
-            released = secagg.release(raw, noise_std=max(total.noise_std, floor), flood_bits=total.preset.flood_bits)
-            out = total.layout.unpack(released)
-        return out, total.layout.unpack(raw)
+        holder = self._holder()
+        with timer("decrypt"):  # receipts and signatures verified, second halves rebuilt, decrypted
+            raw = decrypt_raw(holder, aggregate)
+        with timer("release"):  # flooding and rounding, as KeyHolder.release does after decrypt_raw
+            preset = self.preset
+            sigma = preset.noise_std() * math.sqrt(self.clients)
+            released = secagg.release(raw, noise_std=sigma, flood_bits=preset.flood_bits)
+            out = self.layout.unpack(released)
+        return out, self.layout.unpack(raw)
 
 
 class FlareTenSEAL(Method):

@@ -20,16 +20,18 @@ def _updates(rng, k=6):
 
 def _plain(rule, updates, counts, reference, rnd=3):
     proto = PlainProtocol(rule)
-    msgs = [ClientRole(proto, client_id=f"c{k}").message(u, num_samples=n, reference=reference, run="r", round=rnd)
+    msgs = [ClientRole(proto, client_id=f"c{k}").message(u, num_samples=n, reference=reference, run="r", round=rnd,
+                                                         commitment="")
             for k, (u, n) in enumerate(zip(updates, counts))]
-    return run_round(msgs, server=ServerRole(proto), release=None, round=rnd, reference=reference)
+    return run_round(msgs, server=ServerRole(proto), clients=None, run="r", round=rnd, reference=reference,
+                     model=updates[0])
 
 
 def _encrypted(keys, rule, updates, counts, reference, rnd=3):
     fed = SmallFederation(keys, IDS[:len(updates)], rule=rule)
     msgs = [fed.message(f"c{k}", u, num_samples=n, reference=reference, round=rnd)
             for k, (u, n) in enumerate(zip(updates, counts))]
-    return fed.round(msgs, round=rnd, holder="c0"), fed.protocol
+    return fed.round(msgs, round=rnd), fed.protocol
 
 
 @pytest.mark.parametrize("preset", ["compact", "strict"])
@@ -60,14 +62,14 @@ def test_server_drops_bad_payloads_and_keeps_the_round(compact_keys):
     rng = np.random.default_rng(0)
     updates = _updates(rng, 5)
     rule = FedAtt()
-    fed = SmallFederation(compact_keys, IDS[:5], rule=rule)
+    fed = SmallFederation(compact_keys, IDS[:5], rule=rule, group_size=1, min_contributors=1)
     msgs = [fed.message(f"c{k}", u, round=1) for k, u in enumerate(updates)]
     msgs[1].payload = msgs[1].payload[:-7]  # truncated
-    other = SmallFederation(secagg.generate_keys(preset="compact"), ["c2"], rule=rule, identities=(
-        {"c2": fed.identities["c2"]}, fed.roster))
+    other = SmallFederation(secagg.generate_keys(preset="compact"), IDS[:5], rule=rule, identities=(
+        fed.identities, fed.roster))
     msgs[2] = other.message("c2", updates[2], round=1)
     msgs[3] = fed.message("c3", updates[3], round=0, fresh=True)  # stale
-    out = fed.round(msgs, round=1, holder="c0")
+    out = fed.round(msgs, round=1)
     assert out.contributors == ("c0", "c4")
     errors = {r.client_id: type(r.error) for r in out.rejections}
     assert errors == {"c1": secagg.PayloadError, "c2": secagg.KeyMismatchError, "c3": secagg.ReplayError}
@@ -83,11 +85,15 @@ def test_server_drops_bad_payloads_and_keeps_the_round(compact_keys):
 def test_a_key_holder_refuses_a_sum_of_one_client(compact_keys):
     """The one release policy (secagg.KeyHolder): min_contributors is 2 unless configured otherwise."""
     rng = np.random.default_rng(1)
-    fed = SmallFederation(compact_keys, IDS[:2], rule=FedAtt())
+    fed = SmallFederation(compact_keys, IDS[:2], rule=FedAtt(), group_size=1, min_contributors=1)
     served = fed.serve([fed.message("c0", _updates(rng, 1)[0])])
+    cset = served.state.contributor_set(key_holder="c0")
+    request = served.state.request(cset, {"c0": fed.uploader("c0").sign_set(cset)})
+    strict = secagg.KeyHolder(compact_keys.secret, identity=fed.identities["c0"], roster=fed.roster,
+                              ledger=fed.ledgers["c0"])
+    assert strict.min_contributors == 2  # the default, everywhere
     with pytest.raises(secagg.ReleaseRefusedError, match="at least 2"):
-        fed.release(served, holder="c0")
-    assert secagg.KeyHolder(compact_keys.secret).min_contributors == 2
+        strict.release(request)
 
 
 def test_server_side_holds_no_secret(compact_keys):
@@ -96,5 +102,5 @@ def test_server_side_holds_no_secret(compact_keys):
     assert type(aggregator.public) is secagg.PublicContext and not hasattr(aggregator.public, "secret_key")
     assert all(not isinstance(v, secagg.SecretContext) for v in vars(aggregator).values())
     with pytest.raises(secagg.KeyMismatchError):
-        secagg.Aggregator(compact_keys.secret)
+        secagg.Aggregator(compact_keys.secret, roster=fed.roster)
     assert ClientScoredProtocol(FedAtt()).encrypted

@@ -41,10 +41,12 @@ def test_matches_plaintext_fedatt_including_split_slots(deep_keys):
            for _ in range(3)]
     rule = FedAtt(score="l2_squared", score_range=(0.0, 4.0), temperature=1.0)
     fed = SmallFederation(deep_keys, ["c0", "c1", "c2"], rule=rule, protocol="server-scored")
-    enc = fed.round([fed.message(f"c{k}", u, num_samples=1, round=2) for k, u in enumerate(ups)], round=2, holder="c0")
+    enc = fed.round([fed.message(f"c{k}", u, num_samples=1, round=2) for k, u in enumerate(ups)], round=2)
     plain = PlainProtocol(rule)
-    ref = run_round([ClientRole(plain, client_id=f"c{k}").message(u, num_samples=1, reference=None, run="r", round=2)
-                     for k, u in enumerate(ups)], server=ServerRole(plain), release=None, round=2, reference=None)
+    ref = run_round([ClientRole(plain, client_id=f"c{k}").message(u, num_samples=1, reference=None, run="r", round=2,
+                                                                 commitment="")
+                     for k, u in enumerate(ups)], server=ServerRole(plain), clients=None, run="r", round=2,
+                    reference=None, model=ups[0])
     # stated tolerance: polynomial (<0.1 % of each weight, so <0.2 % of the ratio's range) + release flooding
     for n in shapes:
         scale = np.max(np.abs(np.stack([u[n] for u in ups])))
@@ -54,17 +56,20 @@ def test_matches_plaintext_fedatt_including_split_slots(deep_keys):
 
 def test_configuration_errors(deep_keys, compact_keys):
     rule = FedAtt(score="l2_squared")
+    ids, roster = secagg.generate_identities(["c"])
     with pytest.raises(InvalidConfigError, match="deep"):
-        ServerRole(ServerScoredProtocol(rule), aggregator=secagg.Aggregator(compact_keys.public))
+        ServerRole(ServerScoredProtocol(rule), aggregator=secagg.Aggregator(compact_keys.public, roster=roster))
     with pytest.raises(InvalidConfigError, match="l2_squared"):
         ServerScoredProtocol(FedAtt())
     with pytest.raises(InvalidConfigError, match="server-scored protocol"):
         SimulationConfig(protocol="server-scored")
     assert make_protocol("server-scored", rule).name == "server-scored"
     # each party holds one half of the key set: a client the secret one only
-    uploader = secagg.Uploader(deep_keys.secret, client_id="c")
+    uploader = secagg.Uploader(deep_keys.secret, identity=ids["c"])
     msg = ClientRole(ServerScoredProtocol(rule), client_id="c", uploader=uploader).message(
-        {"w": np.full(3, 0.1, np.float32)}, num_samples=1, reference=None, run="r", round=0)
+        {"w": np.full(3, 0.1, np.float32)}, num_samples=1, reference=None, run="r", round=0, commitment="ab" * 32)
     assert msg.payload
     with pytest.raises(InvalidConfigError, match="deep"):
-        ClientRole(ServerScoredProtocol(rule), client_id="c", uploader=secagg.Uploader(compact_keys.secret, client_id="c"))
+        ClientRole(ServerScoredProtocol(rule), client_id="c", uploader=secagg.Uploader(compact_keys.secret,
+                                                                                          identity=ids["c"]))
+    assert ServerScoredProtocol(rule).key_holder_options()["trust_server_circuit"] is True

@@ -70,7 +70,7 @@ def test_every_client_dropping_is_a_clear_error(digits):
 
 
 def test_client_with_other_architecture_is_dropped(digits, compact_keys):
-    cfg = SimulationConfig(clients=3, rounds=1, preset="compact")
+    cfg = SimulationConfig(clients=3, rounds=1, preset="compact", min_contributors=1, group_size=1)
 
     def good():
         return make_model("mlp", input_shape=digits.input_shape, n_classes=10, seed=0)
@@ -160,9 +160,11 @@ def _digest(state):
     return h.hexdigest()[:16]
 
 
-@pytest.mark.parametrize("protection, pinned", [("plain", "b861e616ee1c47c4"), ("ckks", "cb7ef904c3ff6f9f")])
+@pytest.mark.parametrize("protection, pinned", [("plain", "b861e616ee1c47c4"), ("ckks", "2ec9f25cbf912ccf")])
 def test_final_parameters_are_pinned(protection, pinned):
-    """Digits, 10 clients, FedAtt, 3 rounds, seed 0: the final parameters bit for bit, as computed before
-    the roles refactor (the release flooding is seeded; strict's CKKS noise lies far below its grid)."""
+    """Digits, 10 clients, FedAtt, 3 rounds, seed 0: the final parameters bit for bit (the release
+    flooding is seeded; strict's CKKS noise lies far below its grid). The plaintext value is the one
+    of every earlier version; the encrypted one changed once, when secfl moved to its own error
+    sampler (centred binomial, std 3.24 instead of SEAL's 3.2), which sizes the flooding."""
     res = run_simulation(SimulationConfig(clients=10, rounds=3, aggregation="fedatt", protection=protection, seed=0))
     assert _digest(res.final_state) == pinned

@@ -1,10 +1,12 @@
-"""Real Flower objects for the adapter's tests without a simulation engine: a node's Context, a
-Message as a SuperNode delivers it, a small ClientApp, and a grid that hands the strategy's release
-queries to ClientApps in this process. Imported by tests that first ``pytest.importorskip("flwr")``.
+"""Real Flower objects for the adapter's tests without a simulation engine: a dealer's files, a node's
+Context (its own key, identity, roster and ledger in its node config, as a SuperNode has them), a
+Message as a SuperNode delivers it, a small ClientApp, and a grid that hands the strategy's queries
+to ClientApps in this process. Imported by tests that first ``pytest.importorskip("flwr")``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +14,40 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, Metadata, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedattn.flower import SecAggFedAvg, enable_release
+import secagg
+from fedattn.flower import SecAggFedAvg, enable_release, make_secagg_mod
 from fedattn.flower import records as R
 
 SHAPES = {"fc.weight": (4, 3), "fc.bias": (4,)}
 
 
-def node_context(node: int = 7, *, run: int = 1, **node_config) -> Context:
+@dataclass(frozen=True)
+class Dealer:
+    """What `secfl keys generate --clients N` writes: the key set, identities and roster."""
+
+    folder: Path
+    client_key: Path
+    server_ctx: Path
+    roster: Path
+
+
+def deal(folder: Path, keys: secagg.KeySet, clients: int = 3, *, group_size: int | None = None) -> Dealer:
+    paths = keys.save(folder)
+    secagg.deal_identities((f"client-{i}" for i in range(clients)), folder, group_size=group_size or clients)
+    return Dealer(folder, paths["client"], paths["server"], folder / "roster.json")
+
+
+def node_context(node: int = 7, *, run: int = 1, run_config: dict | None = None, **node_config) -> Context:
     return Context(run_id=run, node_id=node, node_config={"partition-id": 0, **node_config}, state=RecordDict(),
-                   run_config={})
+                   run_config=dict(run_config or {}))
+
+
+def party(dealer: Dealer, node: int, *, partition: int, ledgers: Path, run: int = 1, run_config: dict | None = None,
+          **overrides) -> Context:
+    """Node ``node`` playing client-<partition>: its own key material in its node config."""
+    config = {"partition-id": partition, "secret-key": str(dealer.client_key), "identity": str(dealer.folder),
+              "roster": str(dealer.roster), "secfl-ledger": str(ledgers), **overrides}
+    return node_context(node, run=run, run_config=run_config, **{k: v for k, v in config.items() if v is not None})
 
 
 def make_message(content: RecordDict, message_type: str = "train", node: int = 7, rnd: int = 1,
@@ -41,12 +68,11 @@ def train_message(strategy: SecAggFedAvg, *, rnd: int = 1, node: int = 7, run: i
     return make_message(RecordDict({"arrays": arrays, "config": config}), node=node, rnd=rnd, run=run)
 
 
-def client_app(mods, key_path, step: float = 0.5, roster: Path | None = None,
-               identity: Path | None = None) -> tuple[ClientApp, list]:
-    """A plain ClientApp whose training moves every weight by ``step``; records its calls. Its
-    nodes release with ``key_path``, ``roster`` and ``identity`` (None: not configured)."""
+def client_app(mods=None, step: float = 0.5, **release_options) -> tuple[ClientApp, list]:
+    """A plain ClientApp whose training moves every weight by ``step``; records its calls. Its nodes
+    find their key material in their node config (secagg_mod's and the handlers' defaults)."""
     calls = []
-    app = ClientApp(mods=mods)
+    app = ClientApp(mods=[make_secagg_mod()] if mods is None else mods)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -55,8 +81,7 @@ def client_app(mods, key_path, step: float = 0.5, roster: Path | None = None,
         return Message(RecordDict({"arrays": R.to_record(trained), "metrics": MetricRecord({"num-examples": 10})}),
                        reply_to=msg)
 
-    enable_release(app, locate_key=lambda ctx: key_path, locate_roster=lambda ctx: roster,
-                   locate_identity=lambda ctx: identity)
+    enable_release(app, **release_options)
     return app, calls
 
 
@@ -65,7 +90,7 @@ def reply_from(content: RecordDict, node: int) -> Message:
 
 
 class LocalGrid:
-    """Hands the strategy's release queries to ClientApps in this process, as a SuperNode would."""
+    """Hands the strategy's queries to ClientApps in this process, as a SuperNode would."""
 
     def __init__(self, nodes: dict[int, tuple[ClientApp, Context]]) -> None:
         self.nodes, self.asked = nodes, []
@@ -77,7 +102,7 @@ class LocalGrid:
         replies = []
         for m in messages:
             node = m.metadata.dst_node_id
-            self.asked.append(node)
+            self.asked.append((node, m.metadata.message_type))
             app, context = self.nodes[node]
             query = make_message(m.content, message_type=m.metadata.message_type, node=node, run=context.run_id)
             replies.append(app(query, context))

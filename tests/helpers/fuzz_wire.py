@@ -1,28 +1,34 @@
-"""Fuzz target for everything a server parses: signed envelopes, secagg payloads, SEAL ciphertexts.
+"""Fuzz target for the whole server path: upload bytes -> receipt -> signature -> residues -> set ->
+request -> key holder's verification, rebuild, decryption and release.
 
 Every input must end in an accepted upload or in a specific secfl error: no other exception, no
-crash, no hang, no unbounded allocation. Used two ways:
+crash, no hang, no unbounded allocation, and **never the loss of the valid upload beside it**. Used
+two ways:
 
-* ``tests/secagg/test_fuzz_wire.py`` drives :func:`one_input` with hypothesis for a bounded number of
-  cases in CI;
+* ``tests/secagg/test_fuzz_wire.py`` drives :func:`one_input` with hypothesis for a bounded number
+  of cases in CI;
 * long runs with atheris (coverage-guided; ``pip install atheris``)::
 
       python tests/helpers/fuzz_wire.py -atheris_runs=200000 -rss_limit_mb=2048 -timeout=20
 
 The first input byte picks a mode, the rest drives it:
 
-0. raw bytes handed to the server as an upload, and to the payload parser directly;
-1. edits (bit flips, truncation, insertion, overwrites, forged length fields) of a valid signed
-   upload;
-2. the same edits, then the container checksum recomputed, so edits reach the header and the
-   signature checks;
-3. edits of the inner CKKS payload (checksum recomputed), then *validly signed* by an enrolled
-   client: a malicious insider, so edits reach SEAL's parser and the aggregation.
+0. raw bytes handed to the server as an upload;
+1. edits (bit flips, truncation, insertion, overwrites, forged length fields) of a valid upload;
+2. edits of the upload's header JSON, then re-signed by an enrolled client (a malicious insider):
+   the edits reach every check behind the signature;
+3. edits of the ciphertext body, then re-signed with the new digest by the insider: the edits
+   reach the residue checks, the server's sum and the key holder's decryption and range checks.
+
+In mode 3 the insider's ciphertext is well formed but may decrypt to garbage, which no party can
+tell from a valid encryption without proofs of well-formedness: the key holder's range check on
+the flooded sum then refuses the round, and the valid upload beside it is not released either (a
+denial of service by an enrolled client, stated in docs/security.md). :func:`one_input` returns
+``"refused"`` for those cases, ``"ok"`` otherwise; every other outcome is an AssertionError.
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import sys
 from functools import lru_cache
@@ -34,8 +40,8 @@ from fedattn.errors import FedAttnError
 from fedattn.round import ClientMessage
 from fedattn.rules import FedAvg
 from helpers import SmallFederation
-from secagg import signing as auth
-from secagg.unsafe import decrypt_raw
+from secagg.framing import canonical_json, frame_signed, parse_json_object
+from secagg.messages import FORMAT_VERSION, UPLOAD_MAGIC, Receipt, decode_upload, digest
 
 RULE = FedAvg(equal_weights=True)
 _PREFIX = struct.Struct("<8sHI")
@@ -44,14 +50,13 @@ _PREFIX = struct.Struct("<8sHI")
 @lru_cache(maxsize=1)
 def world():
     keys = secagg.generate_keys(preset="compact")
-    fed = SmallFederation(keys, ["client-0", "client-1"], rule=RULE, max_payload_bytes=1 << 20)
+    fed = SmallFederation(keys, ["client-0", "client-1"], rule=RULE, max_payload_bytes=1 << 20, group_size=1,
+                          min_contributors=1)
     rng = np.random.default_rng(0)
     update = {"w": (rng.standard_normal((90, 100)) * 0.05).astype(np.float32), "b": np.full(7, 0.01, np.float32)}
-    inner = secagg.encrypt_update(update, keys.secret, round=0, client_id="client-0",
-                                  weights=fed.protocol.client_weights(update, num_samples=1, reference=None)).to_bytes()
-    signed, other = (fed.message(c, update, num_samples=1, commitment="c", fresh=True).payload
-                     for c in ("client-0", "client-1"))
-    return keys, fed.identities, fed, inner, signed, other
+    fed.model = {n: np.zeros(a.shape, a.dtype) for n, a in update.items()}
+    signed, other = (fed.message(c, update, num_samples=1, fresh=True).payload for c in ("client-0", "client-1"))
+    return fed, signed, other
 
 
 def _edit(blob: bytes, script: bytes) -> bytes:
@@ -74,46 +79,87 @@ def _edit(blob: bytes, script: bytes) -> bytes:
     return bytes(out)
 
 
-def _rechecksum(blob: bytes) -> bytes:
-    if len(blob) < 32:
-        return blob
-    body = blob[:-32]
-    return body + hashlib.blake2b(body, digest_size=32).digest()
+def _insider(header: dict, body: bytes, fed: SmallFederation) -> bytes:
+    """``header`` signed by client-0's own key over whatever fields it holds (as an insider can)."""
+    fields = {k: header.get(k) for k in Receipt._FIELDS}
+    try:
+        message = Receipt(**fields).signed_bytes()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        message = canonical_json(fields) if all(isinstance(k, str) for k in fields) else b""
+    signature = fed.identities["client-0"].key.sign(message).hex()
+    return frame_signed(UPLOAD_MAGIC, FORMAT_VERSION, {**header, "signature": signature}, body)
 
 
-def one_input(data: bytes) -> None:
+def one_input(data: bytes) -> str:
     if not data:
-        return
-    keys, identities, fed, inner, signed, other = world()
+        return "ok"
+    fed, signed, other = world()
     mode, script = data[0] % 4, data[1:]
     if mode == 0:
         upload = script
-        try:
-            secagg.EncryptedUpdate.from_bytes(script, keys.public, max_bytes=1 << 20)
-        except secagg.SecAggError:
-            pass
     elif mode == 1:
         upload = _edit(signed, script)
-    elif mode == 2:
-        upload = _rechecksum(_edit(signed, script))
     else:
-        payload = _rechecksum(_edit(inner, script))
-        upload = auth.seal(payload, identities["client-0"], round=0, commitment="c", fingerprint=keys.public.fingerprint)
-    _serve(fed, upload, other)
+        receipt, body = decode_upload(signed)
+        if mode == 2:
+            head = canonical_json(receipt.to_dict())
+            try:
+                header = parse_json_object(_edit(head, script), what="edited header")
+            except secagg.PayloadError:
+                header = {}
+            upload = _insider(header, bytes(body), fed)
+        else:
+            edited = _edit(bytes(body), script)
+            upload = _insider({**receipt.to_dict(), "body_digest": digest(edited)}, edited, fed)
+    return _serve(fed, upload, other, insider_body=mode == 3)
 
 
-def _serve(fed: SmallFederation, upload: bytes, other: bytes) -> None:
-    """A round with the fuzzed upload next to a valid one: the valid one must always get through."""
-    served = fed.serve([ClientMessage("client-0", upload, 1), ClientMessage("client-1", other, 1)], round=0)
-    if "client-1" not in served.contributors:
-        raise AssertionError(f"a fuzzed upload knocked out a valid one: {[r.describe() for r in served.rejections]}")
-    for r in served.rejections:
+class _Clients:
+    """client-1 is honest (its own ledger, fresh each input); client-0 is the insider who sent the
+    fuzzed upload and signs any set. client-1 is asked to release."""
+
+    def __init__(self, fed: SmallFederation, other: bytes) -> None:
+        receipt, _ = decode_upload(other)
+        ledger = secagg.MemoryLedger()
+        ledger.claim_round(fed.run, 0, receipt.commitment)
+        ledger.record_upload(fed.run, 0, receipt.digest)
+        self.fed, self.ledger = fed, ledger
+
+    def online(self, senders):
+        return sorted(senders, key=lambda c: c != "client-1")
+
+    def sign(self, client_id, cset):
+        if client_id == "client-0":
+            return cset.sign(self.fed.identities["client-0"])
+        return secagg.Uploader(self.fed.keys.secret, identity=self.fed.identities[client_id], ledger=self.ledger,
+                               roster=self.fed.roster, min_contributors=1).sign_set(cset)
+
+    def release(self, holder, request):
+        return secagg.KeyHolder(self.fed.keys.secret, identity=self.fed.identities[holder], roster=self.fed.roster,
+                                ledger=self.ledger, min_contributors=1).release(request)
+
+
+def _serve(fed: SmallFederation, upload: bytes, other: bytes, *, insider_body: bool) -> str:
+    """A round with the fuzzed upload next to a valid one, to the key holder's release: the valid one
+    must get through, and every refusal must be a specific secfl error."""
+    from fedattn.round import run_round
+
+    commitment = decode_upload(other)[0].commitment  # what this (honest) server sent its clients
+    try:
+        out = run_round([ClientMessage("client-0", upload, 1), ClientMessage("client-1", other, 1)], server=fed.server,
+                        clients=_Clients(fed, other), run=fed.run, round=0, reference=None, model=fed.model,
+                        commitment=commitment)
+    except (secagg.SecAggError, FedAttnError) as exc:
+        raise AssertionError(f"the round failed as a whole: {type(exc).__name__}: {exc}") from None
+    for r in out.rejections:
         if not isinstance(r.error, (secagg.SecAggError, FedAttnError)):
             raise AssertionError(f"{r.client_id} was rejected with an unspecific error: {r.describe()}")
-    try:
-        decrypt_raw(secagg.EncryptedUpdate.from_bytes(served.aggregate_wire or b"", fed.keys.secret), fed.keys.secret)
-    except secagg.SecAggError:
-        return  # e.g. a forged coefficient that breaks the decryption's bound check
+    if "client-1" in out.contributors:
+        return "ok"
+    if insider_body and out.aborted and out.aborted.startswith(("ReleaseRefusedError", "EmptyAggregationError")):
+        return "refused"
+    raise AssertionError(f"a fuzzed upload knocked out a valid one: {[r.describe() for r in out.rejections]} "
+                         f"{out.aborted}")
 
 
 def main() -> None:  # pragma: no cover - run by hand with atheris installed

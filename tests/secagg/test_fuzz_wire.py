@@ -33,7 +33,7 @@ def test_each_mode_reaches_its_layer():
         fuzz_wire.one_input(bytes([mode]))
 
 
-def test_regression_forged_scale_cannot_knock_out_a_valid_upload():
-    """Found by atheris: an insider flipped the lowest bit of its ciphertext's scale (2^40 + 1/16).
-    It passed a log2-tolerance check, was added first, and SEAL then refused the valid upload."""
-    fuzz_wire.one_input(bytes.fromhex("0300240300000009"))
+def test_an_insiders_garbage_ciphertext_is_refused_by_the_key_holder():
+    """A flipped bit in an enrolled client's own ciphertext, validly re-signed: well formed, decrypts to
+    garbage, and the key holder's range check on the flooded sum withholds the round."""
+    assert fuzz_wire.one_input(bytes.fromhex("03000000000000")) == "refused"

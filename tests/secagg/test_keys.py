@@ -6,7 +6,6 @@ import pytest
 
 import secagg
 from secagg.errors import KeyFileError, MissingSecretKeyError
-from secagg.unsafe import decrypt_raw
 
 
 def test_save_load_roundtrip_and_file_modes(tmp_path, compact_keys):
@@ -15,17 +14,28 @@ def test_save_load_roundtrip_and_file_modes(tmp_path, compact_keys):
     secret = secagg.load_secret_context(paths["client"])
     public = secagg.load_public_context(paths["server"])
     assert secret.fingerprint == public.fingerprint == compact_keys.secret.fingerprint
-    enc = secagg.encrypt_update({"w": np.full(5, 0.25)}, secret, round=0, client_id="a")
-    total = secagg.aggregate([secagg.EncryptedUpdate.from_bytes(enc.to_bytes(), public)], public)
-    assert np.allclose(secagg.decrypt(total, compact_keys.secret)["w"], 0.25, atol=1e-4)
+    loaded = secagg.KeySet(secret=secret, public=public)
+    out = secagg.local_round(loaded, {c: {"w": np.full(5, 0.125)} for c in ("a", "b")})
+    assert np.allclose(out.values["w"], 0.25, atol=1e-4)
 
 
-def test_secret_file_mode_is_reset_on_overwrite(tmp_path, compact_keys):
+def test_secret_files_are_created_exclusively_and_never_through_a_link(tmp_path, compact_keys):
     target = tmp_path / "client.key"
     target.write_bytes(b"old")
     os.chmod(target, 0o644)
-    compact_keys.secret.save(target)
-    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    with pytest.raises(KeyFileError, match="already exists"):
+        compact_keys.secret.save(target)
+    assert target.read_bytes() == b"old"
+    compact_keys.secret.save(target, overwrite=True)  # replaced, mode 0600 from the first byte
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600 and target.read_bytes() != b"old"
+    elsewhere = tmp_path / "planted"
+    link = tmp_path / "linked.key"
+    link.symlink_to(elsewhere)
+    with pytest.raises(KeyFileError):
+        compact_keys.secret.save(link)  # a link planted where the key goes is not followed
+    assert not elsewhere.exists()
+    compact_keys.secret.save(link, overwrite=True)  # replaces the link itself
+    assert not elsewhere.exists() and not link.is_symlink()
 
 
 def test_server_side_objects_hold_no_secret_key(compact_keys):
@@ -35,11 +45,13 @@ def test_server_side_objects_hold_no_secret_key(compact_keys):
     server_bytes = public.to_bytes()
     secret_blob = compact_keys.secret._blobs["secret_key"]
     assert secret_blob[16:80] not in server_bytes  # no fragment of the serialised secret key
-    enc = secagg.encrypt_update({"w": np.ones(3) * 0.1}, compact_keys.secret, round=0, client_id="a")
-    with pytest.raises(MissingSecretKeyError, match="key holders"):
-        secagg.decrypt(enc, public)
+    with pytest.raises(MissingSecretKeyError, match="key holder"):
+        public.decrypt()
+    ids, roster = secagg.generate_identities(["a"])
     with pytest.raises(MissingSecretKeyError):
-        decrypt_raw(enc, secagg.load_public_context(server_bytes))
+        secagg.KeyHolder(secagg.load_public_context(server_bytes), identity=ids["a"], roster=roster)
+    with pytest.raises(MissingSecretKeyError):
+        secagg.Uploader(public, identity=ids["a"])
     with pytest.raises(KeyFileError, match="expected 'secret'"):
         secagg.load_secret_context(server_bytes)
 

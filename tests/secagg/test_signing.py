@@ -1,5 +1,5 @@
-"""Authenticated uploads: unsigned, tampered, replayed, duplicated and foreign payloads are dropped
-with their own error and the round goes on with the valid ones; the aggregate is exactly theirs."""
+"""Authenticated uploads: unsigned, tampered, replayed, duplicated and foreign uploads are dropped
+with their own error and the round goes on with the valid ones; identities, rosters and groups."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import stat
 
 import numpy as np
 import pytest
-from helpers import SmallFederation
+from helpers import COMMIT, SmallFederation
 from typer.testing import CliRunner
 
 import secagg
@@ -20,9 +20,8 @@ from fedattn.errors import (
     SignatureError,
     UnknownClientError,
 )
-from fedattn.round import ClientMessage
-from secagg import signing as auth
-from secagg.framing import frame, unframe
+from secagg.framing import parse_json_object
+from secagg.messages import decode_upload
 from secfl.cli import app
 
 IDS = [f"client-{i}" for i in range(4)]
@@ -35,7 +34,7 @@ def keys():
 
 @pytest.fixture(scope="module")
 def ids():
-    return auth.generate_identities(IDS)
+    return secagg.generate_identities(IDS, group_size=1)
 
 
 @pytest.fixture(scope="module")
@@ -45,179 +44,136 @@ def updates():
                   "b": (rng.standard_normal(4) * 0.05).astype(np.float32)} for cid in IDS}
 
 
-def _protocol(keys, ids, **kw):
-    return SmallFederation(keys, IDS, identities=ids, **kw)
-
-
-def _message(fed, updates, cid, rnd=0, commitment="c0", fresh=True):
-    return fed.message(cid, updates.get(cid, updates["client-0"]), round=rnd, commitment=commitment, fresh=fresh)
+def _fed(keys, ids, **kw):
+    return SmallFederation(keys, IDS, identities=ids, min_contributors=kw.pop("min_contributors", 1), **kw)
 
 
 def _mean(updates, cids):
     return {n: np.mean([updates[c][n].astype(np.float64) for c in cids], axis=0) for n in updates[cids[0]]}
 
 
-def _reframe(envelope: bytes, *, header_changes=None, payload=None) -> bytes:
-    """An attacker who rewrites an envelope and recomputes its (unkeyed) checksum."""
-    header, blobs = unframe(envelope, magic=b"SFLSIGN1", version=1, what="x")
-    header = {k: v for k, v in header.items() if k != "blob_sizes"}
-    header.update(header_changes or {})
-    return frame(b"SFLSIGN1", 1, header, [payload if payload is not None else bytes(blobs[0])])
-
-
-def _round(fed, messages, rnd=0, commitment="c0", holder="client-0"):
-    fed.ledgers[holder] = fed.holders[holder].ledger = secagg.MemoryLedger()
-    fed.ledgers[holder].claim_round(fed.run, rnd, commitment)  # the key holder's own view of the round
-    return fed.round(messages, round=rnd, holder=holder)
-
-
 def test_signed_round_equals_the_mean(keys, ids, updates):
-    p = _protocol(keys, ids)
-    out = _round(p, [_message(p, updates, c) for c in IDS])
-    assert out.rejections == () and sorted(out.contributors) == IDS
+    fed = _fed(keys, ids)
+    out = fed.round([fed.message(c, updates[c]) for c in IDS])
+    assert out.rejections == () and sorted(out.contributors) == IDS and out.aborted is None
     ref = _mean(updates, IDS)
     assert all(np.max(np.abs(out.aggregate[n] - ref[n])) < 1e-3 for n in ref)
 
 
 def _bad_cases(keys, ids, updates):
-    p = _protocol(keys, ids)
-    good = {c: _message(p, updates, c) for c in IDS}
-    unsigned = secagg.encrypt_update(updates["client-1"], keys.secret, round=0, client_id="client-1").to_bytes()
-    other = _message(p, updates, "client-2")
+    fed = _fed(keys, ids)
     foreign = SmallFederation(keys, ["client-9"])
     impostor = SmallFederation(keys, ["client-3"])  # claims client-3's id with another key
-    stale = _message(p, updates, "client-1", rnd=1)
+    stale = fed.message("client-1", updates["client-1"], round=1, fresh=True)
+    other_run = _fed(keys, ids, run="another-run").message("client-2", updates["client-2"], fresh=True)
+    tampered = bytearray(fed.message("client-2", updates["client-2"], fresh=True).payload)
+    tampered[-5] ^= 0x01  # one coefficient bit of the ciphertexts: the signed digest no longer matches
+    from fedattn.round import ClientMessage
+
     return {
-        "unsigned": (ClientMessage("client-1", unsigned, 10), SignatureError),
-        "tampered payload": (ClientMessage("client-2", _reframe(other.payload, payload=_flip(other.payload)), 10),
-                             SignatureError),
-        "tampered round": (ClientMessage("client-1", _reframe(stale.payload, header_changes={"round": 0}), 10), SignatureError),
-        "replayed round": (ClientMessage("client-1", stale.payload, 10), ReplayError),
-        "foreign": (_message(foreign, updates, "client-9"), UnknownClientError),
-        "impostor": (_message(impostor, updates, "client-3"), SignatureError),
-    }, good
+        "tampered ciphertext": (ClientMessage("client-2", bytes(tampered), 10), SignatureError),
+        "replayed round": (stale, ReplayError),
+        "another run": (other_run, ReplayError),
+        "foreign": (foreign.message("client-9", updates["client-0"]), UnknownClientError),
+        "impostor": (impostor.message("client-3", updates["client-3"]), SignatureError),
+    }
 
 
-def _flip(envelope: bytes) -> bytes:
-    header, blobs = unframe(envelope, magic=b"SFLSIGN1", version=1, what="x")
-    payload = bytearray(blobs[0])
-    payload[len(payload) // 2] ^= 0x01  # one coefficient bit: the CKKS checksum alone would not notice
-    return bytes(payload)
-
-
-@pytest.mark.parametrize("case", ["unsigned", "tampered payload", "tampered round", "replayed round", "foreign", "impostor"])
+@pytest.mark.parametrize("case", ["tampered ciphertext", "replayed round", "another run", "foreign", "impostor"])
 def test_bad_upload_is_dropped_and_the_round_goes_on(keys, ids, updates, case):
-    cases, good = _bad_cases(keys, ids, updates)
-    bad, error = cases[case]
-    p = _protocol(keys, ids)
-    kept = ["client-0"] + (["client-1"] if bad.client_id != "client-1" else []) + (["client-2"] if bad.client_id != "client-2" else [])
-    messages = [good[c] for c in kept] + [bad]
-    out = _round(p, messages)
+    bad, error = _bad_cases(keys, ids, updates)[case]
+    fed = _fed(keys, ids)
+    kept = [c for c in ("client-0", "client-1", "client-2") if c != bad.client_id]
+    out = fed.round([fed.message(c, updates[c]) for c in kept] + [bad])
     assert sorted(out.contributors) == sorted(kept)
     assert [(r.client_id, type(r.error)) for r in out.rejections] == [(bad.client_id, error)]
     ref = _mean(updates, kept)
     assert all(np.max(np.abs(out.aggregate[n] - ref[n])) < 1e-3 for n in ref)
 
 
-def test_each_error_is_raised_by_open_envelope(keys, ids, updates):
-    cases, _ = _bad_cases(keys, ids, updates)
-    _, roster = ids
-    for msg, error in cases.values():
-        with pytest.raises(error):
-            auth.open_envelope(msg.payload, roster, expected_round=0)
-
-
 def test_duplicate_upload_keeps_the_first(keys, ids, updates):
-    p = _protocol(keys, ids)
-    first, second = _message(p, updates, "client-0"), _message(p, updates, "client-0")
-    received, rejections = p.protocol.receive([first, second, _message(p, updates, "client-1")],
-                                              aggregator=p.server.aggregator, round=0)
-    assert [r.update.client_id for _, r in received] == ["client-0", "client-1"]
-    assert [type(r.error) for r in rejections] == [DuplicateUploadError]
-
-
-def test_a_client_cannot_sign_anothers_update(keys, ids, updates):
-    identities, roster = ids
-    payload = secagg.encrypt_update(updates["client-1"], keys.secret, round=0, client_id="client-1").to_bytes()
-    env = auth.seal(payload, identities["client-0"], round=0, commitment="c0", fingerprint=keys.public.fingerprint)
-    p = _protocol(keys, ids)
-    _, rejections = p.protocol.receive([ClientMessage("client-0", env, 10), _message(p, updates, "client-2")],
-                                       aggregator=p.server.aggregator, round=0)
-    assert [(r.client_id, type(r.error)) for r in rejections] == [("client-0", SignatureError)]
-
-
-def test_oversized_upload_is_refused_before_parsing(keys, ids, updates):
-    p = _protocol(keys, ids, max_payload_bytes=1000)
-    msg = _message(p, updates, "client-0")
-    with pytest.raises(secagg.PayloadTooLargeError):
-        auth.open_envelope(msg.payload, ids[1], expected_round=0, max_bytes=1000)
+    fed = _fed(keys, ids)
+    first = fed.message("client-0", updates["client-0"])
+    second = fed.message("client-0", updates["client-1"], fresh=True)  # a second, different update for the round
+    served = fed.serve([first, second, fed.message("client-1", updates["client-1"])])
+    assert served.contributors == ("client-0", "client-1")
+    assert [type(r.error) for r in served.rejections] == [DuplicateUploadError]
+    assert decode_upload(first.payload)[0] == served.state.receipt("client-0")
 
 
 def test_key_holders_refuse_a_model_inconsistent_round(keys, ids, updates):
-    p = _protocol(keys, ids)
-    messages = [_message(p, updates, c, commitment="A" if c != "client-3" else "B") for c in IDS]
+    fed = _fed(keys, ids)
+    other = secagg.round_commitment(0, {}, {"crafted": True})
+    messages = [fed.message(c, updates[c], commitment=other if c == "client-3" else COMMIT) for c in IDS]
     with pytest.raises(ModelInconsistencyError, match="different global models"):
-        _round(p, messages, commitment="A")
-
-
-def test_key_holders_check_receipts_against_the_contributors(keys, ids, updates):
-    import dataclasses
-
-    p = _protocol(keys, ids)
-    served = p.serve([_message(p, updates, c, fresh=False) for c in IDS[:3]], round=0)
-    dropped_receipt = dataclasses.replace(served, receipts=served.receipts[:2])
-    with pytest.raises(AuthenticationError, match="signed receipts"):
-        p.release(dropped_receipt, holder="client-0")
-    forged = auth.Receipt(**{**served.receipts[0].to_dict(), "commitment": "other"})
-    with pytest.raises(SignatureError):
-        p.release(dataclasses.replace(served, receipts=(forged, *served.receipts[1:])), holder="client-1")
-    strict = _protocol(keys, ids, min_contributors=4)
-    strict.ledgers["client-2"].claim_round(strict.run, 0, "c0")
-    with pytest.raises(secagg.ReleaseRefusedError, match="at least 4"):
-        strict.release(served, holder="client-2")
-    assert p.release(served, holder="client-2").values["w"].shape == (3, 4)
-    with pytest.raises(secagg.ReleaseRefusedError, match="already released"):
-        p.release(served, holder="client-2")  # once per round
+        fed.round(messages)
 
 
 def test_identity_files_are_private_and_roster_holds_no_private_key(tmp_path, ids):
     identities, roster = ids
     path = identities["client-0"].save(tmp_path / "c0.id")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    loaded = auth.ClientIdentity.load(path)
+    with pytest.raises(secagg.KeyFileError, match="already exists"):
+        identities["client-0"].save(path)
+    loaded = secagg.ClientIdentity.load(path)
     assert loaded.public_bytes() == identities["client-0"].public_bytes()
     raw = json.loads(roster.to_json())
     assert set(raw["clients"]) == set(IDS) and "PRIVATE" not in roster.to_json()
-    back = auth.Roster.load(roster.save(tmp_path / "roster.json"))
-    assert back.client_ids == tuple(IDS)
+    back = secagg.Roster.load(roster.save(tmp_path / "roster.json"))
+    assert back.client_ids == tuple(IDS) and back.groups == roster.groups
     (tmp_path / "bad.id").write_text("{not json")
     with pytest.raises(AuthenticationError, match="cannot load"):
-        auth.ClientIdentity.load(tmp_path / "bad.id")
+        secagg.ClientIdentity.load(tmp_path / "bad.id")
     with pytest.raises(AuthenticationError, match="twice"):
-        auth.generate_identities(["a", "a"])
+        secagg.generate_identities(["a", "a"])
 
 
-def test_commitment_names_model_and_config():
+def test_enrolment_groups():
+    _, roster = secagg.generate_identities([f"c{k}" for k in range(7)], group_size=2)
+    assert roster.groups == (("c0", "c1"), ("c2", "c3"), ("c4", "c5", "c6"))  # the remainder joins the last
+    assert roster.complete_groups(["c0", "c1", "c2", "c4", "c5", "c6"]) == (("c0", "c1"), ("c4", "c5", "c6"))
+    roster.check_whole_groups(["c0", "c1", "c4", "c5", "c6"], min_size=2)
+    with pytest.raises(AuthenticationError, match="1 of the 2 members"):
+        roster.check_whole_groups(["c0", "c2", "c3"], min_size=2)
+    with pytest.raises(AuthenticationError, match="smaller than min_contributors"):
+        roster.check_whole_groups(["c0", "c1"], min_size=3)
+    with pytest.raises(UnknownClientError):
+        roster.check_whole_groups(["c0", "c1", "zed"], min_size=1)
+    with pytest.raises(AuthenticationError, match="partition"):
+        secagg.Roster(dict.fromkeys(["a", "b"], b"\x01" * 32), groups=[["a"]])
+
+
+def test_commitment_names_run_model_dtype_and_config():
     state = {"w": np.zeros((2, 2), np.float32)}
-    c = auth.round_commitment(0, state, {"lr": 0.1})
-    assert c == auth.round_commitment(0, {"w": np.zeros((2, 2), np.float64)}, {"lr": 0.1})
-    assert c != auth.round_commitment(1, state, {"lr": 0.1})
-    assert c != auth.round_commitment(0, {"w": np.full((2, 2), 1e-7, np.float32)}, {"lr": 0.1})
-    assert c != auth.round_commitment(0, state, {"lr": 0.2})
-    assert c != auth.round_commitment(0, {"w": np.zeros((4,), np.float32)}, {"lr": 0.1})
+    c = secagg.round_commitment(0, state, {"run": "r", "lr": 0.1})
+    assert len(c) == 64 and c == secagg.round_commitment(0, {"w": np.zeros((2, 2), np.float32)}, {"run": "r", "lr": 0.1})
+    for changed in [secagg.round_commitment(1, state, {"run": "r", "lr": 0.1}),
+                    secagg.round_commitment(0, {"w": np.full((2, 2), 1e-7, np.float32)}, {"run": "r", "lr": 0.1}),
+                    secagg.round_commitment(0, state, {"run": "r", "lr": 0.2}),
+                    secagg.round_commitment(0, state, {"run": "s", "lr": 0.1}),
+                    secagg.round_commitment(0, {"w": np.zeros((2, 2), np.float64)}, {"run": "r", "lr": 0.1}),
+                    secagg.round_commitment(0, {"w": np.zeros((4,), np.float32)}, {"run": "r", "lr": 0.1})]:
+        assert changed != c
 
 
 def test_keys_generate_writes_identities(tmp_path):
     res = CliRunner().invoke(app, ["keys", "generate", "--preset", "compact", "--out", str(tmp_path), "--clients", "3"])
     assert res.exit_code == 0, res.output
-    assert auth.Roster.load(tmp_path / "roster.json").client_ids == ("client-0", "client-1", "client-2")
+    roster = secagg.Roster.load(tmp_path / "roster.json")
+    assert roster.client_ids == ("client-0", "client-1", "client-2") and roster.groups == (roster.client_ids,)
     assert stat.S_IMODE((tmp_path / "client-2.id").stat().st_mode) == 0o600
     assert "verification keys" in res.output
 
 
-def test_server_size_limit_fits_real_payloads_and_little_more(keys):
+def test_server_size_limit_fits_real_payloads_and_little_more(keys, ids):
     n = 20_000
     update = {"a": np.full(n - 100, 0.01, np.float32), "b": np.full(100, 0.01, np.float32)}
-    payload = secagg.encrypt_update(update, keys.secret, round=0, client_id="c", weights={"a": 1.0, "b": 1.0}).to_bytes()
+    payload = secagg.Uploader(keys.secret, identity=ids[0]["client-0"]).upload(update, run="r", round=0,
+                                                                                 commitment="ab" * 32, weights=1.0)
     limit = secagg.max_payload_bytes(keys.secret.preset, n, 2)
-    assert len(payload) <= limit < 3 * len(payload)
+    assert len(payload) <= limit < 1.2 * len(payload)
+
+
+def test_json_nested_too_deeply_is_a_payload_error():
+    with pytest.raises(secagg.PayloadError, match="nested too deeply"):
+        parse_json_object(b"[" * 100_000 + b"]" * 100_000, what="x")

@@ -32,7 +32,7 @@ def train_metrics(replies: list[RecordDict], weight_key: str) -> MetricRecord:
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
     public = load_server_context(cfg)  # a missing server-context stops the run here, before round 1
-    roster = load_server_roster(cfg)  # run config `roster`: signed uploads only; empty: unsigned
+    roster = load_server_roster(cfg)  # run config `roster`: required, every upload is signed
     settings = Settings.from_run_config(cfg)
     nodes = int(cfg.get("min-nodes", 3))
     strategy = SecAggFedAvg(
@@ -57,6 +57,7 @@ def main(grid: Grid, context: Context) -> None:
                             num_rounds=int(cfg.get("num-server-rounds", 3)), train_config=ConfigRecord(),
                             evaluate_fn=central_evaluate)
     for entry in strategy.history:
-        log.info("round %d: %d contributors (%d signed receipts), %d rejected, released by node %s", entry.round,
-                 len(entry.contributors), len(entry.receipts), len(entry.rejected), entry.key_holder)
+        log.info("round %d: %d contributors (%d signed receipts), %d rejected, released by node %s%s", entry.round,
+                 len(entry.contributors), len(entry.receipts), len(entry.rejected), entry.key_holder,
+                 f"; aborted: {entry.aborted}" if entry.aborted else "")
     log.info("final metrics: %s", result.evaluate_metrics_serverapp)

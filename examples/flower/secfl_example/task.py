@@ -3,11 +3,19 @@
 Training reuses :class:`fedattn.simulation.Client` with the standalone simulation's seeds
 (``SeedSequence([seed, round, partition, 2])``, the round counted from 0), so a Flower run and
 ``secfl train`` with the same settings train identically; only the CKKS noise differs.
+
+What protects a client is the client's own to set, in its node config, never the server's run
+config: differential privacy (``dp``, ``noise-multiplier``, ``clip-norm``, ``delta``; the run
+config may only ask for more noise, a tighter clip or a smaller delta) and the source of the DP
+noise: the operating system, unless the node is labelled a seeded simulation
+(``secfl-seeded-simulation=true``, or ``SECFL_SEEDED_SIMULATION=1`` for simulated nodes), where
+it is seeded so that a run reproduces. A DP seed the server chose would let it subtract the noise.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -61,6 +69,22 @@ class Settings:
             return None
         return DPConfig(mode=self.dp, noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm, delta=self.delta)
 
+    def with_client_dp(self, node_config: Mapping[str, object]) -> Settings:
+        """These settings with the node's own DP: the node's, or the server's where it asks for more."""
+        node = Settings.from_run_config(node_config).dp_config() if node_config.get("dp", "none") != "none" else None
+        asked = self.dp_config()
+        if node is None and asked is None:
+            return self
+        if node is None or asked is None:
+            chosen = node or asked
+        else:
+            chosen = DPConfig(mode="sample", noise_multiplier=max(node.noise_multiplier, asked.noise_multiplier),
+                              clip_norm=min(node.clip_norm, asked.clip_norm), delta=min(node.delta, asked.delta))
+        assert chosen is not None
+        return Settings(**{**{f.name: getattr(self, f.name) for f in fields(self)}, "dp": chosen.mode,
+                           "noise_multiplier": chosen.noise_multiplier, "clip_norm": chosen.clip_norm,
+                           "delta": chosen.delta})
+
     def simulation_config(self, clients: int) -> SimulationConfig:
         return SimulationConfig(dataset=self.dataset, model=self.model, clients=clients, partition=self.partition,
                                 alpha=self.alpha, local_epochs=self.local_epochs, lr=self.lr,
@@ -95,11 +119,19 @@ def train_seed(settings: Settings, *, server_round: int, partition_id: int) -> i
     return int(np.random.SeedSequence([settings.seed, server_round - 1, partition_id, 2]).generate_state(1)[0])
 
 
+def seeded_simulation(node_config: Mapping[str, object]) -> bool:
+    """Whether this node is labelled a seeded simulation (then its DP noise is seeded to reproduce)."""
+    return str(node_config.get("secfl-seeded-simulation", os.environ.get("SECFL_SEEDED_SIMULATION", ""))).lower() in (
+        "1", "true", "yes")
+
+
 def local_train(client: Client, global_state: dict[str, np.ndarray], *, settings: Settings,
-                server_round: int, partition_id: int) -> dict[str, np.ndarray]:
-    """Train from the global model; return the trained model (the mod computes the update)."""
+                server_round: int, partition_id: int, seeded: bool = False) -> dict[str, np.ndarray]:
+    """Train from the global model; return the trained model (the mod computes the update). The DP
+    noise is seeded only in a seeded simulation; otherwise it comes from the operating system."""
     torch.set_num_threads(1)  # tiny model: threads only add noise to timings (and to float sums)
-    update = client.train(global_state, seed=train_seed(settings, server_round=server_round, partition_id=partition_id))
+    seed = train_seed(settings, server_round=server_round, partition_id=partition_id)
+    update = client.train(global_state, seed=seed, noise_seed=seed + 1 if seeded else None)
     return {n: global_state[n] + update[n] for n in global_state}
 
 

@@ -1,7 +1,7 @@
-"""Signed uploads on Flower: the strategy's checks and the key holders' receipt checks, on real
-Flower Messages and ClientApps without a simulation engine (the Ray run of tests/fedattn/flower/test_flower.py is
-signed as well). The server here is malicious where a test says so: it crafts models, replays
-uploads of another run, forges uploads."""
+"""A malicious server on Flower: the key holders' and contributors' checks, on real Flower Messages
+and ClientApps without a simulation engine (the Ray run of tests/fedattn/flower/test_flower.py goes
+through the same code). The server here is malicious where a test says so: it crafts models, sets a
+node's run config, replays uploads of another run, forges uploads, asks for a second set."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import ConfigRecord, RecordDict  # noqa: E402
+from flwr.app import RecordDict  # noqa: E402
 from helpers.flower import (  # noqa: E402
     SHAPES,
     LocalGrid,
     client_app,
+    deal,
     make_message,
-    node_context,
+    party,
     reply_from,
     server_process,  # noqa: F401 - a fixture
     train_message,
@@ -24,52 +25,34 @@ from helpers.flower import (  # noqa: E402
 )
 
 import secagg  # noqa: E402
-from fedattn.flower import SecAggFedAvg, make_secagg_mod  # noqa: E402
+from fedattn.flower import SecAggFedAvg  # noqa: E402
 from fedattn.flower import records as R  # noqa: E402
-from secagg.signing import deal_identities  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("server_process")
 STEPS = (0.5, -0.1, 0.2)
 
 
-@pytest.fixture(autouse=True)
-def ledgers(tmp_path, monkeypatch):
-    """Each test's nodes keep their ledgers (what they signed and released) in a fresh folder."""
+@pytest.fixture(scope="module")
+def dealer(tmp_path_factory, compact_keys):
+    """`secfl keys generate --clients 3`: one enrolment group of three."""
+    return deal(tmp_path_factory.mktemp("dealer"), compact_keys, clients=3)
+
+
+@pytest.fixture
+def ledgers(tmp_path):
     folder = tmp_path / "ledgers"
     folder.mkdir()
-    monkeypatch.setenv("SECFL_LEDGER", str(folder))
     return folder
 
 
-@pytest.fixture(scope="module")
-def key_files(tmp_path_factory, compact_keys):
-    return compact_keys.save(tmp_path_factory.mktemp("keys"))
+def _nodes(dealer, ledgers, run: int = 1, run_configs=None) -> dict:
+    return {n: (client_app(step=STEPS[n - 1])[0],
+                party(dealer, n, partition=n - 1, ledgers=ledgers, run=run, run_config=(run_configs or {}).get(n)))
+            for n in (1, 2, 3)}
 
 
-@pytest.fixture(scope="module")
-def dealer(tmp_path_factory):
-    """`secfl keys generate --clients 3`'s identities and roster."""
-    out = tmp_path_factory.mktemp("identities")
-    deal_identities((f"client-{i}" for i in range(3)), out)
-    return out
-
-
-def _node(key_files, dealer, node: int, *, step: float = 0.5, identity_dir=None, run: int = 1, partition=None,
-          **node_config):
-    """Node ``node`` (client-<node - 1>): its identity from the folder, the roster for releasing."""
-    identity = identity_dir or dealer
-    secure = make_secagg_mod(locate_key=lambda ctx: key_files["client"], locate_identity=lambda ctx: str(identity))
-    app, calls = client_app([secure], key_files["client"], step=step, roster=dealer / "roster.json", identity=identity)
-    pid = node - 1 if partition is None else partition
-    return app, node_context(node=node, run=run, **{"partition-id": pid}, **node_config), calls
-
-
-def _nodes(key_files, dealer, run: int = 1) -> dict:
-    return {n: _node(key_files, dealer, n, step=STEPS[n - 1], run=run)[:2] for n in (1, 2, 3)}
-
-
-def _strategy(key_files, dealer, nodes, **options) -> SecAggFedAvg:
-    strategy = SecAggFedAvg(public_context=key_files["server"], roster=dealer / "roster.json", rule="fedavg",
+def _strategy(dealer, nodes, **options) -> SecAggFedAvg:
+    strategy = SecAggFedAvg(public_context=dealer.server_ctx, roster=dealer.roster, rule="fedavg",
                             rule_options={"equal_weights": True}, **options)
     strategy._global, strategy._grid = zeros_model(), LocalGrid(nodes)  # what configure_train sets
     return strategy
@@ -80,137 +63,107 @@ def _train(nodes, strategy, rnd=1, models=None) -> dict:
             for n, (app, ctx) in nodes.items()}
 
 
-def test_signed_round_releases_after_the_key_holder_checks_receipts(key_files, dealer):
-    nodes = _nodes(key_files, dealer)
-    strategy = _strategy(key_files, dealer, nodes)
+def test_a_round_releases_after_every_member_signed_the_set(dealer, ledgers):
+    nodes = _nodes(dealer, ledgers)
+    strategy = _strategy(dealer, nodes)
     replies = _train(nodes, strategy)
-    assert all(R.payload_of(r.content, who="t").startswith(b"SFLSIGN1") for r in replies.values())
+    assert all(R.payload_of(r.content, who="t").startswith(b"SECFLUP2") for r in replies.values())
     arrays, _ = strategy.aggregate_train(1, list(replies.values()))
     entry = strategy.history[-1]
-    assert arrays is not None and not entry.rejected
+    assert arrays is not None and not entry.rejected and entry.aborted is None
     assert sorted(r.client_id for r in entry.receipts) == ["client-0", "client-1", "client-2"]
+    asked = strategy._grid.asked
+    assert sorted(n for n, t in asked if t == R.SIGN_MESSAGE_TYPE) == [1, 2, 3]
+    assert [n for n, t in asked if t == R.RELEASE_MESSAGE_TYPE] == [entry.key_holder]
     for name in SHAPES:
         np.testing.assert_allclose(entry.released[name], np.mean(STEPS), atol=1e-3)
 
 
-def test_a_server_that_sends_one_client_another_model_gets_no_release(key_files, dealer, caplog):
-    nodes = _nodes(key_files, dealer)
-    strategy = _strategy(key_files, dealer, nodes)
+def test_a_server_that_sends_one_client_another_model_gets_no_release(dealer, ledgers, caplog):
+    nodes = _nodes(dealer, ledgers)
+    strategy = _strategy(dealer, nodes)
     crafted = zeros_model()
     crafted["fc.weight"][0, 0] = 3.0  # e.g. Pasquini et al.'s model that makes one client's update stand out
     replies = _train(nodes, strategy, models={3: crafted})
     assert strategy.aggregate_train(1, list(replies.values())) == (None, None)  # skipped, the model kept
-    assert sorted(strategy._grid.asked) == [1, 2, 3]  # every key holder was asked, and each refused
-    assert caplog.text.count("ModelInconsistencyError") >= 3 and "different global models" in caplog.text
+    assert "ModelInconsistencyError" in caplog.text and "different global models" in caplog.text
 
 
-def test_a_key_holder_compares_the_receipts_with_its_own_round(key_files, dealer, caplog, tmp_path):
-    nodes = _nodes(key_files, dealer)
-    # a key holder that did not train this round (client-0's keys on another machine, its own ledger)
-    nodes[4] = _node(key_files, dealer, 4, partition=0, **{"secfl-ledger": str(tmp_path)})[:2]
-    strategy = _strategy(key_files, dealer, nodes, key_holders=[4, 1])
-    crafted = {n: a + 1.0 for n, a in zeros_model().items()}
-    replies = _train({n: nodes[n] for n in (1, 2, 3)}, strategy, models={2: crafted, 3: crafted})
-    arrays, _ = strategy.aggregate_train(1, [replies[2], replies[3]])  # the server leaves node 1 out
-    # node 4 has no view of the round; node 1 was given another model than the two contributors
-    # agree on; node 2, a contributor, releases what it and node 3 were given
-    assert strategy._grid.asked == [4, 1, 2] and strategy.history[-1].key_holder == 2 and arrays is not None
-    assert "releases only rounds of this run it uploaded for itself" in caplog.text
-    assert "ModelInconsistencyError" in caplog.text and "(the key holder)" in caplog.text
+def test_the_run_config_is_part_of_the_commitment(dealer, ledgers, caplog):
+    """The SuperLink gives two nodes lr=1e-30 through the run config, which the ClientApp reads: their
+    updates would be zero and the 'sum of three' one client's update. Their commitments differ from
+    the third node's, so no key holder releases the round."""
+    nodes = _nodes(dealer, ledgers, run_configs={1: {"lr": 1e-30}, 2: {"lr": 1e-30}, 3: {"lr": 0.1}})
+    strategy = _strategy(dealer, nodes)
+    replies = _train(nodes, strategy)
+    assert strategy.aggregate_train(1, list(replies.values())) == (None, None)
+    assert "ModelInconsistencyError" in caplog.text
 
 
-def test_uploads_of_another_run_are_not_released(key_files, dealer, caplog):
-    """A server replays run 1's round-1 uploads of clients 0 and 1 in run 2, where the key holder
-    has not released round 1 yet, to subtract their sum from run 1's full aggregate. The nodes keep
-    their ledgers across the runs, as a SuperNode does (and Flower may hand run 2 run 1's state)."""
-    old_nodes = _nodes(key_files, dealer, run=1)
-    old = _train(old_nodes, _strategy(key_files, dealer, old_nodes))
-    nodes = _nodes(key_files, dealer, run=2)
-    strategy = _strategy(key_files, dealer, nodes)
+def test_uploads_of_another_run_are_not_released(dealer, ledgers, caplog):
+    """A server replays run 1's round-1 uploads of clients 0 and 1 in run 2, to subtract their sum
+    from run 1's release. The nodes keep their ledgers across the runs, as a SuperNode does."""
+    old_nodes = _nodes(dealer, ledgers, run=1)
+    old_strategy = _strategy(dealer, old_nodes)
+    old = _train(old_nodes, old_strategy)
+    assert old_strategy.aggregate_train(1, list(old.values()))[0] is not None  # run 1 released {0, 1, 2}
+    nodes = _nodes(dealer, ledgers, run=2)
+    strategy = _strategy(dealer, nodes)
     _train(nodes, strategy)  # run 2, round 1: the same global model and configuration as in run 1
     assert strategy.aggregate_train(1, [old[1], old[2]]) == (None, None)
-    assert sorted(strategy._grid.asked) == [1, 2]
-    assert caplog.text.count("ModelInconsistencyError") >= 2
+    # refused twice over: the receipts name run 1, and {client-0, client-1} is not a whole group
+    assert any(words in caplog.text for words in ("ReplayError", "another run", "no enrolment group"))
+    state = strategy.server_role.aggregator.open_round(run="2", round=1, layout=strategy.protocol.upload_layout(
+        zeros_model()))
+    with pytest.raises(secagg.ReplayError):
+        state.receive(R.payload_of(old[1].content, who="t"))
 
 
-def test_unsigned_forged_unknown_and_replayed_uploads_are_dropped(key_files, dealer, compact_keys, tmp_path):
+def test_forged_unknown_and_replayed_uploads_are_dropped(dealer, ledgers, compact_keys, tmp_path):
     # not the dealer's: client-2 with a key it never issued, client-9 whom the roster does not know
-    deal_identities(["client-2", "client-9"], tmp_path)
-    nodes = _nodes(key_files, dealer)
-    strategy = _strategy(key_files, dealer, nodes)
+    impostors = deal(tmp_path / "impostors", compact_keys, clients=10)
+    nodes = _nodes(dealer, ledgers)
+    strategy = _strategy(dealer, nodes)
     stale = _train({3: nodes[3]}, strategy, rnd=1)[3]  # client-2's round-1 upload, replayed in round 2
-    replies = [r for r in _train({n: nodes[n] for n in (1, 2)}, strategy, rnd=2).values()]
-    app, ctx, _ = _node(key_files, dealer, 5, identity_dir=tmp_path, partition=2)
-    replies.append(app(train_message(strategy, node=5, rnd=2), ctx))
-    app, ctx, _ = _node(key_files, dealer, 6, identity_dir=tmp_path, partition=9)
-    replies.append(app(train_message(strategy, node=6, rnd=2), ctx))
-    unsigned = secagg.encrypt_update(zeros_model(), compact_keys.secret, round=2, client_id="client-2",
-                                     weights={n: 1.0 for n in SHAPES})
-    replies.append(reply_from(RecordDict({"arrays": R.payload_record(unsigned.to_bytes())}), node=7))
-    replies.append(reply_from(stale.content, node=3))
+    replies = [r for r in _train(nodes, strategy, rnd=2).values()]
+    app, _ = client_app()
+    replies.append(app(train_message(strategy, node=5, rnd=2), party(impostors, 5, partition=2, ledgers=tmp_path)))
+    replies.append(app(train_message(strategy, node=6, rnd=2), party(impostors, 6, partition=9, ledgers=tmp_path)))
+    replies.append(reply_from(stale.content, node=7))
     arrays, _ = strategy.aggregate_train(2, replies)
     entry = strategy.history[-1]
-    assert arrays is not None and sorted(entry.contributors) == ["client-0", "client-1"]
+    assert arrays is not None and sorted(entry.contributors) == ["client-0", "client-1", "client-2"]
     rejected = entry.rejected
     assert "SignatureError" in rejected["node-5"] and "does not verify" in rejected["node-5"]
     assert "UnknownClientError" in rejected["node-6"]
-    assert "SignatureError" in rejected["node-7"] and "not a signed envelope" in rejected["node-7"]
-    assert "ReplayError" in rejected["node-3"] and "round 1" in rejected["node-3"]
+    assert "ReplayError" in rejected["node-7"] or "DuplicateUploadError" in rejected["node-7"]
 
 
-def test_signing_refusals_come_before_training(key_files, dealer):
-    signed = _strategy(key_files, dealer, {})
-    unsigned = SecAggFedAvg(public_context=key_files["server"])
-    for strategy, identity, error in [
-        (signed, None, "MissingIdentityError"),  # no identity configured, SECFL_CLIENT_IDENTITY unset
-        (unsigned, str(dealer), "UnsignedRoundError"),  # the server would not check signatures
-    ]:
-        mod = make_secagg_mod(locate_key=lambda ctx: key_files["client"], locate_identity=lambda ctx, p=identity: p)
-        app, calls = client_app([mod], key_files["client"])
-        reply = app(train_message(strategy), node_context())
-        assert reply.has_error() and error in reply.error.reason, reply.error.reason
-        assert calls == []
-    # one signed update per round: a second train message for this or an earlier round is refused
-    app, ctx, calls = _node(key_files, dealer, 1)
-    assert not app(train_message(signed, node=1, rnd=2), ctx).has_error()
-    for rnd in (2, 1):
-        again = app(train_message(signed, node=1, rnd=rnd, model={n: a + 1 for n, a in zeros_model().items()}), ctx)
-        assert again.has_error() and "ReplayError" in again.error.reason
-    assert len(calls) == 1
-
-
-def test_key_holders_that_cannot_check_receipts_refuse(key_files, dealer, compact_keys):
-    ups = [secagg.encrypt_update({"w": np.ones(3, np.float32)}, compact_keys.secret, round=1, client_id=f"client-{k}",
-                                 weights={"w": 1.0}) for k in range(2)]
-    wire = secagg.aggregate(ups, compact_keys.public).to_bytes()
-
-    def query(**extra):
-        return make_message(RecordDict({
-            R.AGGREGATE_RECORD: R.payload_record(wire, name="aggregate", stype=R.AGGREGATE_STYPE),
-            R.RELEASE_CONFIG: ConfigRecord({R.CONFIG_ROUND: 1, R.CONFIG_FINGERPRINT: compact_keys.public.fingerprint,
-                                            **extra}),
-        }), message_type=R.RELEASE_MESSAGE_TYPE)
-
-    cases = [
-        (dict(roster=dealer / "roster.json"), {}, "sent no receipts"),
-        (dict(identity=dealer), {}, "holds no roster"),  # it signs, so it must check
-        (dict(), {R.RELEASE_RECEIPTS: ["{}"]}, "holds no roster"),  # receipts it cannot check
-    ]
-    for options, extra, words in cases:
-        app, _ = client_app([], key_files["client"], **options)
-        reply = app(query(**extra), node_context())
-        assert reply.has_error() and "ReleaseRefusedError" in reply.error.reason and words in reply.error.reason
-    app, _ = client_app([], key_files["client"])  # unsigned deployments release as before
-    assert not app(query(), node_context()).has_error()
+def test_a_contributor_signs_one_set_per_round(dealer, ledgers):
+    """Two sets of one round - {0, 1, 2} and {1, 2}, say - released by two key holders would give
+    client 0's update by difference: each node signs one set per round."""
+    nodes = _nodes(dealer, ledgers)
+    strategy = _strategy(dealer, nodes)
+    replies = _train(nodes, strategy)
+    state = strategy.server_role.aggregator.open_round(run="1", round=1, layout=strategy.protocol.upload_layout(
+        zeros_model()))
+    for reply in replies.values():
+        state.receive(R.payload_of(reply.content, who="t"))
+    sets = [state.contributor_set(key_holder="client-0"), state.contributor_set(key_holder="client-1")]
+    app, ctx = nodes[2]
+    answers = [app(make_message(R.set_query(s), message_type=R.SIGN_MESSAGE_TYPE, node=2), ctx) for s in sets]
+    assert not answers[0].has_error() and len(R.signature_of(answers[0].content)) == 128
+    assert answers[1].has_error() and "another contributor set" in answers[1].error.reason
+    again = app(make_message(R.set_query(sets[0]), message_type=R.SIGN_MESSAGE_TYPE, node=2), ctx)
+    assert not again.has_error()  # the same set again: the same signature, nothing new
 
 
 def test_the_ledger_is_atomic_across_concurrent_tasks_and_keyed_by_run(tmp_path):
-    """A SuperNode may run two ClientApp tasks at once: exactly one may sign a round, or release it."""
+    """A SuperNode may run two ClientApp tasks at once: exactly one may upload for a round, sign a set,
+    or release it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from fedattn.errors import ReplayError
-    from fedattn.flower.errors import ReleaseRefusedError
-    from fedattn.flower.ledger import FileLedger, StateLedger
+    from fedattn.flower.ledger import FileLedger
 
     path = tmp_path / "client-0.ledger"
     FileLedger(path)
@@ -220,34 +173,57 @@ def test_the_ledger_is_atomic_across_concurrent_tasks_and_keyed_by_run(tmp_path)
         try:
             call()
             return "ok"
-        except (ReplayError, ReleaseRefusedError) as exc:
+        except (secagg.ReplayError, secagg.ReleaseRefusedError) as exc:
             return type(exc).__name__
 
     with ThreadPoolExecutor(8) as pool:  # one connection per attempt, as separate processes have
-        signed = list(pool.map(lambda i: attempt(lambda: FileLedger(path).claim_round(7, 3, f"c{i}")), range(8)))
-        released = list(pool.map(lambda i: attempt(lambda: FileLedger(path).claim_release(7, 3)), range(8)))
+        signed = list(pool.map(lambda i: attempt(lambda: FileLedger(path).claim_round("7", 3, f"c{i}")), range(8)))
+        sets = list(pool.map(lambda i: attempt(lambda: FileLedger(path).claim_set("7", 3, f"s{i}")), range(8)))
+        released = list(pool.map(lambda i: attempt(lambda: FileLedger(path).claim_release("7", 3)), range(8)))
     assert sorted(signed) == ["ReplayError"] * 7 + ["ok"]
+    assert sorted(sets) == ["ReleaseRefusedError"] * 7 + ["ok"]
     assert sorted(released) == ["ReleaseRefusedError"] * 7 + ["ok"]
-    winner = FileLedger(path).commitment(7, 3)
+    winner = FileLedger(path).commitment("7", 3)
     assert winner in {f"c{i}" for i in range(8)}
-    for ledger in (FileLedger(path), StateLedger(node_context())):
-        run = 2**64 - 1  # Flower's run ids are unsigned 64-bit
-        ledger.claim_round(run, 1, "next run")  # another run starts again at round 1
-        assert ledger.commitment(run, 1) == "next run" and ledger.commitment(run, 2) is None
-        with pytest.raises(ReplayError):
-            ledger.claim_round(run, 1, "again")
+    ledger = FileLedger(path)
+    run = str(2**64 - 1)  # Flower's run ids are unsigned 64-bit
+    ledger.claim_round(run, 1, "next run")  # another run starts again at round 1
+    assert ledger.commitment(run, 1) == "next run" and ledger.commitment(run, 2) is None and ledger.last_round(run) == 1
+    with pytest.raises(secagg.ReplayError):
+        ledger.claim_round(run, 1, "again")
+    ledger.claim_release(run, 1)
+    with pytest.raises(secagg.ReleaseRefusedError):
         ledger.claim_release(run, 1)
-        with pytest.raises(ReleaseRefusedError):
-            ledger.claim_release(run, 1)
-    assert FileLedger(path).commitment(7, 3) == winner  # a record is never overwritten
+    assert FileLedger(path).commitment("7", 3) == winner  # a record is never overwritten
 
 
-def test_a_ledger_that_cannot_be_written_is_a_clear_refusal(key_files, dealer, tmp_path):
+def test_a_ledger_that_cannot_be_written_is_a_clear_refusal(dealer, ledgers, tmp_path):
     from fedattn.flower.errors import LedgerError
     from fedattn.flower.ledger import FileLedger
 
     with pytest.raises(LedgerError, match="secfl-ledger"):
         FileLedger(tmp_path / "no" / "such" / "dir" / "client-0.ledger")
-    app, ctx, calls = _node(key_files, dealer, 1, **{"secfl-ledger": str(tmp_path / "missing-dir" / "x.ledger")})
-    reply = app(train_message(_strategy(key_files, dealer, {}), node=1), ctx)
+    app, calls = client_app()
+    ctx = party(dealer, 1, partition=0, ledgers=ledgers, **{"secfl-ledger": str(tmp_path / "missing-dir" / "x.ledger")})
+    reply = app(train_message(_strategy(dealer, {}), node=1), ctx)
     assert reply.has_error() and "LedgerError" in reply.error.reason and calls == []  # nothing trained or sent
+
+
+def test_release_queries_for_another_run_or_from_non_members_are_refused(dealer, ledgers):
+    nodes = _nodes(dealer, ledgers)
+    strategy = _strategy(dealer, nodes)
+    replies = _train(nodes, strategy)
+    state = strategy.server_role.aggregator.open_round(run="1", round=1, layout=strategy.protocol.upload_layout(
+        zeros_model()))
+    for reply in replies.values():
+        state.receive(R.payload_of(reply.content, who="t"))
+    cset = state.contributor_set(key_holder="client-0")
+    request = state.request(cset, {})  # no member signed it
+    app, ctx = nodes[1]
+    query = R.release_query(request, round=1, fingerprint=secagg.load_public_context(dealer.server_ctx).fingerprint)
+    reply = app(make_message(query, message_type=R.RELEASE_MESSAGE_TYPE, node=1), ctx)
+    assert reply.has_error() and "every member must sign" in reply.error.reason
+    other_run = make_message(query, message_type=R.RELEASE_MESSAGE_TYPE, node=1, run=9)
+    reply = app(other_run, party(dealer, 1, partition=0, ledgers=ledgers, run=9))
+    assert reply.has_error() and "another run" in reply.error.reason
+    assert RecordDict  # (imported for the queries above)

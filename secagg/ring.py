@@ -1,0 +1,248 @@
+"""CKKS ciphertexts as numpy arrays: RNS residues, a second half every party derives itself, SEAL for the rest.
+
+A fresh CKKS ciphertext under secret key ``s`` is ``(c0, c1) = (m + e - a*s, a)``: ``c1 = a`` is
+uniform and public, ``c0`` carries the message. secfl never lets a ciphertext's ``a`` come from
+the server: a client derives it from a seed (:func:`second_half`), the key holder derives the same
+``a`` from the seed in the client's signed upload, and the server only adds ``c0`` halves. So a
+key holder decrypts ``(sum c0, sum a)`` with a second half it built itself: no server can make it
+decrypt ``(0, c)`` (which would hand back ``c*s``, the secret key).
+
+Polynomials are held as ``(limbs, N)`` arrays of ``uint64``: residue ``i`` modulo the ``i``-th
+prime of the data level (RNS), in the NTT (evaluation) form SEAL uses for CKKS, except where a
+function says "coefficient form". The primes are below 2^61, so a sum of two residues fits in
+``uint64`` and modular addition is exact in numpy.
+
+What SEAL still does (through its Python bindings, which save and load only through files): the
+CKKS encoding (:meth:`Ring.encode`), the NTT, and products with the secret key - a decryption of
+``(x, y)`` is ``x + y*s``. Encrypting ``m`` with a given ``a``:
+
+1. ``e`` is sampled here (centred binomial, ``eta = 21``: standard deviation 3.24, the HE
+   standard's 3.2 within 2 %) and ``a`` is expanded from its seed, both in coefficient form;
+2. SEAL loads ``(e, -a)``, transforms it to NTT form and adds the encoded ``m``: ``(m + e, -a)``;
+3. SEAL decrypts that ciphertext under ``s``: ``m + e - a*s``, which is ``c0``.
+
+Randomness: ``a`` comes from AES-256 in counter mode keyed by SHAKE-256 of the seed and its place
+(domain, chunk), rejection-sampled per prime so that it is uniform; ``e`` from AES-256-CTR keyed by
+32 bytes of ``os.urandom`` per ciphertext.
+
+Example:
+    >>> import numpy as np, secagg
+    >>> keys = secagg.generate_keys(preset="compact")
+    >>> ring = Ring(keys.secret.preset)
+    >>> a = ring.uniform(second_half(b"\\x01" * 32, chunk=0, preset=keys.secret.preset))
+    >>> c0 = ring.encrypt(np.full(8192, 0.25), keys.secret, a)
+    >>> values = ring.decrypt(c0, a, keys.secret)
+    >>> bool(np.allclose(values, 0.25, atol=1e-6))
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import tenseal.sealapi as sealapi
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from . import sealio
+from .errors import PayloadError
+from .keys import PublicContext, SecretContext, seal_context
+from .presets import CBD_ETA, ERROR_STD, Preset
+
+__all__ = ["Ring", "second_half", "CBD_ETA", "ERROR_STD"]
+
+
+_SEAL_HEADER = struct.Struct("<HBBBBHQ")
+_NTT_FLAG_OFFSET = 16 + 32  # SEAL header, then the parms_id (4 x u64), then is_ntt_form (u8)
+_DOMAIN = b"secfl/second-half/v1\x00"
+
+
+def second_half(seed: bytes, *, chunk: int, preset: Preset, label: bytes = b"shared") -> bytes:
+    """The 32-byte key from which ciphertext ``chunk``'s ``a`` is expanded (:meth:`Ring.uniform`).
+
+    ``seed`` is a client's per-upload seed (shared key) or the round's public seed (threshold
+    keys); ``chunk`` binds each ``a`` to its place, so a seed cannot be moved to another chunk.
+    """
+    h = hashlib.shake_256(_DOMAIN)
+    for part in (label, seed, preset.name.encode(), struct.pack("<Q", chunk)):
+        h.update(struct.pack("<I", len(part)) + part)
+    return h.digest(32)
+
+
+def _aes_stream(key: bytes, nonce: int, nbytes: int) -> np.ndarray:
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce.to_bytes(16, "big"))).encryptor()
+    return np.frombuffer(encryptor.update(bytes(nbytes)), dtype="<u8")
+
+
+class Ring:
+    """The data level of a preset: its primes, and SEAL objects built from and read into arrays."""
+
+    def __init__(self, preset: Preset) -> None:
+        self.preset = preset
+        self.seal = seal_context(preset)
+        data = self.seal.first_context_data()
+        self.parms_id = data.parms_id()
+        self.primes = [int(m.value()) for m in data.parms().coeff_modulus()]
+        self.q = np.array(self.primes, dtype=np.uint64)[:, None]
+        self.n = preset.poly_modulus_degree
+        self.limbs = len(self.primes)
+        self.bits = [p.bit_length() for p in self.primes]
+        self.encoder = sealapi.CKKSEncoder(self.seal)
+        self.evaluator = sealapi.Evaluator(self.seal)
+        self.scale = 2.0**preset.scale_bits
+        ct_prefix, pt_prefix = _templates(preset)
+        self._ct_prefix = ct_prefix
+        self._ct_prefix_coeff = ct_prefix[:_NTT_FLAG_OFFSET] + b"\x00" + ct_prefix[_NTT_FLAG_OFFSET + 1:]
+        self._pt_prefix = pt_prefix
+
+    # ---- residues ------------------------------------------------------------------------------
+    @property
+    def residue_bytes(self) -> int:
+        """Bytes of one polynomial on the wire: each residue in the fewest whole bytes its prime needs."""
+        return sum(-(-b // 8) for b in self.bits) * self.n
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros((self.limbs, self.n), dtype=np.uint64)
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        s = a + b
+        out: np.ndarray = np.where(s >= self.q, s - self.q, s)
+        return out
+
+    def neg(self, a: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.where(a == 0, a, self.q - a)
+        return out
+
+    def pack(self, a: np.ndarray) -> bytes:
+        """Little-endian residues, ``ceil(bits / 8)`` bytes each, limb after limb."""
+        parts = []
+        for i, bits in enumerate(self.bits):
+            width = -(-bits // 8)
+            parts.append(np.ascontiguousarray(a[i].astype("<u8")).view(np.uint8).reshape(self.n, 8)[:, :width].tobytes())
+        return b"".join(parts)
+
+    def unpack(self, blob: bytes | memoryview, *, what: str) -> np.ndarray:
+        """The inverse of :meth:`pack`; every residue is checked to lie below its prime."""
+        if len(blob) != self.residue_bytes:
+            raise PayloadError(f"{what} holds {len(blob)} bytes; a polynomial of preset {self.preset.name!r} has "
+                               f"{self.residue_bytes}")
+        out = self.zeros()
+        raw = np.frombuffer(blob, dtype=np.uint8)
+        offset = 0
+        for i, bits in enumerate(self.bits):
+            width = -(-bits // 8)
+            wide = np.zeros((self.n, 8), dtype=np.uint8)
+            wide[:, :width] = raw[offset:offset + width * self.n].reshape(self.n, width)
+            out[i] = wide.view("<u8").reshape(self.n)
+            offset += width * self.n
+        if np.any(out >= self.q):
+            raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
+        return out
+
+    # ---- randomness ----------------------------------------------------------------------------
+    def uniform(self, key: bytes) -> np.ndarray:
+        """A uniform polynomial (coefficient form) expanded from a 32-byte key (:func:`second_half`)."""
+        out = self.zeros()
+        for i, (q, bits) in enumerate(zip(self.primes, self.bits)):
+            mask, got, refill = np.uint64((1 << bits) - 1), 0, 0
+            while got < self.n:  # rejection sampling: acceptance q / 2^bits > 1/2, usually ~1
+                words = _aes_stream(key, (i << 96) | (refill << 64), 8 * (self.n - got + 64)) & mask
+                ok = words[words < np.uint64(q)][:self.n - got]
+                out[i, got:got + ok.size] = ok
+                got += ok.size
+                refill += 1
+        return out
+
+    def error(self) -> np.ndarray:
+        """A fresh error polynomial (coefficient form), centred binomial with eta = 21, from OS randomness."""
+        words = _aes_stream(os.urandom(32), 0, 8 * self.n)
+        mask = np.uint64((1 << CBD_ETA) - 1)
+        e = (np.bitwise_count(words & mask).astype(np.int64)
+             - np.bitwise_count((words >> np.uint64(CBD_ETA)) & mask).astype(np.int64))
+        out: np.ndarray = (e[None, :] % self.q.astype(np.int64)).astype(np.uint64)
+        return out
+
+    # ---- SEAL objects --------------------------------------------------------------------------
+    def ciphertext(self, c0: np.ndarray, c1: np.ndarray, *, ntt: bool = True) -> sealapi.Ciphertext:
+        prefix = self._ct_prefix if ntt else self._ct_prefix_coeff
+        blob = prefix + c0.astype("<u8").tobytes() + c1.astype("<u8").tobytes()
+        return sealio.load(sealapi.Ciphertext, self.seal, blob, max_inflated=len(blob), what="a ciphertext")
+
+    def plaintext(self, a: np.ndarray) -> sealapi.Plaintext:
+        blob = self._pt_prefix + a.astype("<u8").tobytes()
+        return sealio.load(sealapi.Plaintext, self.seal, blob, max_inflated=len(blob), what="a plaintext")
+
+    def plaintext_array(self, plain: sealapi.Plaintext) -> np.ndarray:
+        raw = sealio.inflate(sealio.dump(plain), max_inflated=len(self._pt_prefix) + 8 * self.limbs * self.n,
+                             what="a plaintext")
+        return np.frombuffer(raw[len(raw) - 8 * self.limbs * self.n:], dtype="<u8").reshape(self.limbs, self.n).copy()
+
+    def encode(self, values: np.ndarray) -> sealapi.Plaintext:
+        """``N`` real values, two per complex slot, at the preset's scale (NTT form)."""
+        plain = sealapi.Plaintext()
+        self.encoder.encode((values[0::2] + 1j * values[1::2]).tolist(), self.parms_id, self.scale, plain)
+        return plain
+
+    def decode(self, plain: sealapi.Plaintext) -> np.ndarray:
+        z = np.asarray(self.encoder.decode_complex(plain))
+        out = np.empty(2 * z.size, dtype=np.float64)
+        out[0::2], out[1::2] = z.real, z.imag
+        return out
+
+    # ---- the two operations that need a secret -------------------------------------------------
+    def encrypt(self, values: np.ndarray, secret: SecretContext, a: np.ndarray) -> np.ndarray:
+        """``c0 = m + e - a*s`` for ``N`` values and a second half ``a`` (coefficient form)."""
+        ct = self.ciphertext(self.error(), self.neg(a), ntt=False)
+        self.evaluator.transform_to_ntt_inplace(ct)
+        self.evaluator.add_plain_inplace(ct, self.encode(values))
+        out = sealapi.Plaintext()
+        secret.decryptor.decrypt(ct, out)  # (m + e) + (-a) * s
+        return self.plaintext_array(out)
+
+    def decrypt(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> np.ndarray:
+        """The **raw** values of ``(c0, a)``: for a key holder's own use, never to release as they are."""
+        return self.decode(self.decrypt_plain(c0, a, secret))
+
+    def decrypt_plain(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> sealapi.Plaintext:
+        ct = self.ciphertext(self.zeros(), a, ntt=False)
+        self.evaluator.transform_to_ntt_inplace(ct)
+        self.evaluator.add_plain_inplace(ct, self.plaintext(c0))
+        out = sealapi.Plaintext()
+        secret.decryptor.decrypt(ct, out)  # c0 + a * s
+        return out
+
+    def full_ciphertext(self, c0: np.ndarray, a: np.ndarray) -> sealapi.Ciphertext:
+        """``(c0, a)`` as a SEAL ciphertext at the data level, for server-side circuits."""
+        ct = self.ciphertext(self.zeros(), a, ntt=False)
+        self.evaluator.transform_to_ntt_inplace(ct)
+        self.evaluator.add_plain_inplace(ct, self.plaintext(c0))
+        return ct
+
+
+@lru_cache(maxsize=16)
+def _templates(preset: Preset) -> tuple[bytes, bytes]:
+    """The serialised metadata SEAL writes before a data-level ciphertext's and plaintext's residues."""
+    ctx = seal_context(preset)
+    keygen = sealapi.KeyGenerator(ctx)  # a throwaway key: only the object's layout is taken
+    public = sealapi.PublicKey()
+    keygen.create_public_key(public)
+    encoder = sealapi.CKKSEncoder(ctx)
+    plain = sealapi.Plaintext()
+    encoder.encode(0.0, ctx.first_parms_id(), 2.0**preset.scale_bits, plain)
+    ct = sealapi.Ciphertext()
+    sealapi.Encryptor(ctx, public).encrypt(plain, ct)
+    limbs = len(ctx.first_context_data().parms().coeff_modulus())
+    polys = 8 * limbs * preset.poly_modulus_degree
+    ct_raw = sealio.inflate(sealio.dump(ct), max_inflated=4 * polys, what="a template")
+    pt_raw = sealio.inflate(sealio.dump(plain), max_inflated=4 * polys, what="a template")
+    return ct_raw[:len(ct_raw) - 2 * polys], pt_raw[:len(pt_raw) - polys]
+
+
+def context_of(context: Any) -> PublicContext | SecretContext:
+    if not isinstance(context, (PublicContext, SecretContext)):
+        raise TypeError(f"expected a PublicContext or SecretContext, got {type(context).__name__}")
+    return context
