@@ -5,8 +5,9 @@ error ``e`` exactly by re-encoding, and from it the secret key by linear algebra
 Micciancio, Eurocrypt 2021, eprint 2020/1533). Adding Gaussian noise far larger than ``e``
 before release turns that exact equation into a noisy one.
 
-What: with ``sigma_e`` the CKKS error std per value (recorded in the aggregate from the preset's
-analytic noise and the weights; see :meth:`secagg.Preset.noise_std`) and ``k = flood_bits``, we
+What: with ``sigma_e`` the CKKS error std per value (the key holder's own figure: the preset's
+analytic noise of one fresh encryption times the square root of the number of members it verified;
+see :meth:`secagg.Preset.noise_std`) and ``k = flood_bits``, we
 add i.i.d. Gaussian noise of std ``sigma_f = 2^k * sigma_e`` to every value and round to a grid of
 step ``2^floor(log2 sigma_f)``. Per-value Gaussian noise in the slots is Gaussian noise in the
 polynomial coefficients (the embedding is orthogonal up to scaling), so the released coefficients
@@ -26,9 +27,8 @@ The cost grows with sqrt(number of clients). ``compact`` cannot afford more floo
 of the server's traffic, or the server itself). Noise comes from the operating system's CSPRNG
 unless a ``seed`` is passed (reproducible, for tests only).
 
-Limit: the noise estimate is computed by whoever aggregated. The key holder floors it at one
-fresh encryption's noise, so an understating server can shrink the flooding by at most
-sqrt(number of clients).
+Nothing the server writes sizes the flooding: a sum of fresh encryptions added without scaling
+(all a key holder decrypts, since it rebuilds the second half itself) has exactly that error.
 """
 
 from __future__ import annotations

@@ -561,9 +561,9 @@ class KeyHolder:
             return layout.unpack(flooded)
         spec = layout[WEIGHTS_ENTRY]
         denominators = flooded[spec.offset:spec.stop]
-        if np.any(denominators > members * self.max_weight + slack):
-            raise ReleaseRefusedError("the released total weight exceeds what its members could have sent; it was "
-                                      "withheld")
+        if np.any(denominators > members * self.max_weight + slack) or np.any(denominators < -slack):
+            raise ReleaseRefusedError("the released total weight lies beyond what its members could have sent; it "
+                                      "was withheld")
         out: dict[str, np.ndarray] = {}
         for i, layer in enumerate(s for s in layout.layers if s.name != WEIGHTS_ENTRY):
             den = denominators[i]

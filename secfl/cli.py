@@ -70,6 +70,10 @@ def keys_generate(
     clients: Annotated[int, typer.Option("--clients", min=0, max=100_000,
                                          help="Also write a signing identity per client (client-<i>.id) and the "
                                               "server's roster.json of their public keys.")] = 0,
+    group_size: Annotated[int, typer.Option("--group-size", min=2, max=100_000,
+                                            help="Clients per enrolment group (with --clients): a release covers "
+                                                 "whole groups, so rounds differ by at least a group's sum.")]
+        = secagg.signing.DEFAULT_GROUP_SIZE,
 ) -> None:
     """Act as the key dealer: write the clients' secret key file and the server's public context
     (and, with --clients, each client's signing identity and the server's roster)."""
@@ -89,7 +93,8 @@ def keys_generate(
             if clients:
                 from secagg.signing import deal_identities
 
-                deal_identities((f"client-{i}" for i in range(clients)), out, overwrite=force)
+                deal_identities((f"client-{i}" for i in range(clients)), out, group_size=min(group_size, clients),
+                                overwrite=force)
     except OSError as exc:
         _fail(f"cannot write to {out}: {exc.strerror}")
     table = Table(title=f"key set {keys.secret.fingerprint} (preset {p.name!r})")
@@ -105,7 +110,8 @@ def keys_generate(
         table.add_row(str(out / "client-<i>.id"), f"{clients} files", "0600",
                       "client i only: its Ed25519 signing key (signs its uploads)")
         table.add_row(str(out / "roster.json"), f"{(out / 'roster.json').stat().st_size:,}", "0644",
-                      "the server and the key holders: the clients' public verification keys")
+                      f"the server and the key holders: the clients' public verification keys and "
+                      f"enrolment groups of {min(group_size, clients)}")
     console.print(table)
 
 

@@ -95,7 +95,8 @@ def load_client_key(context: Context, locate: KeyLocator | None = None) -> secag
 
 
 def identity_file(context: Context, locate: KeyLocator | None = None) -> Path | None:
-    """Where the node's signing identity is (a folder stands for ``<folder>/<client id>.id``); None: unsigned."""
+    """Where the node's signing identity is (a folder stands for ``<folder>/<client id>.id``); None where
+    none is configured (the node then refuses to train)."""
     path = (locate or default_identity_path)(context)
     if not path:
         return None
@@ -134,7 +135,8 @@ def load_roster(context: Context, locate: KeyLocator | None = None) -> Roster | 
 
 
 def load_server_roster(source: Any) -> Roster | None:
-    """The server's roster from a Roster, a path, or a run config mapping (``roster``); None: unsigned."""
+    """The server's roster from a Roster, a path, or a run config mapping (``roster``); None where none is given
+    (the strategy then refuses to start: it accepts signed uploads only)."""
     if isinstance(source, Mapping):
         source = source.get(ROSTER_CONFIG) or None
     if source is None or isinstance(source, Roster):

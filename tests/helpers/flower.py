@@ -77,7 +77,8 @@ def client_app(mods=None, step: float = 0.5, **release_options) -> tuple[ClientA
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         calls.append(msg.metadata.message_id)
-        trained = {n: a + step for n, a in R.to_numpy(msg.content["arrays"], what="global").items()}
+        lr = float(context.run_config.get("lr", 1.0))  # a run-config value the app reads, as real apps do
+        trained = {n: a + step * lr for n, a in R.to_numpy(msg.content["arrays"], what="global").items()}
         return Message(RecordDict({"arrays": R.to_record(trained), "metrics": MetricRecord({"num-examples": 10})}),
                        reply_to=msg)
 

@@ -9,7 +9,6 @@ import stat
 import numpy as np
 import pytest
 from helpers import COMMIT, SmallFederation
-from typer.testing import CliRunner
 
 import secagg
 from fedattn.errors import (
@@ -22,7 +21,6 @@ from fedattn.errors import (
 )
 from secagg.framing import parse_json_object
 from secagg.messages import decode_upload
-from secfl.cli import app
 
 IDS = [f"client-{i}" for i in range(4)]
 
@@ -154,15 +152,6 @@ def test_commitment_names_run_model_dtype_and_config():
                     secagg.round_commitment(0, {"w": np.zeros((2, 2), np.float64)}, {"run": "r", "lr": 0.1}),
                     secagg.round_commitment(0, {"w": np.zeros((4,), np.float32)}, {"run": "r", "lr": 0.1})]:
         assert changed != c
-
-
-def test_keys_generate_writes_identities(tmp_path):
-    res = CliRunner().invoke(app, ["keys", "generate", "--preset", "compact", "--out", str(tmp_path), "--clients", "3"])
-    assert res.exit_code == 0, res.output
-    roster = secagg.Roster.load(tmp_path / "roster.json")
-    assert roster.client_ids == ("client-0", "client-1", "client-2") and roster.groups == (roster.client_ids,)
-    assert stat.S_IMODE((tmp_path / "client-2.id").stat().st_mode) == 0o600
-    assert "verification keys" in res.output
 
 
 def test_server_size_limit_fits_real_payloads_and_little_more(keys, ids):

@@ -1,6 +1,7 @@
 import os
 import stat
 
+import pytest
 from typer.testing import CliRunner
 
 import secagg
@@ -49,3 +50,16 @@ def test_presets_and_demo_run():
     assert result.exit_code == 0, result.output
     err = float(result.output.split("numpy sum|")[1].split()[1])
     assert err < 1e-4
+
+
+@pytest.mark.parametrize(("clients", "group_size", "groups"), [(3, None, [3]), (7, 3, [3, 4]), (4, 2, [2, 2])])
+def test_keys_generate_writes_identities_in_enrolment_groups(tmp_path, clients, group_size, groups):
+    extra = [] if group_size is None else ["--group-size", str(group_size)]
+    res = runner.invoke(app, ["keys", "generate", "--preset", "compact", "--out", str(tmp_path), "--clients",
+                              str(clients), *extra])
+    assert res.exit_code == 0, res.output
+    roster = secagg.Roster.load(tmp_path / "roster.json")
+    assert roster.client_ids == tuple(f"client-{i}" for i in range(clients))
+    assert [len(g) for g in roster.groups] == groups
+    assert stat.S_IMODE((tmp_path / f"client-{clients - 1}.id").stat().st_mode) == 0o600
+    assert "verification keys" in res.output

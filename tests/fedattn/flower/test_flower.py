@@ -371,3 +371,15 @@ def test_server_scored_protocol_on_flower(tmp_path):
         np.testing.assert_allclose(entry.released[name], ref, atol=3e-3 * scale + 1e-3)
     worst = max(float(np.abs(entry.released[n] - r).max()) for n, r in reference.items())
     print(f"\nserver-scored on Flower: max |diff| {worst:.2e} (tolerance {3e-3 * scale + 1e-3:.2e}); {run['seconds']:.1f} s")
+
+
+def test_the_example_seeds_dp_noise_only_on_nodes_labelled_seeded(monkeypatch):
+    """The run config (the SuperLink's) holds a "seed"; the DP noise must not follow it unless the
+    node's own configuration says this is a seeded simulation."""
+    task = _example_task()
+    monkeypatch.delenv("SECFL_SEEDED_SIMULATION", raising=False)
+    assert not task.seeded_simulation({})
+    assert not task.seeded_simulation({"seed": 0, "secfl-seeded-simulation": "false"})
+    assert task.seeded_simulation({"secfl-seeded-simulation": "true"})
+    monkeypatch.setenv("SECFL_SEEDED_SIMULATION", "1")
+    assert task.seeded_simulation({})

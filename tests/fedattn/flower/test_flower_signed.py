@@ -89,14 +89,23 @@ def test_a_server_that_sends_one_client_another_model_gets_no_release(dealer, le
     assert "ModelInconsistencyError" in caplog.text and "different global models" in caplog.text
 
 
-def test_the_run_config_is_part_of_the_commitment(dealer, ledgers, caplog):
+def test_the_run_config_is_part_of_the_commitment(dealer, ledgers, caplog, monkeypatch):
     """The SuperLink gives two nodes lr=1e-30 through the run config, which the ClientApp reads: their
-    updates would be zero and the 'sum of three' one client's update. Their commitments differ from
-    the third node's, so no key holder releases the round."""
-    nodes = _nodes(dealer, ledgers, run_configs={1: {"lr": 1e-30}, 2: {"lr": 1e-30}, 3: {"lr": 0.1}})
+    updates are zero and the 'mean of three' is a third of node 3's update. With the run config left
+    out of the commitment, that is released; with it in, the commitments differ and nothing is."""
+    bypass = {1: {"lr": 1e-30}, 2: {"lr": 1e-30}, 3: {"lr": 0.1}}
+    commit = R.train_commitment
+    with monkeypatch.context() as off:
+        off.setattr(R, "train_commitment", lambda *a, run_config=None, **k: commit(*a, **k))
+        nodes = _nodes(dealer, ledgers, run=1, run_configs=bypass)
+        strategy = _strategy(dealer, nodes)
+        assert strategy.aggregate_train(1, list(_train(nodes, strategy).values()))[0] is not None
+        node_3 = 3 * strategy.history[-1].released["fc.bias"]
+        np.testing.assert_allclose(node_3, STEPS[2] * 0.1, atol=1e-4)  # node 3's update, isolated
+
+    nodes = _nodes(dealer, ledgers, run=2, run_configs=bypass)
     strategy = _strategy(dealer, nodes)
-    replies = _train(nodes, strategy)
-    assert strategy.aggregate_train(1, list(replies.values())) == (None, None)
+    assert strategy.aggregate_train(1, list(_train(nodes, strategy).values())) == (None, None)
     assert "ModelInconsistencyError" in caplog.text
 
 
