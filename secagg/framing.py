@@ -143,12 +143,15 @@ def unframe_signed(
 
 
 def parse_json_object(raw: bytes | memoryview, *, what: str) -> dict[str, Any]:
-    """A JSON object from untrusted bytes: malformed, non-object or absurdly nested input is a PayloadError."""
+    """A JSON object from untrusted bytes: malformed, non-object, absurdly nested input or absurdly long
+    numbers are a PayloadError."""
     try:
         value = json.loads(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"{what} is not valid JSON ({type(exc).__name__} at position "
                            f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))})") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise PayloadError(f"{what} holds a number too long to be a secfl header field") from None
     except RecursionError:  # the C parser guards its recursion: a nesting attack ends here, not in a crash
         raise PayloadError(f"{what} is nested too deeply to be a secfl header") from None
     if not isinstance(value, dict):

@@ -27,7 +27,7 @@ from typing import Any
 import tenseal.sealapi as sealapi
 
 from . import sealio
-from ._files import write_private
+from ._files import write_private, write_public
 from .errors import InvalidParametersError, KeyFileError, MissingSecretKeyError, PayloadError
 from .framing import canonical_json, frame, unframe
 from .presets import DEFAULT_PRESET, Preset, get_preset
@@ -125,11 +125,10 @@ class PublicContext(_ContextBase):
     def to_bytes(self) -> bytes:
         return self._to_bytes("public", [n for n in ("public_key", "relin_keys", "galois_keys") if n in self._blobs])
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the server's file (world-readable: it holds nothing secret)."""
-        path = Path(path)
-        path.write_bytes(self.to_bytes())
-        return path
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the server's file (mode 0644: it holds nothing secret), created exclusively and never
+        through a link (an existing file is refused unless ``overwrite``)."""
+        return write_public(path, self.to_bytes(), overwrite=overwrite)
 
     def decrypt(self, *_: Any, **__: Any) -> None:
         raise MissingSecretKeyError(
@@ -191,7 +190,7 @@ class KeySet:
         directory.mkdir(parents=True, exist_ok=True)
         return {
             "client": self.secret.save(directory / SECRET_FILE, overwrite=overwrite),
-            "server": self.public.save(directory / PUBLIC_FILE),
+            "server": self.public.save(directory / PUBLIC_FILE, overwrite=overwrite),
         }
 
 

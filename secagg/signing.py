@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ._check import integer, validate_client_id
-from ._files import write_private
+from ._files import write_private, write_public
 from .errors import AuthenticationError, SecAggError, SignatureError, UnknownClientError
 from .framing import canonical_json
 
@@ -160,10 +160,9 @@ class Roster:
                for cid, k in sorted(self._keys.items())}
         return json.dumps({"format": "secfl.roster", "clients": raw, "groups": [list(g) for g in self.groups]}, indent=1)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json())
-        return path
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``roster.json`` (mode 0644), created exclusively and never through a link."""
+        return write_public(path, self.to_json().encode(), overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Roster:
@@ -213,7 +212,7 @@ def deal_identities(client_ids: Iterable[str], out: str | os.PathLike[str], *, g
     identities, roster = generate_identities(client_ids, group_size=group_size)
     for cid, identity in identities.items():
         identity.save(out / f"{cid}.id", overwrite=overwrite)
-    roster.save(out / "roster.json")
+    roster.save(out / "roster.json", overwrite=overwrite)
     return identities, roster
 
 

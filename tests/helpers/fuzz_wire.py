@@ -20,11 +20,13 @@ The first input byte picks a mode, the rest drives it:
 3. edits of the ciphertext body, then re-signed with the new digest by the insider: the edits
    reach the residue checks, the server's sum and the key holder's decryption and range checks.
 
-In mode 3 the insider's ciphertext is well formed but may decrypt to garbage, which no party can
-tell from a valid encryption without proofs of well-formedness: the key holder's range check on
-the flooded sum then refuses the round, and the valid upload beside it is not released either (a
-denial of service by an enrolled client, stated in docs/security.md). :func:`one_input` returns
-``"refused"`` for those cases, ``"ok"`` otherwise; every other outcome is an AssertionError.
+In modes 2 and 3 the insider's upload is well formed and signed by its sender, but may decrypt to
+garbage (an edited ciphertext, or a header naming another seed than the one it encrypted with),
+which no party can tell from a valid encryption without proofs of well-formedness: the key
+holder's range check on the flooded sum then refuses the round, and the valid upload beside it is
+not released either (a denial of service by an enrolled client, stated in docs/security.md).
+:func:`one_input` returns ``"refused"`` for those cases, ``"ok"`` otherwise; every other outcome
+is an AssertionError.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def one_input(data: bytes) -> str:
         else:
             edited = _edit(bytes(body), script)
             upload = _insider({**receipt.to_dict(), "body_digest": digest(edited)}, edited, fed)
-    return _serve(fed, upload, other, insider_body=mode == 3)
+    return _serve(fed, upload, other, insider=mode >= 2)
 
 
 class _Clients:
@@ -139,7 +141,7 @@ class _Clients:
                                 ledger=self.ledger, min_contributors=1).release(request)
 
 
-def _serve(fed: SmallFederation, upload: bytes, other: bytes, *, insider_body: bool) -> str:
+def _serve(fed: SmallFederation, upload: bytes, other: bytes, *, insider: bool) -> str:
     """A round with the fuzzed upload next to a valid one, to the key holder's release: the valid one
     must get through, and every refusal must be a specific secfl error."""
     from fedattn.round import run_round
@@ -156,7 +158,7 @@ def _serve(fed: SmallFederation, upload: bytes, other: bytes, *, insider_body: b
             raise AssertionError(f"{r.client_id} was rejected with an unspecific error: {r.describe()}")
     if "client-1" in out.contributors:
         return "ok"
-    if insider_body and out.aborted and out.aborted.startswith(("ReleaseRefusedError", "EmptyAggregationError")):
+    if insider and out.aborted and out.aborted.startswith(("ReleaseRefusedError", "EmptyAggregationError")):
         return "refused"
     raise AssertionError(f"a fuzzed upload knocked out a valid one: {[r.describe() for r in out.rejections]} "
                          f"{out.aborted}")

@@ -91,10 +91,12 @@ def test_bad_weights(compact_keys, world):
 def test_a_client_uploads_once_per_round(compact_keys, world):
     ids = world[0]
     up = secagg.Uploader(compact_keys.secret, identity=ids["alice"])
-    up.upload({"w": np.zeros(2)}, run=RUN, round=3, commitment=COMMIT)
-    for rnd in (3, 2):  # a second upload under a second half of the same round would reveal a difference
+    sent = up.upload({"w": np.zeros(2)}, run=RUN, round=3, commitment=COMMIT)
+    # a retry of the round gets the same bytes: never a second encryption of another update
+    assert up.upload({"w": np.ones(2) * 0.1}, run=RUN, round=3, commitment=COMMIT) == sent
+    for rnd, commitment in ((3, "ee" * 32), (2, COMMIT)):
         with pytest.raises(errors.ReplayError, match="one signed update per round"):
-            up.upload({"w": np.ones(2) * 0.1}, run=RUN, round=rnd, commitment=COMMIT)
+            up.upload({"w": np.ones(2) * 0.1}, run=RUN, round=rnd, commitment=commitment)
 
 
 def test_upload_from_another_key_set_or_preset(compact_keys, world):

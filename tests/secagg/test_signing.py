@@ -166,3 +166,7 @@ def test_server_size_limit_fits_real_payloads_and_little_more(keys, ids):
 def test_json_nested_too_deeply_is_a_payload_error():
     with pytest.raises(secagg.PayloadError, match="nested too deeply"):
         parse_json_object(b"[" * 100_000 + b"]" * 100_000, what="x")
+    with pytest.raises(secagg.PayloadError, match="too long"):  # int() refuses > 4,300 digits with ValueError
+        parse_json_object(b'{"round": ' + b"7" * 5000 + b"}", what="x")
+    with pytest.raises(secagg.PayloadError, match="not valid JSON"):
+        parse_json_object(b'{"round": 1e400, }', what="x")
