@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 import secagg
+from secagg.holder import seed_label as _seed_label
 from secagg.messages import decode_request
 from secagg.ring import Ring, second_half
-from secagg.roles import _seed_label
 
 PARAMS, CLIENTS, REPEATS = 1_000_000, 10, 3
 

@@ -33,6 +33,8 @@ __all__ = [
     "ModelInconsistencyError",
     "ReleaseRefusedError",
     "LedgerError",
+    "CeremonyError",
+    "QuorumError",
 ]
 
 
@@ -137,3 +139,12 @@ class ReleaseRefusedError(SecAggError, PermissionError):
 
 class LedgerError(SecAggError, OSError):
     """A party's ledger of signed and released rounds cannot be opened or written."""
+
+
+class CeremonyError(SecAggError, ValueError):
+    """A threshold key ceremony failed its checks; the message names the dealer or holder at fault."""
+
+
+class QuorumError(SecAggError, ValueError):
+    """A threshold release was asked of a quorum that is not ``threshold`` distinct committee members
+    including the combining one, or fewer partials came back than the quorum needs."""

@@ -11,6 +11,11 @@ A client's guarantees rest on a few records, keyed by (run id, round):
   signs): two sets of one round could be released by two key holders and differenced.
 * **released** - the rounds it released as a key holder (:meth:`Ledger.claim_release`, before it
   decrypts): each once.
+* **partials** - the rounds it gave a partial decryption for as a member of a threshold committee
+  (:meth:`Ledger.claim_partial`, before it computes one): each once, whatever quorum it is told.
+
+The bytes of the latest upload are kept too (:meth:`Ledger.upload_bytes`), so that a retry of a
+round resends them instead of encrypting a second time.
 
 :class:`FileLedger` keeps them in a SQLite file that only this party uses (mode 0600); a check and
 its record are one ``BEGIN IMMEDIATE`` transaction, atomic across processes. :class:`MemoryLedger`
@@ -48,6 +53,8 @@ CREATE TABLE IF NOT EXISTS uploads (run TEXT, round INTEGER, commitment TEXT NOT
                                    PRIMARY KEY (run, round));
 CREATE TABLE IF NOT EXISTS sets (run TEXT, round INTEGER, digest TEXT NOT NULL, PRIMARY KEY (run, round));
 CREATE TABLE IF NOT EXISTS releases (run TEXT, round INTEGER, PRIMARY KEY (run, round));
+CREATE TABLE IF NOT EXISTS partials (run TEXT, round INTEGER, PRIMARY KEY (run, round));
+CREATE TABLE IF NOT EXISTS latest_upload (run TEXT, round INTEGER, data BLOB NOT NULL, PRIMARY KEY (run, round));
 """
 
 
@@ -63,8 +70,15 @@ class Ledger(Protocol):
     def last_round(self, run: str) -> int | None:
         """The latest round of ``run`` claimed for an upload, or None."""
 
-    def record_upload(self, run: str, rnd: int, digest: str) -> None:
-        """Record the digest of the upload signed for a claimed round."""
+    def record_upload(self, run: str, rnd: int, digest: str, data: bytes | None = None) -> None:
+        """Record the digest (and the bytes, replacing older rounds' bytes) of the upload signed for a
+        claimed round."""
+
+    def upload_bytes(self, run: str, rnd: int) -> bytes | None:
+        """The bytes of the upload signed for ``rnd`` of ``run``, if it is the latest one recorded."""
+
+    def claim_partial(self, run: str, rnd: int) -> None:
+        """Record a partial decryption for ``rnd`` of ``run``; refuse a second one."""
 
     def upload_digest(self, run: str, rnd: int) -> str | None:
         """The digest of the upload signed for ``rnd`` of ``run``, or None."""
@@ -86,6 +100,11 @@ def _set_error(rnd: int) -> ReleaseRefusedError:
                                "per round, so that no two releases of a round can be differenced")
 
 
+def _partial_error(run: str, rnd: int) -> ReleaseRefusedError:
+    return ReleaseRefusedError(f"this committee member already gave a partial decryption for round {rnd} of run "
+                               f"{run!r}; it gives one per round, whatever quorum it is told")
+
+
 def _released_error(run: str, rnd: int) -> ReleaseRefusedError:
     return ReleaseRefusedError(f"round {rnd} of run {run!r} was already released by this party; a second release of "
                                "another subset would reveal the difference")
@@ -99,6 +118,8 @@ class MemoryLedger:
         self._uploads: dict[tuple[str, int], str] = {}
         self._sets: dict[tuple[str, int], str] = {}
         self._released: set[tuple[str, int]] = set()
+        self._partials: set[tuple[str, int]] = set()
+        self._latest: dict[tuple[str, int], bytes] = {}
         self._lock = threading.Lock()
 
     def claim_round(self, run: str, rnd: int, commitment: str) -> None:
@@ -114,8 +135,19 @@ class MemoryLedger:
     def last_round(self, run: str) -> int | None:
         return max((r for (u, r) in self._signed if u == str(run)), default=None)
 
-    def record_upload(self, run: str, rnd: int, digest: str) -> None:
+    def record_upload(self, run: str, rnd: int, digest: str, data: bytes | None = None) -> None:
         self._uploads[(str(run), rnd)] = digest
+        if data is not None:
+            self._latest = {(str(run), rnd): bytes(data)}
+
+    def upload_bytes(self, run: str, rnd: int) -> bytes | None:
+        return self._latest.get((str(run), rnd))
+
+    def claim_partial(self, run: str, rnd: int) -> None:
+        with self._lock:
+            if (str(run), rnd) in self._partials:
+                raise _partial_error(str(run), rnd)
+            self._partials.add((str(run), rnd))
 
     def upload_digest(self, run: str, rnd: int) -> str | None:
         return self._uploads.get((str(run), rnd))
@@ -196,9 +228,25 @@ class FileLedger:
         value = self._one("SELECT MAX(round) FROM uploads WHERE run = ?", (str(run),))
         return None if value is None else int(value)
 
-    def record_upload(self, run: str, rnd: int, digest: str) -> None:
-        self._transaction(lambda db: None, lambda db: db.execute(
-            "UPDATE uploads SET upload = ? WHERE run = ? AND round = ?", (digest, str(run), rnd)))
+    def record_upload(self, run: str, rnd: int, digest: str, data: bytes | None = None) -> None:
+        def record(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE uploads SET upload = ? WHERE run = ? AND round = ?", (digest, str(run), rnd))
+            if data is not None:
+                db.execute("DELETE FROM latest_upload")
+                db.execute("INSERT INTO latest_upload VALUES (?, ?, ?)", (str(run), rnd, bytes(data)))
+
+        self._transaction(lambda db: None, record)
+
+    def upload_bytes(self, run: str, rnd: int) -> bytes | None:
+        value = self._one("SELECT data FROM latest_upload WHERE run = ? AND round = ?", (str(run), rnd))
+        return None if value is None else bytes(value)
+
+    def claim_partial(self, run: str, rnd: int) -> None:
+        def check(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM partials WHERE run = ? AND round = ?", (str(run), rnd)).fetchone():
+                raise _partial_error(str(run), rnd)
+
+        self._transaction(check, lambda db: db.execute("INSERT INTO partials VALUES (?, ?)", (str(run), rnd)))
 
     def upload_digest(self, run: str, rnd: int) -> str | None:
         value = self._one("SELECT upload FROM uploads WHERE run = ? AND round = ?", (str(run), rnd))

@@ -94,10 +94,11 @@ class Ring:
         self.encoder = sealapi.CKKSEncoder(self.seal)
         self.evaluator = sealapi.Evaluator(self.seal)
         self.scale = 2.0**preset.scale_bits
-        ct_prefix, pt_prefix = _templates(preset)
+        ct_prefix, pt_prefix, pt_unit_prefix = _templates(preset)
         self._ct_prefix = ct_prefix
         self._ct_prefix_coeff = ct_prefix[:_NTT_FLAG_OFFSET] + b"\x00" + ct_prefix[_NTT_FLAG_OFFSET + 1:]
         self._pt_prefix = pt_prefix
+        self._pt_unit_prefix = pt_unit_prefix  # scale 1: a factor in a product, not an encoded value
 
     # ---- residues ------------------------------------------------------------------------------
     @property
@@ -215,6 +216,69 @@ class Ring:
         secret.decryptor.decrypt(ct, out)  # c0 + a * s
         return out
 
+    # ---- residue arithmetic SEAL does for us (products need 128 bits) ---------------------------
+    def ntt(self, coeff: np.ndarray) -> np.ndarray:
+        """The NTT (evaluation) form of a polynomial in coefficient form."""
+        one = self.zeros()
+        one[:, 0] = 1  # a second half SEAL accepts (it refuses a zero one as "transparent")
+        ct = self.ciphertext(coeff, one, ntt=False)
+        self.evaluator.transform_to_ntt_inplace(ct)
+        return self._first_half(ct)
+
+    def mul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``x * y`` of two polynomials in NTT form (pointwise modulo each prime)."""
+        if not y.any():
+            return self.zeros()
+        ct = self.ciphertext(x, np.ones_like(x), ntt=True)  # second half y after the product: never zero
+        plain = sealio.load(sealapi.Plaintext, self.seal, self._pt_unit_prefix + y.astype("<u8").tobytes(),
+                            max_inflated=len(self._pt_unit_prefix) + 8 * y.size, what="a factor")
+        self.evaluator.multiply_plain_inplace(ct, plain)
+        return self._first_half(ct)
+
+    def secret_ntt(self, secret: SecretContext) -> np.ndarray:
+        """A secret key's residues at the data level, NTT form (the decryption of ``(0, 1)``)."""
+        one = self.zeros()
+        one[:, 0] = 1
+        return self.plaintext_array(self.decrypt_plain(self.zeros(), one, secret))
+
+    def key_decryptor(self, key: np.ndarray) -> sealapi.Decryptor:
+        """A SEAL decryptor whose "secret key" is ``key`` (data-level residues, NTT form): its
+        decryption of ``(x, y)`` is ``x + y * key``, the product done by SEAL in 128-bit arithmetic.
+        The special prime's limb, unused at the data level, is zero."""
+        prefix, key_limbs = _key_template(self.preset)
+        full = np.zeros((key_limbs, self.n), dtype="<u8")
+        full[:self.limbs] = key
+        blob = prefix + full.tobytes()
+        secret_key = sealio.load(sealapi.SecretKey, self.seal, blob, max_inflated=len(blob), what="a key share")
+        return sealapi.Decryptor(self.seal, secret_key)
+
+    def decrypt_with(self, decryptor: sealapi.Decryptor, x_coeff: np.ndarray, y_coeff: np.ndarray) -> np.ndarray:
+        """``NTT(x) + NTT(y) * key`` for ``decryptor = key_decryptor(key)``, inputs in coefficient form."""
+        ct = self.ciphertext(x_coeff, y_coeff, ntt=False)
+        self.evaluator.transform_to_ntt_inplace(ct)
+        out = sealapi.Plaintext()
+        decryptor.decrypt(ct, out)
+        return self.plaintext_array(out)
+
+    def decode_ntt(self, x: np.ndarray) -> np.ndarray:
+        """The values a plaintext polynomial (NTT form, at the preset's scale) encodes."""
+        return self.decode(self.plaintext(x))
+
+    def gaussian(self, std: float) -> np.ndarray:
+        """A polynomial (coefficient form) of rounded Gaussian coefficients of ``std``, from a CSPRNG
+        (AES-256-CTR keyed by the OS): smudging noise that no other party may be able to predict."""
+        words = _aes_stream(os.urandom(32), 0, 16 * self.n).reshape(2, self.n)
+        u1 = ((words[0] >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53  # (0, 1]
+        u2 = (words[1] >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        e = np.rint(std * np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).astype(np.int64)
+        out: np.ndarray = (e[None, :] % self.q.astype(np.int64)).astype(np.uint64)
+        return out
+
+    def _first_half(self, ct: sealapi.Ciphertext) -> np.ndarray:
+        polys = 8 * self.limbs * self.n
+        raw = sealio.inflate(sealio.dump(ct), max_inflated=len(self._ct_prefix) + 2 * polys, what="a ciphertext")
+        return np.frombuffer(raw[len(raw) - 2 * polys:len(raw) - polys], dtype="<u8").reshape(self.limbs, self.n).copy()
+
     def full_ciphertext(self, c0: np.ndarray, a: np.ndarray) -> sealapi.Ciphertext:
         """``(c0, a)`` as a SEAL ciphertext at the data level, for server-side circuits."""
         ct = self.ciphertext(self.zeros(), a, ntt=False)
@@ -224,8 +288,9 @@ class Ring:
 
 
 @lru_cache(maxsize=16)
-def _templates(preset: Preset) -> tuple[bytes, bytes]:
-    """The serialised metadata SEAL writes before a data-level ciphertext's and plaintext's residues."""
+def _templates(preset: Preset) -> tuple[bytes, bytes, bytes]:
+    """The serialised metadata SEAL writes before a data-level ciphertext's and plaintext's residues
+    (the plaintext at the preset's scale, and at scale 1)."""
     ctx = seal_context(preset)
     keygen = sealapi.KeyGenerator(ctx)  # a throwaway key: only the object's layout is taken
     public = sealapi.PublicKey()
@@ -237,9 +302,22 @@ def _templates(preset: Preset) -> tuple[bytes, bytes]:
     sealapi.Encryptor(ctx, public).encrypt(plain, ct)
     limbs = len(ctx.first_context_data().parms().coeff_modulus())
     polys = 8 * limbs * preset.poly_modulus_degree
+    unit = sealapi.Plaintext()
+    encoder.encode(0.0, ctx.first_parms_id(), 1.0, unit)
     ct_raw = sealio.inflate(sealio.dump(ct), max_inflated=4 * polys, what="a template")
     pt_raw = sealio.inflate(sealio.dump(plain), max_inflated=4 * polys, what="a template")
-    return ct_raw[:len(ct_raw) - 2 * polys], pt_raw[:len(pt_raw) - polys]
+    unit_raw = sealio.inflate(sealio.dump(unit), max_inflated=4 * polys, what="a template")
+    return ct_raw[:len(ct_raw) - 2 * polys], pt_raw[:len(pt_raw) - polys], unit_raw[:len(unit_raw) - polys]
+
+
+@lru_cache(maxsize=16)
+def _key_template(preset: Preset) -> tuple[bytes, int]:
+    """The serialised metadata before a secret key's residues, and its number of limbs (key level)."""
+    ctx = seal_context(preset)
+    limbs = len(ctx.key_context_data().parms().coeff_modulus())
+    raw = sealio.inflate(sealio.dump(sealapi.KeyGenerator(ctx).secret_key()),
+                         max_inflated=4 * 8 * limbs * preset.poly_modulus_degree, what="a template")
+    return raw[:len(raw) - 8 * limbs * preset.poly_modulus_degree], limbs
 
 
 def context_of(context: Any) -> PublicContext | SecretContext:

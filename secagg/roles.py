@@ -43,27 +43,24 @@ Example::
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-import tenseal.sealapi as sealapi
 
 from . import parallel, sealio
 from ._check import integer
-from .circuit import SERVER_SCORED_NOISE, ratio_vector
+from .epoch import Epoch
 from .errors import (
     AuthenticationError,
     DuplicateUploadError,
     EmptyAggregationError,
-    HeadroomError,
     InvalidUpdateError,
     KeyMismatchError,
     LayoutMismatchError,
+    LedgerError,
     MissingSecretKeyError,
     ModelInconsistencyError,
     NonFiniteValueError,
@@ -73,42 +70,20 @@ from .errors import (
     SignatureError,
     ValueOutOfRangeError,
 )
+from .holder import DEFAULT_MIN_CONTRIBUTORS, WEIGHTS_ENTRY, KeyHolder, Release, seed_label
 from .keys import PublicContext, SecretContext
 from .ledger import Ledger, MemoryLedger
-from .messages import (
-    ContributorSet,
-    Receipt,
-    Request,
-    decode_request,
-    decode_upload,
-    encode_request,
-    encode_upload,
-    validate_run,
-)
+from .messages import ContributorSet, Receipt, decode_upload, encode_request, encode_upload, validate_run
 from .messages import digest as blake2b_hex
 from .packing import Layout, as_arrays
-from .release import release
 from .ring import Ring, second_half
 from .signing import ClientIdentity, Roster
+from .threshold import ROUND_LABEL, round_seed
 
 __all__ = ["Uploader", "Aggregator", "RoundAggregate", "KeyHolder", "Release", "WEIGHTS_ENTRY",
            "DEFAULT_MIN_CONTRIBUTORS", "max_payload_bytes"]
 
-#: Key holders release sums of at least this many clients unless configured otherwise.
-DEFAULT_MIN_CONTRIBUTORS = 2
-#: Name of the array that carries a client's per-layer weights in the ratio form.
-WEIGHTS_ENTRY = "__secagg_weights__"
 _HEX = re.compile(r"^[0-9a-f]{1,256}$")
-
-
-def _seed_label(client_id: str) -> bytes:
-    return b"shared:" + client_id.encode()
-
-
-def _ratio_layout(layout: Layout) -> Layout:
-    """``layout`` with one weight per layer appended: the ratio form."""
-    return Layout.of({**{s.name: np.zeros(s.shape, s.dtype) for s in layout.layers},
-                      WEIGHTS_ENTRY: np.zeros(len(layout.layers))})
 
 
 def max_payload_bytes(preset: Any, n_values: int, n_arrays: int = 1) -> int:
@@ -119,14 +94,6 @@ def max_payload_bytes(preset: Any, n_values: int, n_arrays: int = 1) -> int:
     ring = Ring(get_preset(preset))
     chunks = -(-(n_values + n_arrays) // ring.n)
     return chunks * ring.residue_bytes + 2048
-
-
-@dataclass(frozen=True, kw_only=True)
-class Release:
-    """What a key holder lets out: the released (noise-flooded, rounded) values and whose sum they are."""
-
-    values: dict[str, np.ndarray]
-    contributors: tuple[str, ...]
 
 
 # ---- the client ---------------------------------------------------------------------------------
@@ -141,11 +108,15 @@ class Uploader:
         roster: the roster; given, it signs only contributor sets of whole enrolment groups.
         min_contributors: the smallest set it agrees to be part of.
         workers: processes to encrypt with; ``None`` picks 2 for large updates on multi-core machines.
+        epoch: with threshold keys, the epoch whose committee holds shares of this client's own key
+            (``secret``): uploads use the round's common second half (:mod:`secagg.threshold`) and
+            need a durable ledger, since two encryptions under one second half and key reveal the
+            difference of two updates.
     """
 
     def __init__(self, secret: SecretContext, *, identity: ClientIdentity, ledger: Ledger | None = None,
                  roster: Roster | None = None, min_contributors: int = DEFAULT_MIN_CONTRIBUTORS,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, epoch: Epoch | None = None) -> None:
         if not isinstance(secret, SecretContext):
             raise MissingSecretKeyError(f"an Uploader encrypts with a SecretContext (client.key), got {type(secret).__name__}")
         if not isinstance(identity, ClientIdentity):
@@ -158,6 +129,14 @@ class Uploader:
         self.min_contributors = integer("min_contributors", min_contributors, minimum=1)
         self.workers = workers
         self.ring = Ring(secret.preset)
+        self.epoch = epoch
+        if epoch is not None:
+            if ledger is None:
+                raise LedgerError("with threshold keys a client needs a durable ledger (secagg.FileLedger): it must "
+                                  "never encrypt twice under one round's second half")
+            if epoch.key_of(self.client_id) != secret.fingerprint:
+                raise KeyMismatchError(f"{self.client_id!r} dealt another key (or none) in epoch {epoch.id[:12]}...; "
+                                       "upload with the key whose shares the committee holds")
 
     def upload(self, update: Mapping[str, Any], *, run: str, round: int, commitment: str,
                weights: float | Mapping[str, float] | None = None) -> bytes:
@@ -166,21 +145,33 @@ class Uploader:
 
         Raises:
             InvalidUpdateError, NonFiniteValueError, ValueOutOfRangeError: an update CKKS cannot carry.
-            ReplayError: this party already uploaded for this round (or a later one) of ``run``.
+            ReplayError: this party already uploaded for this round (or a later one) of ``run``; a
+                retry of the latest round with the same commitment gets the bytes sent before
+                (never a second encryption).
         """
         run = validate_run(run)
         rnd = integer("round", round)
         if not isinstance(commitment, str) or not _HEX.match(commitment):
             raise ValueError("commitment must be a hex digest (secagg.round_commitment)")
         layout, vector = _pack(update, weights, self.secret.preset)
-        self.ledger.claim_round(run, rnd, commitment)  # recorded before anything is encrypted
-        seed = os.urandom(32)
-        body = parallel.encrypt(vector, self.secret, seed=seed, label=_seed_label(self.client_id), workers=self.workers)
-        receipt = Receipt(client_id=self.client_id, run=run, round=rnd, commitment=commitment,
-                          keys=self.secret.fingerprint, preset=self.secret.preset.name, layout_hash=layout.hash,
-                          seed=seed.hex(), body_digest=blake2b_hex(body)).sign(self.identity)
-        self.ledger.record_upload(run, rnd, receipt.digest)
-        return encode_upload(receipt, body)
+        try:
+            self.ledger.claim_round(run, rnd, commitment)  # recorded before anything is encrypted
+        except ReplayError:
+            sent = self.ledger.upload_bytes(run, rnd)
+            if sent is not None and self.ledger.commitment(run, rnd) == commitment:
+                return sent  # a retry: the same bytes again
+            raise
+        if self.epoch is None:
+            seed, label, named, keys = os.urandom(32), seed_label(self.client_id), None, self.secret.fingerprint
+        else:
+            seed, label, named, keys = round_seed(self.epoch.id, run, rnd), ROUND_LABEL, "", self.epoch.id
+        body = parallel.encrypt(vector, self.secret, seed=seed, label=label, workers=self.workers)
+        receipt = Receipt(client_id=self.client_id, run=run, round=rnd, commitment=commitment, keys=keys,
+                          preset=self.secret.preset.name, layout_hash=layout.hash,
+                          seed=seed.hex() if named is None else named, body_digest=blake2b_hex(body)).sign(self.identity)
+        data = encode_upload(receipt, body)
+        self.ledger.record_upload(run, rnd, receipt.digest, data)
+        return data
 
     def sign_set(self, cset: ContributorSet) -> str:
         """Agree to ``cset`` as this round's one contributor set, if it names this party's own upload
@@ -217,19 +208,19 @@ def _pack(update: Mapping[str, Any], weights: float | Mapping[str, float] | None
         if not np.all(np.isfinite(arr)):
             raise NonFiniteValueError(f"array {name!r} holds NaN or infinite values; CKKS cannot encrypt them. Check "
                                       "the local training (diverged loss?) before sending")
+    # the update itself within max_abs (weights are at most 1): the key holder relies on every
+    # average lying in [-max_abs, max_abs] to refuse one that a dishonest client amplified
+    for name, arr in arrays.items():
+        if arr.size and float(np.max(np.abs(arr))) > preset.max_abs:
+            raise ValueOutOfRangeError(
+                f"array {name!r} holds a value beyond {preset.max_abs:g}, the safe range of preset {preset.name!r}; "
+                "CKKS would wrap around silently. Clip or scale the update, or use a preset with a larger max_abs")
     if weights is not None:
         arrays = _apply_weights(arrays, weights)
     layout = Layout.of(arrays)
     if layout.total == 0:
         raise InvalidUpdateError("the update holds no values (every array is empty)")
-    vector = layout.pack(arrays)
-    peak = float(np.max(np.abs(vector)))
-    if peak > preset.max_abs:
-        worst = max(layout.layers, key=lambda s: float(np.max(np.abs(vector[s.offset:s.stop]), initial=0.0)))
-        raise ValueOutOfRangeError(
-            f"array {worst.name!r} holds a value beyond {preset.max_abs:g}, the safe range of preset {preset.name!r}; "
-            "CKKS would wrap around silently. Clip or scale the update, or use a preset with a larger max_abs")
-    return layout, vector
+    return layout, layout.pack(arrays)
 
 
 def _apply_weights(arrays: dict[str, np.ndarray], weights: float | Mapping[str, float]) -> dict[str, np.ndarray]:
@@ -256,14 +247,16 @@ class Aggregator:
     """The server's half: authenticates uploads and adds first halves, with public material only.
 
     Args:
-        public: the public context (``server.ctx``); a secret context is refused.
+        public: the public context (``server.ctx``), or with threshold keys the public
+            :class:`secagg.epoch.Epoch`; a secret context is refused.
         roster: the clients' verification keys and enrolment groups.
         max_payload_bytes: uploads above this are rejected before anything is parsed.
     """
 
-    def __init__(self, public: PublicContext, *, roster: Roster, max_payload_bytes: int | None = None) -> None:
-        if not isinstance(public, PublicContext):
+    def __init__(self, public: PublicContext | Epoch, *, roster: Roster, max_payload_bytes: int | None = None) -> None:
+        if not isinstance(public, (PublicContext, Epoch)):
             raise KeyMismatchError(f"the server holds the public context only (server.ctx), got {type(public).__name__}")
+        self.threshold = isinstance(public, Epoch)
         if not isinstance(roster, Roster):
             raise AuthenticationError("the server accepts signed uploads only: give it the roster")
         self.public = public
@@ -320,12 +313,13 @@ class RoundAggregate:
         if self.commitment is not None and receipt.commitment != self.commitment:
             raise ModelInconsistencyError(f"{receipt.client_id!r} committed to another model or configuration than the "
                                           "one this server sent; its upload was dropped")
-        if not receipt.seed:
-            raise PayloadError(f"{receipt.client_id!r}'s upload names no second-half seed")
+        if bool(receipt.seed) == agg.threshold:
+            raise PayloadError(f"{receipt.client_id!r}'s upload names no second-half seed" if not agg.threshold else
+                               f"{receipt.client_id!r}'s upload names a seed; this round's second half is common")
         if receipt.client_id in self._accepted:
             raise DuplicateUploadError(f"a second upload from {receipt.client_id!r} this round was dropped; the first "
                                        "one counts")
-        if any(r.seed == receipt.seed for r, _ in self._accepted.values()):
+        if not agg.threshold and any(r.seed == receipt.seed for r, _ in self._accepted.values()):
             raise DuplicateUploadError(f"{receipt.client_id!r} reuses another upload's seed; it was dropped")
         if len(body) != self.chunks * self.ring.residue_bytes:
             raise PayloadError(f"{receipt.client_id!r}'s upload holds {len(body)} bytes of ciphertexts; this round's "
@@ -381,198 +375,23 @@ class RoundAggregate:
         holder cannot rebuild this output; it decrypts it only when configured to trust the server."""
         from .circuit import score_and_combine
 
-        ring, preset = self.ring, self.aggregator.public.preset
+        public = self.aggregator.public
+        if not isinstance(public, PublicContext):
+            raise KeyMismatchError("the server-scored circuit needs a shared key set's evaluation keys; threshold keys "
+                                   "serve the client-scored protocol only")
+        ring, preset = self.ring, public.preset
         clients = []
         for member in cset.members:
             receipt, body = self._accepted[member]
             seed = bytes.fromhex(receipt.seed)
             clients.append([ring.full_ciphertext(ring.unpack(self._chunk(body, j), what="an accepted upload"),
                                                  ring.uniform(second_half(seed, chunk=j, preset=preset,
-                                                                          label=_seed_label(member))))
+                                                                          label=seed_label(member))))
                             for j in range(self.chunks)])
-        out = score_and_combine(clients, self.aggregator.public, layout=self.layout, hi=hi, temperature=temperature)
+        out = score_and_combine(clients, public, layout=self.layout, hi=hi, temperature=temperature)
         blobs = [sealio.dump(ct) for ct in out]
         return encode_request(cset, layout=self.layout, receipts=[self._accepted[m][0] for m in cset.members],
                               signatures=signatures, kind="circuit", body=b"".join(blobs),
                               blob_sizes=[len(b) for b in blobs])
 
 
-# ---- the key holder -----------------------------------------------------------------------------
-class KeyHolder:
-    """A key holder's half, and the one release policy (see the module docstring).
-
-    Args:
-        secret: its secret context.
-        identity: its signing identity: the id a contributor set must name to be released here.
-        roster: the clients' verification keys and enrolment groups.
-        ledger: its records: the commitment of each round it uploaded for (it releases only those,
-            comparing every receipt's commitment with its own), and the rounds it released.
-        min_contributors: the smallest set it releases (default 2: a "sum" of one client is that
-            client's update); every enrolment group in the set must be at least this large.
-        max_weight: the largest weight one client may contribute (1 in the ratio form of the
-            client-scored protocol); a released total weight above members x this is refused.
-        release_seed: makes the flooding reproducible (labelled, seeded simulations only); ``None``,
-            the default, draws it from the OS CSPRNG, as a deployment must.
-        trust_server_circuit: also decrypt the output of the server-scored circuit, which no key
-            holder can rebuild: a server that lies there can make it decrypt a ciphertext of its
-            choice (and learn the secret key). Off by default; the server-scored protocol is for
-            an honest-but-curious server only.
-    """
-
-    def __init__(self, secret: SecretContext, *, identity: ClientIdentity, roster: Roster, ledger: Ledger | None = None,
-                 min_contributors: int = DEFAULT_MIN_CONTRIBUTORS, max_weight: float = 1.0,
-                 release_seed: int | None = None, trust_server_circuit: bool = False) -> None:
-        if not isinstance(secret, SecretContext):
-            raise MissingSecretKeyError(f"a KeyHolder decrypts with a SecretContext (client.key), got {type(secret).__name__}")
-        if not isinstance(roster, Roster):
-            raise AuthenticationError("a key holder checks every contributor against the roster: give it one")
-        self.secret = secret
-        self.client_id = identity.client_id
-        self.roster = roster
-        self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
-        self.min_contributors = integer("min_contributors", min_contributors, minimum=1)
-        if not (math.isfinite(max_weight) and max_weight > 0):
-            raise ValueError("max_weight must be a positive number")
-        self.max_weight = float(max_weight)
-        self.release_seed = release_seed
-        self.trust_server_circuit = bool(trust_server_circuit)
-        self.ring = Ring(secret.preset)
-
-    def release(self, request: bytes | bytearray | memoryview, *, run: str | None = None) -> Release:
-        """Verify the request, spend the round, decrypt with a second half rebuilt here, release.
-
-        ``run``, when the caller knows which run this key holder is serving (on Flower, the run of
-        the query), refuses a request for any other run.
-
-        Raises:
-            ReleaseRefusedError: another key holder's set, a round this party did not upload for,
-                too few members, a sum beyond its range, or a round already released.
-            ModelInconsistencyError: members were given different models (a malicious server).
-            AuthenticationError (and subclasses), PayloadError: receipts, signatures or bytes that
-                do not verify.
-        """
-        req = decode_request(request, max_members=len(self.roster))
-        if run is not None and req.cset.run != run:
-            raise ReplayError("the release request names another run than the one this key holder serves")
-        receipts = self._verify(req)
-        cset, preset = req.cset, self.secret.preset
-        members = len(cset.members)
-        if math.log2(members * self.max_weight * preset.max_abs) + preset.scale_bits + 1 > preset.data_modulus_bits:
-            raise HeadroomError(f"a sum of {members} clients could exceed preset {preset.name!r}'s modulus; release "
-                                "smaller groups")
-        chunks = req.layout.chunks(self.ring.n)
-        if req.kind == "circuit":
-            if not self.trust_server_circuit:
-                raise ReleaseRefusedError(
-                    "this is the server-scored circuit's output, which no key holder can rebuild or check: a lying "
-                    "server could make it decrypt a ciphertext of its choice. Release it only for a server you trust "
-                    "(KeyHolder(trust_server_circuit=True))")
-            if len(req.blob_sizes) != chunks + len(req.layout.layers):
-                raise PayloadError("the circuit's output does not fit its layout")
-        elif len(req.body) != chunks * self.ring.residue_bytes:
-            raise PayloadError("the release request's ciphertexts do not fit its layout")
-        self.ledger.claim_release(cset.run, cset.round)  # spent before anything is decrypted
-        if req.kind == "circuit":
-            raw, layout, sigma = self._decrypt_circuit(req, chunks), _ratio_layout(req.layout), \
-                SERVER_SCORED_NOISE * math.sqrt(members)
-        else:
-            raw, layout, sigma = self._decrypt(req, receipts, chunks), req.layout, preset.noise_std() * math.sqrt(members)
-        seed = None if self.release_seed is None else int(
-            np.random.SeedSequence([self.release_seed, cset.round]).generate_state(1)[0])
-        flooded = release(raw, noise_std=sigma, flood_bits=preset.flood_bits, seed=seed)
-        values = self._ratio(flooded, layout, members, 2.0**preset.flood_bits * sigma)
-        return Release(values=values, contributors=cset.members)
-
-    def _decrypt_circuit(self, req: Request, chunks: int) -> np.ndarray:
-        """The raw output of the server-scored circuit (trusted server only): numerators, then weights."""
-        ring, decoded, offset = self.ring, [], 0
-        bound = 2 * 8 * ring.limbs * ring.n + 4096
-        for i, size in enumerate(req.blob_sizes):
-            ct = sealio.load(sealapi.Ciphertext, ring.seal, req.body[offset:offset + size], max_inflated=bound,
-                             what=f"circuit output {i}")
-            offset += size
-            if ct.size() != 2 or not ct.is_ntt_form() or ct.is_transparent():
-                raise PayloadError(f"circuit output {i} is not a relinearised CKKS ciphertext")
-            plain = sealapi.Plaintext()
-            self.secret.decryptor.decrypt(ct, plain)
-            decoded.append(ring.decode(plain))
-        return ratio_vector(decoded, req.layout, ring.n)
-
-    def _verify(self, req: Request) -> tuple[Receipt, ...]:
-        cset = req.cset
-        if cset.key_holder != self.client_id:
-            raise ReleaseRefusedError(f"round {cset.round}: the set names another key holder; this one releases only "
-                                      "sets that name it")
-        own = self.ledger.commitment(cset.run, cset.round)
-        if own is None:
-            raise ReleaseRefusedError(f"round {cset.round}: this key holder releases only rounds of runs it uploaded "
-                                      "for itself, so that it can check every contributor's model against its own")
-        receipts = req.receipts
-        if tuple(r.client_id for r in receipts) != cset.members or tuple(r.digest for r in receipts) != cset.receipts:
-            raise AuthenticationError("the request's receipts are not the ones its contributor set names")
-        seeds = set()
-        for r in receipts:
-            r.verify(self.roster)
-            if r.run != cset.run or r.round != cset.round:
-                raise ReplayError(f"{r.client_id!r}'s receipt is for another run or round")
-            if r.keys != self.secret.fingerprint or r.preset != self.secret.preset.name:
-                raise KeyMismatchError(f"{r.client_id!r} encrypted under another key set or preset")
-            if r.layout_hash != req.layout.hash:
-                raise LayoutMismatchError(f"{r.client_id!r}'s receipt names another layout than the request's")
-            if not r.seed or r.seed in seeds:
-                raise PayloadError(f"{r.client_id!r}'s receipt names no seed, or one another upload uses")
-            seeds.add(r.seed)
-        views = {r.commitment for r in receipts} | {own}
-        if len(views) > 1:
-            given = {c: [r.client_id for r in receipts if r.commitment == c] or ["(the key holder)"] for c in views}
-            seen = "; ".join(f"{c[:12]}... given to {sorted(w)}" for c, w in given.items())
-            raise ModelInconsistencyError(
-                f"round {cset.round}: clients trained on {len(views)} different global models or configurations ({seen}). "
-                "The server may be attacking a client (model inconsistency); the aggregate was not released")
-        cset.verify(self.roster, req.signatures)
-        if len(cset.members) < self.min_contributors:
-            raise ReleaseRefusedError(f"round {cset.round}: asked to release a sum of {len(cset.members)} client(s); this "
-                                      f"key holder releases sums of at least {self.min_contributors} clients only")
-        self.roster.check_whole_groups(cset.members, min_size=self.min_contributors)
-        return receipts
-
-    def _decrypt(self, req: Request, receipts: Sequence[Receipt], chunks: int) -> np.ndarray:
-        """The raw sum, decrypted with a second half rebuilt from the signed seeds (never sent)."""
-        ring, preset = self.ring, self.secret.preset
-        out = np.empty(chunks * ring.n, dtype=np.float64)
-        size = ring.residue_bytes
-        for j in range(chunks):
-            a = ring.zeros()
-            for r in receipts:
-                a = ring.add(a, ring.uniform(second_half(bytes.fromhex(r.seed), chunk=j, preset=preset,
-                                                         label=_seed_label(r.client_id))))
-            c0 = ring.unpack(req.body[j * size:(j + 1) * size], what=f"summed ciphertext {j}")
-            out[j * ring.n:(j + 1) * ring.n] = ring.decrypt(c0, a, self.secret)
-        return out[:req.layout.total]
-
-    def _ratio(self, flooded: np.ndarray, layout: Layout, members: int, sigma_f: float) -> dict[str, np.ndarray]:
-        """Checks on the flooded values only, then ``numerator / denominator`` per layer (or the sum)."""
-        preset = self.secret.preset
-        slack = 8 * sigma_f
-        if WEIGHTS_ENTRY not in layout.names:
-            if not np.all(np.abs(flooded) <= members * preset.max_abs + slack):
-                raise ReleaseRefusedError("the released sum lies beyond what its members could have sent; it was "
-                                          "withheld")
-            return layout.unpack(flooded)
-        spec = layout[WEIGHTS_ENTRY]
-        denominators = flooded[spec.offset:spec.stop]
-        if np.any(denominators > members * self.max_weight + slack) or np.any(denominators < -slack):
-            raise ReleaseRefusedError("the released total weight lies beyond what its members could have sent; it "
-                                      "was withheld")
-        out: dict[str, np.ndarray] = {}
-        for i, layer in enumerate(s for s in layout.layers if s.name != WEIGHTS_ENTRY):
-            den = denominators[i]
-            if not den > slack:
-                raise EmptyAggregationError(f"the total weight of {layer.name!r} is indistinguishable from zero; every "
-                                            "client sent weight ~0 for it, so there is nothing to average")
-            num = flooded[layer.offset:layer.stop]
-            if np.any(np.abs(num) > members * self.max_weight * preset.max_abs + slack):
-                raise ReleaseRefusedError("a released weighted sum lies beyond what its members could have sent; it "
-                                          "was withheld")
-            out[layer.name] = (num / den).reshape(layer.shape).astype(layer.dtype)
-        return out

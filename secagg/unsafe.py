@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .holder import KeyHolder
 from .messages import decode_request
-from .roles import KeyHolder
 
 __all__ = ["decrypt_raw"]
 

@@ -16,9 +16,11 @@ from rich.table import Table
 
 import secagg
 
+# an unexpected error prints its traceback without local variables: they hold updates and keys
 app = typer.Typer(name="secfl", help="Secure federated learning that measures what it protects.",
-                  no_args_is_help=True, add_completion=False)
-keys_app = typer.Typer(help="Create and inspect CKKS key sets.", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+keys_app = typer.Typer(help="Create and inspect CKKS key sets.", no_args_is_help=True,
+                       pretty_exceptions_show_locals=False)
 app.add_typer(keys_app, name="keys")
 console = Console()
 log = logging.getLogger("secfl")
@@ -81,10 +83,13 @@ def keys_generate(
         p = secagg.get_preset(preset)
     except secagg.UnknownPresetError as exc:
         _fail(str(exc))
-    targets = [out / "client.key", out / "server.ctx"] + ([out / "roster.json"] if clients else [])
+    targets = [out / "client.key", out / "server.ctx"]
+    if clients:
+        targets += [out / "roster.json"] + [out / f"client-{i}.id" for i in range(clients)]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not force:
-        _fail(f"{', '.join(existing)} already exist; pass --force to replace them (old ciphertexts become undecryptable)")
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        _fail(f"{shown} already exist; pass --force to replace them (old ciphertexts become undecryptable)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with console.status(f"generating a {p.name!r} key set"):
@@ -95,6 +100,8 @@ def keys_generate(
 
                 deal_identities((f"client-{i}" for i in range(clients)), out, group_size=min(group_size, clients),
                                 overwrite=force)
+    except secagg.KeyFileError as exc:  # a file or a link planted meanwhile, or one that cannot be written
+        _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write to {out}: {exc.strerror}")
     table = Table(title=f"key set {keys.secret.fingerprint} (preset {p.name!r})")
@@ -113,6 +120,45 @@ def keys_generate(
                       f"the server and the key holders: the clients' public verification keys and "
                       f"enrolment groups of {min(group_size, clients)}")
     console.print(table)
+
+
+@keys_app.command("ceremony")
+def keys_ceremony(
+    out: Annotated[Path, typer.Option("--out", help="Directory for every party's folder and the public records.")],
+    clients: Annotated[int, typer.Option("--clients", min=2, max=1000, help="Clients, each with its own key.")] = 10,
+    committee: Annotated[int, typer.Option("--committee", min=1, max=255,
+                                           help="Committee members (the first clients).")] = 5,
+    threshold: Annotated[int, typer.Option("--threshold", min=1, help="Members needed to release a round.")] = 3,
+    group_size: Annotated[int, typer.Option("--group-size", min=2, help="Clients per enrolment group.")]
+        = secagg.signing.DEFAULT_GROUP_SIZE,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Run a threshold key ceremony on this machine (every party's step, each party's files in its
+    own folder): each client generates its own key and deals Shamir shares of it to the committee,
+    the members check them with test decryptions, and the epoch is written."""
+    from secfl.ceremony import run_local_ceremony
+
+    try:
+        with console.status(f"ceremony: {clients} clients deal to a committee of {committee} (threshold {threshold})"):
+            done = run_local_ceremony(out, clients=clients, committee=committee, threshold=threshold,
+                                      group_size=group_size, force=force)
+    except (secagg.CeremonyError, secagg.KeyFileError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write to {out}: {exc.strerror}")
+    table = Table(title=f"epoch {done['epoch']} (preset 'strict')")
+    table.add_column("file")
+    table.add_column("goes to")
+    table.add_row(str(out / "committee.json"), f"everyone; pin its fingerprint {done['committee']} out of band")
+    table.add_row(str(out / "epoch.json"), "everyone: the server and every client and member")
+    table.add_row(str(out / "roster.json"), "everyone: verification keys and enrolment groups")
+    table.add_row(str(out / "client-<i>" / "client.key, client-<i>.id"), "client i only (0600): its own key, "
+                  "never shared")
+    table.add_row(str(out / "client-<i>" / "holder.key, holder.shares"),
+                  f"committee member i only (0600): {', '.join(done['members'])}")
+    console.print(table)
+    console.print(f"any {done['threshold']} of the {len(done['members'])} members release a round; each client's "
+                  f"dealing was {done['dealing_bytes']:,} bytes")
 
 
 @keys_app.command("show")
@@ -149,6 +195,28 @@ def demo(
             secret, public = keys.secret, keys.public
     except (secagg.SecAggError, OSError) as exc:
         _fail(str(exc))
+    if keys_dir is not None and secret.fingerprint != public.fingerprint:
+        _fail(f"{keys_dir / 'client.key'} and {keys_dir / 'server.ctx'} belong to different key sets; use the two "
+              "files one `secfl keys generate` wrote")
+    try:
+        figures = _demo_round(secret, public, clients=clients, params=params, seed=seed)
+    except secagg.SecAggError as exc:
+        _fail(str(exc))
+    bytes_up, t_encrypt, t_aggregate, t_decrypt, err = figures
+    table = Table(title=f"{clients} clients x {params:,} parameters, preset {secret.preset.name!r}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("bytes per client (x float32)", f"{bytes_up:,} ({bytes_up / (4 * params):.2f}x)")
+    table.add_row("encrypt + serialise, per client", f"{t_encrypt / clients:.3f} s")
+    table.add_row("server: verify + sum (public context only)", f"{t_aggregate:.3f} s")
+    table.add_row("key holder: verify + rebuild + decrypt + release", f"{t_decrypt:.3f} s")
+    table.add_row("max |released sum - numpy sum|", f"{err:.2e}")
+    console.print(table)
+
+
+def _demo_round(secret: secagg.SecretContext, public: secagg.PublicContext, *, clients: int, params: int,
+                seed: int) -> tuple[int, float, float, float, float]:
+    """One round of ``secfl demo``: bytes per upload, seconds per role, max error against numpy."""
     rng = np.random.default_rng(seed)
     n_hidden = max(1, params // 100)
     shapes = {"layer1.weight": (n_hidden, (params - n_hidden) // n_hidden), "layer1.bias": (n_hidden,)}
@@ -162,15 +230,13 @@ def demo(
                  for c in ids}
     layout = secagg.Layout.of({n: np.zeros(s, np.float32) for n, s in shapes.items()})
     commitment = secagg.round_commitment(0, {}, {"run": "demo"})
+    reference = {n: np.zeros(s) for n, s in shapes.items()}
     t0 = time.perf_counter()
     wire = []
     for k, cid in enumerate(ids):
-        update = {name: (rng.standard_normal(shape) * magnitudes[k]).clip(-1, 1).astype(np.float32) for name, shape in shapes.items()}
-        if k == 0:
-            reference = {n: a.astype(np.float64) for n, a in update.items()}
-        else:
-            for n, a in update.items():
-                reference[n] += a
+        update = {n: (rng.standard_normal(s) * magnitudes[k]).clip(-1, 1).astype(np.float32) for n, s in shapes.items()}
+        for n, a in update.items():
+            reference[n] += a
         wire.append(uploaders[cid].upload(update, run="demo", round=0, commitment=commitment))
     t_encrypt = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -189,15 +255,7 @@ def demo(
     released = holder.release(request).values
     t_decrypt = time.perf_counter() - t0
     err = max(float(np.max(np.abs(released[n] - reference[n]))) for n in reference)
-    table = Table(title=f"{clients} clients x {params:,} parameters, preset {secret.preset.name!r}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("bytes per client (x float32)", f"{len(wire[0]):,} ({len(wire[0]) / (4 * params):.2f}x)")
-    table.add_row("encrypt + serialise, per client", f"{t_encrypt / clients:.3f} s")
-    table.add_row("server: verify + sum (public context only)", f"{t_aggregate:.3f} s")
-    table.add_row("key holder: verify + rebuild + decrypt + release", f"{t_decrypt:.3f} s")
-    table.add_row("max |released sum - numpy sum|", f"{err:.2e}")
-    console.print(table)
+    return len(wire[0]), t_encrypt, t_aggregate, t_decrypt, err
 
 
 @app.command()
@@ -325,7 +383,7 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="A small grid (up to 1M parameters, 1 repetition): about a minute.")] = False,
     out: Annotated[Path, typer.Option(help="Directory for bench.json and the PNG plots.")] = Path("bench-out"),
     markdown: Annotated[Path | None, typer.Option(help="Rewrite this file's <!-- bench:start/end --> block (README.md).")] = None,
-    methods: Annotated[str | None, typer.Option(help="Comma-separated subset of: plaintext, secagg-compact, secagg-strict, flare-tenseal, flower-secagg+.")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated subset of: plaintext, secagg-compact, secagg-strict, secagg-threshold, flare-tenseal, flower-secagg+.")] = None,
     sizes: Annotated[str | None, typer.Option(hidden=True, help="Comma-separated update sizes (tests).")] = None,
     clients: Annotated[str | None, typer.Option(hidden=True, help="Comma-separated client counts (tests).")] = None,
     rounds: Annotated[bool, typer.Option("--rounds/--no-rounds", hidden=True, help="Measure federated rounds.")] = True,

@@ -91,8 +91,8 @@ class Method(ABC):
     @abstractmethod
     def server(self, payloads: list[Payload], timer: Timer) -> Any: ...
 
-    def key_holder(self, aggregate: Any, timer: Timer) -> tuple[Update, Update]:
-        """Returns (released result, raw result before release)."""
+    def key_holder(self, aggregate: Any, timer: Timer) -> tuple[Update, Update | None]:
+        """Returns (released result, raw result before release; None where no party holds it)."""
         return aggregate, aggregate
 
     def notes(self, params: int) -> str:
@@ -342,10 +342,17 @@ class FlowerSecAggPlus(Method):
         return dict(zip(self.shapes, out))
 
 
+def _threshold() -> Method:
+    from .threshold import SecAggThreshold  # it imports this module
+
+    return SecAggThreshold()
+
+
 _FACTORIES: dict[str, Callable[[], Method]] = {
     "plaintext": Plaintext,
     "secagg-compact": lambda: SecAgg("compact"),
     "secagg-strict": lambda: SecAgg("strict"),
+    "secagg-threshold": _threshold,
     "flare-tenseal": FlareTenSEAL,
     "flower-secagg+": FlowerSecAggPlus,
 }

@@ -214,7 +214,7 @@ def measure_cell(method: str, *, params: int, clients: int, repeats: int = 3, bu
         "peak_rss": {"client": client_runs[0].peak_rss, "server": server_runs[0].peak_rss,
                      "key_holder": kh_runs[0].peak_rss if m.has_key_holder else None},
         "fresh_process": fresh_process,
-        "max_error": max_error(out, ref), "max_error_raw": max_error(raw, ref),
+        "max_error": max_error(out, ref), "max_error_raw": None if raw is None else max_error(raw, ref),
         "notes": m.notes(params),
     }
     if not m.has_key_holder:

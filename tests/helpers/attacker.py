@@ -24,9 +24,9 @@ import tenseal.sealapi as sealapi
 
 import secagg
 from secagg import sealio
+from secagg.holder import seed_label as _seed_label
 from secagg.messages import decode_request, encode_request
 from secagg.ring import Ring, second_half
-from secagg.roles import _seed_label
 
 
 class ForgetfulLedger(secagg.MemoryLedger):
@@ -216,3 +216,28 @@ def key_from_decryption(ring: Ring, decryption: np.ndarray, c0: np.ndarray, a: n
 def shift(ring: Ring, c0: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``c0`` plus the encoding of ``values``: what a server adds to move a decryption by ``values``."""
     return ring.add(c0, ring.plaintext_array(ring.encode(np.asarray(values, np.float64))))
+
+
+# ---- a dishonest client: any vector, encrypted and signed as its own upload ----------------------
+def forged_upload(keys, identity, arrays: dict, *, run: str, round: int, commitment: str) -> bytes:
+    """What an enrolled client can send without proofs of well-formedness: ``arrays`` (ratio form
+    included, under ``secagg.WEIGHTS_ENTRY``) encrypted and signed with no range check at all."""
+    from secagg import parallel
+    from secagg.messages import Receipt, digest, encode_upload
+
+    layout = secagg.Layout.of(arrays)
+    seed = bytes(range(32))
+    body = parallel.encrypt(layout.pack(arrays), keys.secret, seed=seed, label=_seed_label(identity.client_id),
+                            workers=1)
+    receipt = Receipt(client_id=identity.client_id, run=run, round=round, commitment=commitment,
+                      keys=keys.secret.fingerprint, preset=keys.secret.preset.name, layout_hash=layout.hash,
+                      seed=seed.hex(), body_digest=digest(body)).sign(identity)
+    return encode_upload(receipt, body)
+
+
+def pointwise_inverse(ring: Ring, x: np.ndarray) -> np.ndarray:
+    """``1 / x`` modulo each prime, pointwise (NTT form)."""
+    out = ring.zeros()
+    for i, q in enumerate(ring.primes):
+        out[i] = np.array([pow(int(v), -1, q) for v in x[i]], dtype=np.uint64)
+    return out

@@ -1,5 +1,7 @@
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -63,3 +65,65 @@ def test_keys_generate_writes_identities_in_enrolment_groups(tmp_path, clients, 
     assert [len(g) for g in roster.groups] == groups
     assert stat.S_IMODE((tmp_path / f"client-{clients - 1}.id").stat().st_mode) == 0o600
     assert "verification keys" in res.output
+
+
+def test_keys_generate_never_writes_through_planted_files(tmp_path):
+    """Another user's pre-created identity file, or a link where the roster goes, in a shared folder."""
+    (tmp_path / "client-1.id").write_text("planted")
+    result = runner.invoke(app, ["keys", "generate", "--preset", "compact", "--out", str(tmp_path), "--clients", "3"])
+    assert result.exit_code == 2 and "client-1.id" in result.output and "--force" in result.output
+    assert not (tmp_path / "client.key").exists() and (tmp_path / "client-1.id").read_text() == "planted"
+    elsewhere = tmp_path / "elsewhere"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "roster.json").symlink_to(elsewhere)
+    result = runner.invoke(app, ["keys", "generate", "--preset", "compact", "--out", str(other), "--clients", "2"])
+    assert result.exit_code == 2 and "roster.json" in result.output
+    assert not elsewhere.exists() and (other / "roster.json").is_symlink()
+
+
+def test_demo_with_keys_of_two_key_sets_is_a_clear_error(tmp_path):
+    for name in ("a", "b"):
+        assert runner.invoke(app, ["keys", "generate", "--preset", "compact", "--out", str(tmp_path / name)]).exit_code == 0
+    (tmp_path / "a" / "server.ctx").unlink()
+    (tmp_path / "b" / "server.ctx").rename(tmp_path / "a" / "server.ctx")
+    result = runner.invoke(app, ["demo", "--keys", str(tmp_path / "a"), "--params", "100", "--clients", "2"])
+    assert result.exit_code == 2 and "different key sets" in result.output and "Traceback" not in result.output
+
+
+def test_an_unexpected_error_prints_no_local_variables():
+    """Typer's pretty tracebacks show local variables by default: updates and keys would be printed."""
+    script = ("import sys, secfl.cli as c\n"
+              "@c.app.command('boom')\n"
+              "def boom():\n"
+              "    update = 'PLAINTEXT-' + str(1234 * 5)\n"
+              "    raise RuntimeError('unexpected')\n"
+              "sys.argv = ['secfl', 'boom']\n"
+              "c.app()\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "200", "_TYPER_STANDARD_TRACEBACK": ""})
+    shown = out.stdout + out.stderr
+    assert out.returncode != 0 and "RuntimeError" in shown
+    assert "PLAINTEXT-6170" not in shown
+
+
+def test_keys_ceremony_writes_each_partys_files_in_its_own_folder(tmp_path):
+    from secagg.epoch import Epoch, HolderShares
+
+    result = runner.invoke(app, ["keys", "ceremony", "--out", str(tmp_path), "--clients", "4", "--committee", "3",
+                                 "--threshold", "2"])
+    assert result.exit_code == 0, result.output
+    epoch = Epoch.load(tmp_path / "epoch.json")
+    assert [c for c, _ in epoch.dealers] == [f"client-{i}" for i in range(4)]
+    for i in range(4):
+        key = secagg.load_secret_context(tmp_path / f"client-{i}" / "client.key")
+        assert epoch.key_of(f"client-{i}") == key.fingerprint
+        assert stat.S_IMODE((tmp_path / f"client-{i}" / "client.key").stat().st_mode) == 0o600
+        assert (tmp_path / f"client-{i}" / "holder.shares").exists() == (i < 3)
+    shares = HolderShares.load(tmp_path / "client-1" / "holder.shares")
+    assert sorted(shares.shares) == [f"client-{i}" for i in range(4)] and shares.tested
+    again = runner.invoke(app, ["keys", "ceremony", "--out", str(tmp_path), "--clients", "4", "--committee", "3"])
+    assert again.exit_code == 2 and "--force" in again.output
+    bad = runner.invoke(app, ["keys", "ceremony", "--out", str(tmp_path / "x"), "--clients", "4", "--committee", "3",
+                              "--threshold", "4"])
+    assert bad.exit_code == 2 and "threshold" in bad.output
