@@ -31,74 +31,19 @@ from __future__ import annotations
 import io
 import math
 import os
-import time
-from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 import secagg
 from secagg.unsafe import decrypt_raw
 
+from .method import PHASES, ROLE_PHASES, Method, Payload, Timer, Update
+from .threshold import SecAggThreshold
+
 __all__ = ["Timer", "Method", "METHODS", "PHASES", "ROLE_PHASES", "make_method", "method_unavailable"]
-
-Update = dict[str, np.ndarray]
-Payload = list[bytes]
-
-PHASES = ("encrypt", "serialise", "deserialise", "aggregate", "decrypt", "release")
-ROLE_PHASES = {"client": ("encrypt", "serialise"), "server": ("deserialise", "aggregate"),
-               "key_holder": ("decrypt", "release")}
-
-
-class Timer:
-    """Accumulates wall time per step; ``with timer("encrypt"): ...``."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[phase] += time.perf_counter() - t0
-
-
-class Method(ABC):
-    """One way to aggregate client updates, split into roles (see the module docstring)."""
-
-    name: ClassVar[str]
-    label: ClassVar[str]
-    #: module that must be importable, and how to get it
-    requires: ClassVar[str | None] = None
-    install_hint: ClassVar[str] = ""
-    #: the payload names no client, so the server's cost is the same for replayed bytes
-    reuse_payloads: ClassVar[bool] = False
-    #: False where the server's aggregate is already the result (no key holder)
-    has_key_holder: ClassVar[bool] = True
-
-    def setup(self, *, shapes: dict[str, tuple[int, ...]], clients: int) -> None:
-        """Keys, contexts, neighbour graphs: everything that is not part of one round (untimed)."""
-        self.shapes = dict(shapes)
-
-    @abstractmethod
-    def client(self, update: Update, k: int, timer: Timer) -> Payload: ...
-
-    @abstractmethod
-    def server(self, payloads: list[Payload], timer: Timer) -> Any: ...
-
-    def key_holder(self, aggregate: Any, timer: Timer) -> tuple[Update, Update | None]:
-        """Returns (released result, raw result before release; None where no party holds it)."""
-        return aggregate, aggregate
-
-    def notes(self, params: int) -> str:
-        """What a reader of the figures at ``params`` values should know."""
-        return ""
-
 
 class Plaintext(Method):
     name = "plaintext"
@@ -342,17 +287,11 @@ class FlowerSecAggPlus(Method):
         return dict(zip(self.shapes, out))
 
 
-def _threshold() -> Method:
-    from .threshold import SecAggThreshold  # it imports this module
-
-    return SecAggThreshold()
-
-
 _FACTORIES: dict[str, Callable[[], Method]] = {
     "plaintext": Plaintext,
     "secagg-compact": lambda: SecAgg("compact"),
     "secagg-strict": lambda: SecAgg("strict"),
-    "secagg-threshold": _threshold,
+    "secagg-threshold": SecAggThreshold,
     "flare-tenseal": FlareTenSEAL,
     "flower-secagg+": FlowerSecAggPlus,
 }

@@ -19,7 +19,7 @@ from secagg.committee import Committee, HolderKeys, deal
 from secagg.epoch import HolderShares, check_ceremony
 from secagg.threshold import CommitteeMember
 
-from .baselines import Method, Payload, Timer, Update
+from .method import Method, Payload, Timer, Update
 
 COMMITTEE, THRESHOLD = 5, 3
 
