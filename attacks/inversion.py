@@ -212,15 +212,19 @@ def _total_variation(x: torch.Tensor) -> torch.Tensor:
 
 def inverting_gradients(model: nn.Module, observed: Mapping[str, np.ndarray], *, knowledge: AttackerKnowledge,
                         input_shape: tuple[int, ...], iterations: int = 2000, lr: float = 0.1, tv: float = 0.0,
-                        patience: int = 200, seed: int = 0) -> InversionResult:
-    """Geiping et al.'s attack: ``1 - cos(grad(x_hat), observed)`` minimised by signed Adam in ``[0, 1]``."""
+                        patience: int | None = None, seed: int = 0) -> InversionResult:
+    """Geiping et al.'s attack: ``1 - cos(grad(x_hat), observed)`` minimised by signed Adam in ``[0, 1]``.
+
+    ``patience=None`` (the default) runs the whole learning-rate schedule; a patience shorter than
+    the schedule's first step stops the attack before it could improve (80 % of probe images at
+    20 dB fell to 62.5 % with 300 steps of patience)."""
     return _optimise(model, observed, knowledge=knowledge, input_shape=input_shape, iterations=iterations, lr=lr,
                      tv=tv, patience=patience, seed=seed, unroll=False)
 
 
 def invert_fedavg_update(model: nn.Module, update: Mapping[str, np.ndarray], *, knowledge: AttackerKnowledge,
                          input_shape: tuple[int, ...], iterations: int = 2000, lr: float = 0.1, tv: float = 0.0,
-                         patience: int = 200, seed: int = 0) -> InversionResult:
+                         patience: int | None = None, seed: int = 0) -> InversionResult:
     """Inverting a FedAvg update through ``knowledge.local_steps`` unrolled SGD steps."""
     return _optimise(model, update, knowledge=knowledge, input_shape=input_shape, iterations=iterations, lr=lr,
                      tv=tv, patience=patience, seed=seed, unroll=True)
@@ -263,7 +267,7 @@ def _optimise(model, observed, *, knowledge, input_shape, iterations, lr, tv, pa
             best, best_x, stall = value, x.detach().clone(), 0
         else:
             stall += 1
-            if stall >= patience:
+            if patience is not None and stall >= patience:
                 break
     method = "fedavg-unrolled" if unroll else "inverting-gradients"
     return InversionResult(method, best_x.numpy(), labels, knowledge.labels_known, time.perf_counter() - t0, done, best)

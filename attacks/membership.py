@@ -49,7 +49,7 @@ from fedattn.privacy import DPConfig
 from fedattn.training import Recipe, train_epochs
 
 __all__ = ["MembershipError", "ShadowModels", "balanced_in_mask", "train_model", "logit_confidence", "loss_attack",
-           "train_shadow_models", "lira"]
+           "train_shadow_models", "lira", "rmia", "label_matched"]
 
 logger = logging.getLogger(__name__)
 
@@ -311,3 +311,52 @@ def lira(target_model: nn.Module, x: np.ndarray, y: np.ndarray, shadows: ShadowM
         return -norm.logsf(phi_t, loc=mu_out, scale=s_out)
     mu_in, s_in = _side_stats(phi_s, mask, fixed_variance=fixed_variance, side="IN")
     return norm.logpdf(phi_t, loc=mu_in, scale=s_in) - norm.logpdf(phi_t, loc=mu_out, scale=s_out)
+
+
+def _true_class_probability(model: nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    logits = _logits(model, x, y, 1024)
+    return torch.softmax(logits, -1)[torch.arange(len(y)), torch.as_tensor(y, dtype=torch.long)].numpy().astype(np.float64)
+
+
+def rmia(target_model: nn.Module, x: np.ndarray, y: np.ndarray, references: ShadowModels, *, population: np.ndarray,
+         gamma: float = 1.0) -> np.ndarray:
+    """RMIA scores (Zarifzadeh et al., ICML 2024) of the pool ``(x, y)``; higher = more likely member.
+
+    ``Pr(x | target) / Pr(x)`` is the likelihood ratio of an example, with ``Pr(x)`` the mean of
+    the reference models' probabilities of its true label (every reference model, IN and OUT alike:
+    the balanced scheme makes that the population average). The score is the share of population
+    examples ``z`` (indices into the pool, ideally known non-members) that ``x`` dominates:
+    ``ratio(x) / ratio(z) >= gamma``. It pairs every example with many ``z``, which makes it strong
+    with few reference models.
+    """
+    x, y = _check_xy(x, y)
+    if references.in_mask.shape[1] != len(y):
+        raise MembershipError("score exactly the reference models' pool, in order")
+    pop = np.asarray(population, dtype=int)
+    if pop.ndim != 1 or pop.size == 0 or pop.min() < 0 or pop.max() >= len(y):
+        raise MembershipError("population must index pool examples")
+    if not gamma > 0:
+        raise MembershipError(f"gamma must be positive, got {gamma}")
+    p_target = _true_class_probability(target_model, x, y)
+    p_ref = np.mean([_true_class_probability(m, x, y) for m in references.models], axis=0)
+    ratio = p_target / np.maximum(p_ref, 1e-30)
+    z = np.sort(ratio[pop])
+    # share of z with ratio(x) / ratio(z) >= gamma, i.e. ratio(z) <= ratio(x) / gamma
+    return np.searchsorted(z, ratio / gamma, side="right") / z.size
+
+
+def label_matched(member_labels: np.ndarray, candidate_labels: np.ndarray, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of members and of non-member candidates with the same number of each label, as many
+    as both sides allow: membership tests on them cannot profit from a difference in label
+    distribution (a Dirichlet shard against the whole test set measures label skew, not membership)."""
+    members, candidates = np.asarray(member_labels), np.asarray(candidate_labels)
+    keep_m, keep_c = [], []
+    for label in np.unique(members):
+        m_idx, c_idx = np.flatnonzero(members == label), np.flatnonzero(candidates == label)
+        k = min(m_idx.size, c_idx.size)
+        keep_m.append(rng.choice(m_idx, k, replace=False))
+        keep_c.append(rng.choice(c_idx, k, replace=False))
+    if not keep_m or sum(a.size for a in keep_m) == 0:
+        raise MembershipError("no label has both members and non-member candidates")
+    return np.sort(np.concatenate(keep_m)), np.sort(np.concatenate(keep_c))

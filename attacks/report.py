@@ -1,5 +1,6 @@
 """Rendering an :class:`~attacks.audit.AuditReport`: ``report.json`` (canonical), PNG figures and a
-self-contained ``report.html`` with the figures embedded."""
+self-contained ``report.html``: an executive summary first, then the most exposed records, then the
+detail. Every figure has a title and a caption that says what to read from it."""
 
 from __future__ import annotations
 
@@ -19,200 +20,294 @@ import numpy as np  # noqa: E402
 
 from .audit import AuditReport  # noqa: E402
 
-__all__ = ["write_report", "summary_rows", "MEANINGS"]
+__all__ = ["write_report", "summary_rows", "MEANINGS", "fmt"]
 
-#: How the ROC figure names each membership attack.
-ATTACK_LABELS = {"loss": "LOSS", "lira_offline": "LiRA offline", "client_update_loss": "client-0 update / LOSS",
-                 "aggregate_step_loss": "last aggregate / LOSS change"}
+HIDDEN = "hidden by encryption"
+NO_DP = "no DP claimed"
 
-#: What each reported number means, and its limits (shown in the HTML report).
+#: What each column means, its threat model and its limits (shown in the HTML report; docs/audit.md has more).
 MEANINGS = {
-    "accuracy": "Test accuracy of the final global model on the held-out split. The protections also differ "
-                "in their rule (plain: FedAvg; ckks: FedAtt; ckks+dp: equal-weight FedAvg), so accuracy "
-                "differences are not the cost of encryption alone.",
-    "epsilon": "Client-level (ε, δ) of the DP protection, from an Opacus RDP accountant over the rounds; "
-               "an upper bound on what any attack can achieve, not a measurement. With few clients the noise "
-               "needed for a small ε swamps the mean: meaningful client-level ε needs hundreds of clients.",
-    "bytes": "Bytes one client uploads per round (ciphertexts and header for CKKS, float32 for plain).",
-    "share ≥ 20 dB": "Share of the attacked clients' images reconstructed at PSNR ≥ 20 dB after matching "
-                     "reconstructions to originals (Hungarian assignment). 20 dB on 8×8 digits is a clearly "
-                     "recognisable image.",
-    "identifiability": "Share of reconstructions whose nearest training image is the true one: whether the "
-                       "attacker can tell whose record it is.",
-    "labels known": "The attacker is given the true labels: the worst case, always reported. 'Labels recovered' "
-                    "estimates them from the last layer's bias gradient first.",
-    "AUC / TPR@FPR": "Membership inference on the final model: members are the clients' training examples, "
-                     "non-members the held-out test set. TPR at a low FPR is what matters for privacy; the "
-                     "brackets are 95 % bootstrap intervals.",
-    "aggregate-step AUC": "LOSS-change attack on the last round's step as the server applies it (under CKKS "
-                          "the released aggregate, the only update it sees): how much the step lowered each "
-                          "example's loss; members are every client's training examples.",
-    "client-update AUC": "Under plain FedAvg only: LOSS attack on one client's visible update (its local model), "
-                         "members its own training examples.",
-    "empirical ε": "A lower bound on ε at 95 % confidence (Clopper-Pearson) from the attack's TPR and FPR at a "
-                   "threshold chosen on a separate half of the data. A lower bound only: a weak attack gives a "
-                   "small number even for a leaky model.",
-    "inversion view": "The attack runs on a FedSGD probe round on the initial model with one example per client "
-                      "(the worst case for the clients), on exactly what the server sees under each protection.",
+    "reconstructed (real run)": "Share of the training images in the views the server saw, in the run's first, "
+                                "middle and last round, that the analytic first-layer attack reconstructs at "
+                                "≥ 20 dB PSNR. Under plain the view is each client's update, under encryption "
+                                "the released aggregate (FedAtt weights unknown to the server).",
+    "probe (worst case)": "A FedSGD round on the untrained model, one example per client, equal weights; Inverting "
+                          "Gradients with the labels known runs its whole schedule. A worst case for the clients, "
+                          "not the run.",
+    "membership AUC (server's view)": "LOSS-change attack on the last round's aggregate as the server applied it; "
+                                      "members are the contributors' examples, non-members test examples with the "
+                                      "same labels, as many. 0.5 is chance.",
+    "client-update AUC": "Plain only (hidden by encryption): the LOSS attack on each client's own update.",
+    "final-model AUC": "Online LiRA on the final model with reference models trained by the same recipe. "
+                       "Encryption does not change the final model: this column separates protections only "
+                       "through DP.",
+    "ε claimed": "The accountant's (ε, δ) and its neighbouring relation; client-level DP has no amplification by "
+                 "client sampling, because the server sees who uploads. An upper bound for that relation only.",
+    "ε audited": "A lower bound on ε at 95 % confidence from one training run with canaries (Steinke et al. "
+                 "2023); a lower bound far below the claim says the audit is not tight, not that DP is loose.",
+    "change vs plain": "The protection's mean minus plain's, over the same seeds.",
 }
 
 
-def _png(fig) -> bytes:
+def fmt(iv: dict[str, Any] | None, *, pct: bool = False, digits: int = 3) -> str:
+    """``mean [low, high]`` of a seed interval, or ``-``."""
+    if iv is None:
+        return "-"
+    scale, unit = (100.0, "%") if pct else (1.0, "")
+    one = (lambda v: f"{v * scale:.1f}{unit}") if pct else (lambda v: f"{v:.{digits}g}")
+    if iv.get("low") is None:
+        return f"{one(iv['mean'])} (1 seed)"
+    return f"{one(iv['mean'])} [{one(max(iv['low'], 0.0) if pct else iv['low'])}, {one(iv['high'])}]"
+
+
+def summary_rows(report: AuditReport) -> list[dict[str, str]]:
+    """The executive summary, one row per protection (the CLI prints the same rows)."""
+    rows = []
+    for protection, s in report.summary.items():
+        encrypted = protection != "plain"
+        dp = s.get("epsilon")
+        claim = NO_DP if dp is None else f"{fmt(dp)} ({_relation(report, protection)})"
+        if dp is not None and s.get("epsilon_replace_one") is not None:
+            claim += f"; replace-one {fmt(s['epsilon_replace_one'])}"
+        audited = "-" if protection != "ckks+dpsgd" else fmt(s.get("epsilon_audited"))
+        if protection == "ckks+dp":
+            audited = "not audited (needs hundreds of canary clients)"
+        change = s.get("change_vs_plain") or {}
+        rows.append({
+            "protection": protection,
+            "accuracy": fmt(s["accuracy"], pct=True),
+            "KB / client / round": f"{s['bytes_per_client_per_round']['mean'] / 1e3:.0f}" if s["bytes_per_client_per_round"] else "-",
+            "reconstructed (real run)": (fmt(s["reconstructed_share"], pct=True) if report.modality == "image"
+                                         else f"{fmt(s['reconstructed_share'], pct=True)} of records; attribute "
+                                              f"{fmt(s['attribute_accuracy'], pct=True)}"),
+            "probe (worst case)": fmt(s["probe_share"], pct=True),
+            "membership AUC (server's view)": fmt(s["aggregate_auc"]),
+            "client-update AUC": HIDDEN if encrypted else fmt(s["client_update_auc"]),
+            "final-model AUC": fmt(s["final_model_lira_auc"]),
+            "ε claimed": claim,
+            "ε audited": audited,
+            "change vs plain": "-" if not encrypted else (
+                f"reconstructed {_signed(change.get('reconstructed_share'), pct=True)}, accuracy "
+                f"{_signed(change.get('accuracy'), pct=True)}"),
+        })
+    return rows
+
+
+def _signed(v: float | None, *, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v * 100:+.1f} pp" if pct else f"{v:+.3f}"
+
+
+def _relation(report: AuditReport, protection: str) -> str:
+    for seed in report.per_seed:
+        eps = seed.get(protection, {}).get("epsilon")
+        if eps:
+            return f"{eps['relation']}, δ = {eps['delta']:g}, {eps['accountant']}"
+    return ""
+
+
+def verdict(report: AuditReport) -> list[str]:
+    """Plain sentences: per protection, what a server reconstructs and infers, and the cost."""
+    out = []
+    s = report.summary
+    for protection, row in s.items():
+        rec = row["reconstructed_share"]
+        probe = row["probe_share"]
+        parts = [f"<b>{html.escape(protection)}</b>: in the real run the server reconstructs "
+                 f"{fmt(rec, pct=True)} of the training images it saw"
+                 if report.modality == "image" else
+                 f"<b>{html.escape(protection)}</b>: in the real run the server recovers {fmt(rec, pct=True)} "
+                 f"of the records it saw"]
+        parts.append(f"in the worst case (probe) {fmt(probe, pct=True)}")
+        parts.append(f"membership on its view gives AUC {fmt(row['aggregate_auc'])}")
+        parts.append(f"accuracy {fmt(row['accuracy'], pct=True)}")
+        if row["bytes_per_client_per_round"]:
+            parts.append(f"{row['bytes_per_client_per_round']['mean'] / 1e3:.0f} KB per client and round")
+        if row.get("epsilon") is not None:
+            audited = row.get("epsilon_audited")
+            parts.append(f"ε {fmt(row['epsilon'])} claimed" + (f", at least {fmt(audited)} audited" if audited else
+                                                                 ", not audited"))
+        else:
+            parts.append(NO_DP)
+        out.append("; ".join(parts) + ".")
+    return out
+
+
+# ---- figures -------------------------------------------------------------------------------------
+def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
 
-def _best_attack(inv: dict[str, Any]) -> str:
-    return max(inv["attacks"], key=lambda a: (inv["attacks"][a]["share_psnr_ge_20db"], inv["attacks"][a]["median_psnr_db"]))
-
-
-def figure_reconstructions(report: AuditReport) -> bytes | None:
-    art = report.artefacts
-    if art.get("originals") is None:
+def figure_probe(report: AuditReport) -> bytes | None:
+    f = report.figures
+    probes = f.get("probe") or {}
+    if report.modality != "image" or not probes:
         return None
-    originals = np.asarray(art["originals"])
-    n = min(10, len(originals))
-    rows = [("original", originals[:n])]
-    for protection, recs in art["reconstructions"].items():
-        attack = _best_attack(report.protections[protection]["inversion"])
-        rows.append((f"{protection}\n{attack}", np.asarray(recs[attack])[:n]))
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 1.25 * len(rows)), squeeze=False)
-    for r, (label, images) in enumerate(rows):
+    n = min(6, min(len(v) for v in probes.values()))
+    shape = f["probe_originals"].shape[-2:]
+    fig, axes = plt.subplots(2 * len(probes), n, figsize=(1.3 * n, 2.7 * len(probes)), squeeze=False)
+    for r, (name, recs) in enumerate(probes.items()):
+        for k, imgs in enumerate((f["probe_order"][name], recs)):
+            for c in range(n):
+                ax = axes[2 * r + k][c]
+                ax.imshow(imgs[c].reshape(shape), cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+        axes[2 * r][0].set_ylabel(f"{name}\noriginal", rotation=0, ha="right", va="center", fontsize=8)
+        axes[2 * r + 1][0].set_ylabel("reconstructed", rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("Probe (worst case): one example per client, untrained model")
+    return _png(fig)
+
+
+def figure_real_run(report: AuditReport) -> bytes | None:
+    f = report.figures
+    found = {p: ex for p, ex in (f.get("real_run") or {}).items() if ex}
+    if report.modality != "image" or not found:
+        return None
+    n = max(len(ex) for ex in found.values())
+    fig, axes = plt.subplots(2 * len(found), n, figsize=(1.3 * n, 2.8 * len(found)), squeeze=False)
+    for r, (name, ex) in enumerate(found.items()):
         for c in range(n):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < len(images):
-                img = np.asarray(images[c]).reshape(-1)
-                side = int(math.isqrt(img.size))
-                ax.imshow(np.clip(img[: side * side].reshape(side, side), 0, 1), cmap="gray", vmin=0, vmax=1)
-            if c == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("Originals and the best reconstruction the server obtains under each protection", fontsize=9)
+            for k in (0, 1):
+                ax = axes[2 * r + k][c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c < len(ex):
+                    ax.imshow(ex[c][k].reshape(ex[c][0].shape[-2:]), cmap="gray", vmin=0, vmax=1)
+                else:
+                    ax.axis("off")
+        axes[2 * r][0].set_ylabel(f"{name}\ntraining image", rotation=0, ha="right", va="center", fontsize=8)
+        axes[2 * r + 1][0].set_ylabel("recovered", rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("Real run: training images the server recovered at ≥ 20 dB (first seed)")
     return _png(fig)
 
 
 def figure_roc(report: AuditReport) -> bytes | None:
-    roc = report.artefacts.get("roc") or {}
-    if not roc:
+    roc = report.figures.get("roc") or {}
+    curves = {p: c["aggregate"] for p, c in roc.items() if "aggregate" in c}
+    if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(5, 4.2))
-    for protection, curves in roc.items():
-        for attack, (fpr, tpr) in curves.items():
-            auc = report.protections[protection]["membership"][attack]["auc"]["value"]
-            ax.plot(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4),
-                    label=f"{protection} / {ATTACK_LABELS.get(attack, attack)} (AUC {auc:.3f})")
-    grid = np.logspace(-4, 0, 50)
-    ax.plot(grid, grid, "k--", lw=0.8, label="chance")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(1e-3, 1)
-    ax.set_ylim(1e-3, 1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("Membership inference on what the server sees (log axes)", fontsize=9)
-    ax.legend(fontsize=6, loc="lower right")
-    return _png(fig)
-
-
-def figure_psnr_vs_clients(report: AuditReport) -> bytes | None:
-    sweep = report.artefacts.get("psnr_vs_clients") or {}
-    if not sweep:
-        return None
-    ks = sorted(int(k) for k in sweep)
-    attacks = list(sweep[str(ks[0])])
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.2))
-    for attack in attacks:
-        a1.plot(ks, [sweep[str(k)][attack]["share_psnr_ge_20db"] for k in ks], "o-", label=attack)
-        a2.plot(ks, [sweep[str(k)][attack]["median_psnr_db"] for k in ks], "o-", label=attack)
-    a1.set_ylabel("share of images ≥ 20 dB")
-    a2.set_ylabel("median matched PSNR (dB)")
-    for ax in (a1, a2):
-        ax.set_xlabel("clients in the released CKKS mean")
-        ax.set_xticks(ks)
-    a1.legend(fontsize=7)
-    fig.suptitle("Inversion of the released aggregate as the number of clients grows", fontsize=9)
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    for name, (fpr, tpr) in curves.items():
+        ax.loglog(np.maximum(fpr, 1e-3), np.maximum(tpr, 1e-3), label=name)
+    ax.plot([1e-3, 1], [1e-3, 1], "k:", lw=1, label="chance")
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title("Membership on the server's view (last aggregate), log-log")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
     return _png(fig)
 
 
 def figure_accuracy(report: AuditReport) -> bytes | None:
-    acc = report.artefacts.get("accuracy") or {}
+    acc = report.figures.get("accuracy") or {}
     if not acc:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for protection, values in acc.items():
-        ax.plot(range(1, len(values) + 1), values, "o-", label=protection)
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for name, values in acc.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy per round", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title("Accuracy per round (first seed)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    return _png(fig)
+
+
+def figure_exposed(report: AuditReport) -> bytes | None:
+    exposed = (report.figures.get("most_exposed") or {}).get("plain")
+    pool = report.figures.get("pool_x")
+    if report.modality != "image" or not exposed or pool is None:
+        return None
+    fig, axes = plt.subplots(1, len(exposed), figsize=(1.3 * len(exposed), 1.6), squeeze=False)
+    for ax, (i, score) in zip(axes[0], exposed):
+        ax.imshow(pool[i].reshape(pool.shape[-2:]), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{score:.2f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Most exposed members of the final model (plain, RMIA score)", fontsize=9)
     return _png(fig)
 
 
 FIGURES = {
-    "reconstructions.png": figure_reconstructions,
-    "roc.png": figure_roc,
-    "psnr_vs_clients.png": figure_psnr_vs_clients,
-    "accuracy.png": figure_accuracy,
+    "real_run.png": (figure_real_run, "Pairs of a training image and the candidate the analytic attack produced from "
+                                      "the view the server saw in the real run. An empty figure means nothing was "
+                                      "recovered at 20 dB."),
+    "probe.png": (figure_probe, "The probe's reconstructions per protection, under the originals: a worst case "
+                                "(one example per client, untrained model), not the run."),
+    "membership_roc.png": (figure_roc, "TPR against FPR on log axes for the attack on the last aggregate: a curve "
+                                       "on the dotted line is chance; what matters is the TPR at low FPR."),
+    "accuracy.png": (figure_accuracy, "What each protection costs in accuracy, round by round (the rules differ: "
+                                      "plain is FedAvg, ckks FedAtt, ckks+dp equal-weight FedAvg)."),
+    "most_exposed.png": (figure_exposed, "The members the final model gives away most (highest RMIA score): the "
+                                         "records a membership attack would name first."),
 }
 
 
-def summary_rows(report: AuditReport, *, intervals: bool = True) -> list[dict[str, str]]:
-    """One row per protection (terminal table and HTML summary; ``intervals`` adds the 95 % CIs)."""
+# ---- HTML ----------------------------------------------------------------------------------------
+def _table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+
+
+def _detail_rows(report: AuditReport) -> list[dict[str, str]]:
     rows = []
-    for protection, r in report.protections.items():
-        crypto = r["seconds_encrypt"] + r["seconds_aggregate"] + r["seconds_decrypt"]
-        row = {"protection": protection, "accuracy": f"{r['accuracy']:.3f}",
-               "ε (DP)": "-" if r.get("epsilon") is None else f"{r['epsilon']:.2f}",
-               "KB/client/round": f"{r['bytes_per_client_per_round'] / 1000:,.1f}",
-               "crypto s": f"{crypto:.2f}"}
-        inv = r.get("inversion")
-        if inv:
-            a = inv["attacks"]
-            known = max(a["analytic"]["share_psnr_ge_20db"], a["ig_labels_known"]["share_psnr_ge_20db"])
-            recovered = max(a["analytic"]["share_psnr_ge_20db"], a["ig_labels_recovered"]["share_psnr_ge_20db"])
-            row["≥20 dB known/recov."] = f"{known:.0%} / {recovered:.0%}"
-            row["identifiable"] = f"{max(v['identifiability'] for v in a.values()):.0%}"
-        mem = r.get("membership")
-        if mem:
-            lira = mem["lira_offline"]
-            auc, t = lira["auc"], lira["tpr_at_fpr"]["0.001"]
-            row["LiRA AUC"] = f"{auc['value']:.3f}" + (f" [{auc['low']:.3f}, {auc['high']:.3f}]" if intervals else "")
-            row["TPR@0.1%FPR"] = f"{t['value']:.3f}" + (f" [{t['low']:.3f}, {t['high']:.3f}]" if intervals else "")
-            row["ε lower bd"] = f"{max(mem[a]['empirical_epsilon']['lower_bound'] for a in ('loss', 'lira_offline')):.2f}"
-            if "aggregate_step_loss" in mem:
-                row["aggregate-step AUC"] = f"{mem['aggregate_step_loss']['auc']['value']:.3f}"
-            if "client_update_loss" in mem:
-                row["client-update AUC"] = f"{mem['client_update_loss']['auc']['value']:.3f}"
-        rows.append(row)
+    for i, seed in enumerate(report.per_seed):
+        for protection, e in seed.items():
+            real = e.get("real_run") or {}
+            mem = e.get("membership") or {}
+            rows.append({"seed": str(report.seeds[i]), "protection": protection,
+                         "rounds attacked": ", ".join(str(r) for r in real.get("rounds_attacked", [])),
+                         "recovered / seen": f"{real.get('recovered_ge_20db', real.get('records_recovered', '-'))} / "
+                                             f"{real.get('images_in_views', real.get('records_in_views', '-'))}",
+                         "probe": f"{(e.get('probe') or {}).get('share_ge_20db', float('nan')) * 100:.0f}%"
+                         if "share_ge_20db" in (e.get("probe") or {}) else "-",
+                         "aggregate AUC": f"{mem['aggregate']['auc']['value']:.3f}" if "aggregate" in mem else "-",
+                         "final LOSS / LiRA / RMIA": " / ".join(
+                             f"{mem['final_model'][k]['auc']['value']:.3f}" for k in ("loss", "lira_online", "rmia"))
+                         if "final_model" in mem else "-"})
     return rows
 
 
-def _html(report: AuditReport, images: dict[str, bytes]) -> str:
-    rows = summary_rows(report)
-    cols = list(rows[0]) if rows else []
-    table = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>" + "".join(
-        "<tr>" + "".join(f"<td>{html.escape(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows) + "</table>"
+def _html(report: AuditReport, images: dict[str, tuple[bytes, str]]) -> str:
+    cfg = report.config
     meanings = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in MEANINGS.items())
-    figures = "".join(
-        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, data in images.items())
-    cfg = html.escape(json.dumps(report.config, indent=1))
+    def block(names: list[str]) -> str:
+        return "".join(
+            f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            for name, (data, caption) in images.items() if name in names)
+
+    risk = block(["real_run.png", "most_exposed.png"]) or "<p>Nothing was recovered at 20 dB in the real run.</p>"
+    figures = block([n for n in images if n not in ("real_run.png", "most_exposed.png")])
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
+    verdicts = "".join(f"<li>{v}</li>" for v in verdict(report))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>secfl privacy audit</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #bbb;padding:4px 8px;font-size:13px}}th{{background:#eee}}img{{max-width:100%}}
-dt{{font-weight:bold;margin-top:.5em}}pre{{background:#f6f6f6;padding:8px;font-size:12px}}</style></head>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:4px 8px;font-size:13px;vertical-align:top}}
+th{{background:#eee}}img{{max-width:100%}}.scroll{{overflow-x:auto;max-width:100%}}figure{{margin:1.5em 0}}
+figcaption{{font-size:13px;color:#444;max-width:800px}}dt{{font-weight:bold;margin-top:.5em}}
+pre{{background:#f6f6f6;padding:8px;font-size:12px;overflow-x:auto}}</style></head>
 <body><h1>secfl privacy audit</h1>
-<p>What leaks, under which protection, at what cost. Dataset <b>{html.escape(str(report.config['dataset']))}</b>,
-{report.config['clients']} clients, {report.config['rounds']} rounds, seed {report.config['seed']}.
-Config hash <code>{report.config_hash[:16]}</code>; run time {report.seconds:.0f} s.</p>
-<h2>Summary</h2>{table}
+<p>Dataset <b>{html.escape(str(cfg['dataset']))}</b> ({report.modality} data), {cfg['clients']} clients,
+{cfg['rounds']} rounds, seeds {', '.join(str(s) for s in report.seeds)}. Config hash
+<code>{report.config_hash[:16]}</code>; run time {report.seconds:.0f} s.</p>
+<h2>Executive summary</h2><ul>{verdicts}</ul>
+<p>Means over the seeds with 95 % t-intervals in brackets.</p>{_table(summary_rows(report))}
+<ul>{notes}</ul>
+<h2>Per-record risk</h2>{risk}
 <h2>Figures</h2>{figures}
+<h2>Detail, seed by seed</h2>{_table(_detail_rows(report))}
 <h2>What the numbers mean, and their limits</h2><dl>{meanings}</dl>
-<h2>Configuration and versions</h2><pre>{cfg}</pre><pre>{html.escape(json.dumps(report.versions, indent=1))}</pre>
+<h2>Configuration and versions</h2><pre>{html.escape(json.dumps(cfg, indent=1))}</pre>
+<pre>{html.escape(json.dumps(report.versions, indent=1))}</pre>
 <script>
 window.addEventListener('load', function () {{
   var imgs = Array.prototype.slice.call(document.images);
@@ -243,10 +338,10 @@ def write_report(report: AuditReport, out: str | Path) -> dict[str, Path]:
     paths = {"json": out / "report.json", "html": out / "report.html"}
     paths["json"].write_text(json.dumps(_jsonable(report.to_dict()), indent=2, allow_nan=False))
     images = {}
-    for name, make in FIGURES.items():
+    for name, (make, caption) in FIGURES.items():
         data = make(report)
         if data is not None:
-            images[name] = data
+            images[name] = (data, caption)
             (out / "figures" / name).write_bytes(data)
             paths[name] = out / "figures" / name
     paths["html"].write_text(_html(report, images))

@@ -1,7 +1,7 @@
 """One federated round, plaintext vs encrypted, on the digits MLP and CNN, measured in the same run.
 
 Run:  pytest benchmarks/test_round_bench.py
-Target (issue 3): the client-scored protocol costs at most 1.5x the wall time of a plaintext round.
+Target: the client-scored protocol costs at most 1.5x the wall time of a plaintext round.
 The configurations and the timing are :mod:`secfl.bench.rounds`'s, which ``secfl bench`` reports too.
 """
 

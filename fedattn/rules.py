@@ -1,7 +1,7 @@
 """Aggregation rules in plaintext: the reference every encrypted protocol must match.
 
 Global model ``w`` (per layer ``l``), client ``k``'s update ``d_k = w_k - w``. Every rule has the
-ratio form (BRIEF section 2)::
+ratio form::
 
     aggregate_l = sum_k omega_kl * d_kl / sum_k omega_kl        new w_l = w_l + step * aggregate_l
 

@@ -100,6 +100,8 @@ class SimulationConfig:
     min_contributors: int = secagg.DEFAULT_MIN_CONTRIBUTORS
     group_size: int | None = None
     dp: DPConfig | None = None
+    #: account epsilon after every round (shown per round), or only after the last (PRV costs ~0.3 s a client)
+    epsilon_every_round: bool = True
     seed: int = 0
     torch_threads: int | None = 1
 
@@ -210,6 +212,11 @@ class SimulationResult:
     final_state: dict[str, np.ndarray] = field(repr=False)
     views: tuple[RoundView, ...] = field(default=(), repr=False)
     run_id: str = ""
+    privacy: Any = field(default=None, repr=False)  # the run's SampleLevelDP or ClientLevelDP, if any
+
+    def epsilon(self, *, relation: str = "add-remove") -> float | None:
+        """The run's epsilon at its delta (largest over clients), for ``relation`` (see fedattn.privacy)."""
+        return None if self.privacy is None else float(self.privacy.epsilon(relation=relation))
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "run_id": self.run_id, "rounds": [asdict(r) for r in self.rounds]}
@@ -404,7 +411,8 @@ def run_simulation(config: SimulationConfig, *, dataset: Dataset | None = None, 
         views.append(view)
         if on_round:
             on_round(record)
-    return SimulationResult(config, records, fed.server.state, tuple(views), fed.run_id)
+    return SimulationResult(config, records, fed.server.state, tuple(views), fed.run_id,
+                            privacy=fed.sample_dp or fed.client_dp)
 
 
 @dataclass
@@ -516,7 +524,8 @@ def play_round(fed: Federation, rnd: int, *, adversary: ServerAdversary,
         if fed.client_dp is not None:
             fed.client_dp.account_round(sampled=len(local.sampled), survivors=len(outcome.contributors))
         server.apply(outcome.aggregate, np.random.default_rng(_seed(cfg.seed, rnd, 4)))
-        epsilon = (fed.sample_dp.epsilon() if fed.sample_dp else fed.client_dp.epsilon() if fed.client_dp else None)
+        if cfg.epsilon_every_round or rnd == cfg.rounds - 1:
+            epsilon = (fed.sample_dp.epsilon() if fed.sample_dp else fed.client_dp.epsilon() if fed.client_dp else None)
     acc, loss = server.evaluate(fed.data.x_test, fed.data.y_test)
     rejections = (*local.rejections, *outcome.rejections)
     seconds = {"train": local.seconds_train, "encrypt": sum(m.seconds_encrypt for m in local.messages),

@@ -338,19 +338,25 @@ def audit(
     dataset: Annotated[str | None, typer.Option(help="digits (default), mnist, breast_cancer or credit.")] = None,
     clients: Annotated[int | None, typer.Option(min=1, help="Clients in the federation (default 10).")] = None,
     rounds: Annotated[int | None, typer.Option(min=1, help="Federated rounds (default 5).")] = None,
-    protections: Annotated[str | None, typer.Option(help="Comma-separated: plain, ckks, ckks+dp (default all).")] = None,
-    attacks: Annotated[str | None, typer.Option(help="Comma-separated: inversion, membership (default both).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of everything (default 0).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Fewer rounds, shadows and iterations: a smoke run.")] = False,
+    protections: Annotated[str | None, typer.Option(help="Comma-separated: plain, ckks, ckks+dp, ckks+dpsgd "
+                                                         "(default all).")] = None,
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated: inversion, membership, dp-audit "
+                                                     "(default all).")] = None,
+    seed: Annotated[int | None, typer.Option(help="First seed (default 0); the others follow it.")] = None,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Seeds to average over (default 3).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Attack every round of the run, not the first, middle and "
+                                                      "last.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="One seed, fewer rounds and iterations: a smoke run, not "
+                                                        "an audit.")] = False,
 ) -> None:
     """The privacy audit: train under each protection, attack what the server sees, write a report."""
     from attacks.audit import AuditConfig, run_audit
     from attacks.report import summary_rows, write_report
     from fedattn.errors import FedAttnError
 
-    overrides = {"dataset": dataset, "clients": clients, "rounds": rounds, "seed": seed,
+    overrides = {"dataset": dataset, "clients": clients, "rounds": rounds, "seed": seed, "seeds": seeds,
                  "protections": protections.split(",") if protections else None,
-                 "attacks": attacks.split(",") if attacks else None, "quick": quick or None}
+                 "attacks": attacks.split(",") if attacks else None, "quick": quick or None, "full": full or None}
     try:
         if config is not None:
             cfg = AuditConfig.from_toml(config, **overrides)
@@ -367,14 +373,19 @@ def audit(
         except (FedAttnError, secagg.SecAggError) as exc:
             _fail(str(exc))
     paths = write_report(report, out)
-    rows = summary_rows(report, intervals=False)
-    table = Table(title=f"secfl audit: {cfg.dataset}, {cfg.clients} clients, {report.config['rounds']} rounds "
-                        f"({report.seconds:.0f} s)")
-    for col in rows[0]:
-        table.add_column(col, justify="left" if col == "protection" else "right")
-    for row in rows:
-        table.add_row(*[row.get(c, "") for c in rows[0]])
-    console.print(table)
+    rows = summary_rows(report)
+    console.print(f"secfl audit: {cfg.dataset}, {cfg.clients} clients, {report.config['rounds']} rounds, "
+                  f"seeds {', '.join(str(s) for s in report.seeds)} ({report.seconds:.0f} s); means [95% intervals]")
+    for row in rows:  # one small table per protection: nothing is cut off on a narrow terminal
+        table = Table(title=row["protection"], show_header=False, title_justify="left")
+        table.add_column("measure", overflow="fold")
+        table.add_column("value", overflow="fold")
+        for key, value in row.items():
+            if key != "protection":
+                table.add_row(key, value)
+        console.print(table)
+    for note in report.notes:
+        console.print(f"- {note}")
     console.print(f"report: {paths['html']}  (canonical: {paths['json']})")
 
 

@@ -2,7 +2,7 @@
 
 Flower rebuilds a ClientApp's objects for every message; only ``context.state`` (a RecordDict the
 SuperNode keeps per run) survives between rounds. Sample-level DP composes only if each round's
-DP-SGD continues the same accountant (BRIEF section 3), so its history is stored there as JSON:
+DP-SGD continues the same accountant, so its history is stored there as JSON:
 ``(noise_multiplier, sample_rate, steps)`` per entry, no data and no key.
 
 Example (inside a ClientApp train function)::

@@ -145,7 +145,7 @@ def targets_text(result: dict[str, Any]) -> str:
                      f"{_x(c['bytes_x_float32'])} | {_s(c['server_s'])} | {rs} | {_s(c['key_holder_s'])} | {_e(c['max_error'])} |")
     for s in result["skipped"]:
         lines.append(f"| {s['method']} | {s['reason']} | | | | | | | |")
-    lines += ["", "Targets (issue 6, additive presets): bytes ≤ 4× float32, client ≤ 0.5× FLARE, server ≤ 0.5× FLARE.", ""]
+    lines += ["", "Targets (additive presets): bytes ≤ 4× float32, client ≤ 0.5× FLARE, server ≤ 0.5× FLARE.", ""]
     for name, row in tg["methods"].items():
         ok = lambda flag: "met" if flag else "**missed**"  # noqa: E731
         parts = [f"bytes {row['bytes_x_float32']:.2f}× ({ok(row['bytes_ok'])})"]

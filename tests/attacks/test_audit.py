@@ -14,8 +14,8 @@ from attacks.report import write_report
 from fedattn.errors import InvalidConfigError, UnknownDatasetError
 from secfl.cli import app
 
-SMALL = {"clients": 3, "rounds": 1, "quick": True, "inversion_clients": [3], "shadow_models": 4,
-         "inversion_iterations": 100}
+SMALL = {"clients": 4, "rounds": 2, "seeds": 2, "probe_clients": 3, "shadow_models": 4, "inversion_iterations": 60,
+         "canaries": 60, "canary_guesses": 20, "protections": ["plain", "ckks", "ckks+dp", "ckks+dpsgd"]}
 
 
 @pytest.fixture(scope="module")
@@ -25,28 +25,46 @@ def small_report(tmp_path_factory):
     return report, write_report(report, out)
 
 
-def test_report_holds_every_protection_and_metric(small_report):
+def test_report_summarises_every_protection_over_the_seeds(small_report):
     report, paths = small_report
     data = json.loads(paths["json"].read_text())
-    assert set(data["protections"]) == {"plain", "ckks", "ckks+dp"}
-    assert len(data["config_hash"]) == 64 and data["versions"]["tenseal"] == "0.3.18"
-    plain, ckks, dp = (data["protections"][p] for p in ("plain", "ckks", "ckks+dp"))
-    assert plain["inversion"]["attacks"]["analytic"]["share_psnr_ge_20db"] == 1.0  # each update visible: exact
-    assert dp["epsilon"] > 0 and plain["epsilon"] is None
-    assert ckks["bytes_per_client_per_round"] > plain["bytes_per_client_per_round"]
-    assert "psnr_vs_clients" in ckks["inversion"]
-    for p in data["protections"].values():
-        m = p["membership"]["lira_offline"]
+    assert set(data["summary"]) == {"plain", "ckks", "ckks+dp", "ckks+dpsgd"} and data["seeds"] == [0, 1]
+    assert len(data["per_seed"]) == 2 and data["modality"] == "image"
+    plain, ckks, dp, dpsgd = (data["summary"][p] for p in ("plain", "ckks", "ckks+dp", "ckks+dpsgd"))
+    for row in (plain, ckks):  # every headline: a mean over both seeds with an interval
+        iv = row["reconstructed_share"]
+        assert iv["n"] == 2 and iv["low"] <= iv["mean"] <= iv["high"] and len(iv["values"]) == 2
+    assert plain["epsilon"] is None and dp["epsilon"]["mean"] > 0 and dpsgd["epsilon_audited"] is not None
+    assert dp["epsilon_replace_one"]["mean"] > dp["epsilon"]["mean"]
+    assert plain["client_update_auc"] is not None and ckks["client_update_auc"] is None  # hidden by encryption
+    assert ckks["change_vs_plain"]["reconstructed_share"] is not None
+    seed0 = data["per_seed"][0]
+    assert seed0["plain"]["real_run"]["rounds_attacked"] == [0, 1]  # two rounds: both attacked
+    assert seed0["plain"]["real_run"]["images_in_views"] > seed0["plain"]["probe"]["share_ge_20db"]
+    assert "worst case" in seed0["ckks"]["probe"]["view"]
+    assert seed0["ckks+dp"]["epsilon"]["relation"] == "add or remove one client's whole update"
+    final = seed0["plain"]["membership"]["final_model"]
+    assert {"loss", "lira_online", "rmia"} <= set(final) and "with or without encryption" in final["note"]
+    for m in (final["rmia"], seed0["ckks"]["membership"]["aggregate"]):
         assert 0 <= m["auc"]["low"] <= m["auc"]["value"] <= m["auc"]["high"] <= 1
-        assert set(m["tpr_at_fpr"]) == {"0.01", "0.001", "0.0"}
-        assert p["membership"]["loss"]["empirical_epsilon"]["lower_bound"] >= 0
-    assert plain["membership"]["client_update_loss"]["members"] > 0  # the visible update is attacked too
-    assert "client_update_loss" not in ckks["membership"]
-    for p in data["protections"].values():  # the last round's aggregate, as the server applied it
-        step = p["membership"]["aggregate_step_loss"]
-        assert step["members"] > 0 and step["nonmembers"] > 0 and 0 <= step["auc"]["value"] <= 1
-    for name in ("reconstructions.png", "roc.png", "psnr_vs_clients.png", "accuracy.png"):
+        assert all(m["nonmembers"] >= 10 / float(f) for f in m["tpr_at_fpr"])  # only resolvable FPRs
+    assert seed0["ckks+dpsgd"]["dp_audit"]["epsilon_lower_bound"] <= seed0["ckks+dpsgd"]["dp_audit"]["epsilon_accountant"]
+    for name in ("probe.png", "membership_roc.png", "accuracy.png", "most_exposed.png"):
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = paths["html"].read_text()
+    assert "Executive summary" in page and "hidden by encryption" in page and "no DP claimed" in page
+
+
+def test_a_tabular_audit_reports_attribute_inference_and_no_images(tmp_path):
+    report = run_audit(AuditConfig.from_mapping({**SMALL, "dataset": "breast_cancer", "seeds": 1,
+                                                 "protections": ["plain", "ckks"], "attacks": ["inversion"]}))
+    paths = write_report(report, tmp_path)
+    assert report.modality == "table"
+    real = report.per_seed[0]["plain"]["real_run"]
+    assert real["attribute"].startswith("the label column") and real["records_in_views"] > 0
+    assert 0 <= real["attribute_baseline"] <= 1 and "share_ge_20db" not in report.per_seed[0]["plain"]["probe"]
+    assert not any(name.endswith(".png") and ("probe" in name or "real_run" in name) for name in paths)
+    assert "attribute" in paths["html"].read_text()
 
 
 def test_html_figures_render_in_a_headless_browser(small_report):
@@ -60,7 +78,8 @@ def test_html_figures_render_in_a_headless_browser(small_report):
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--dump-dom", paths["html"].resolve().as_uri()],
             capture_output=True, text=True, timeout=120).stdout
-    assert 'data-figures-ok="true"' in dom and 'data-figures="4"' in dom
+    figures = sum(1 for name in paths if name.endswith(".png"))
+    assert 'data-figures-ok="true"' in dom and f'data-figures="{figures}"' in dom
 
 
 @pytest.mark.parametrize("options, error, message", [
@@ -104,4 +123,4 @@ def test_cli_audit_quick_writes_the_report(tmp_path):
     assert result.exit_code == 0, result.output
     assert "plain" in result.output and (out / "report.html").exists()
     assert json.loads((out / "report.json").read_text())["config"]["protections"] == ["plain"]
-    assert Path(out / "figures" / "reconstructions.png").exists()
+    assert Path(out / "figures" / "probe.png").exists()

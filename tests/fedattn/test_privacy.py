@@ -50,3 +50,28 @@ def test_a_server_that_knows_the_noise_seed_removes_the_noise(seeded):
         assert np.linalg.norm(recovered - clean) < 1e-6 * noise
     else:  # the noise comes from the operating system: subtracting a guess only adds noise
         assert np.linalg.norm(recovered - clean) > 0.5 * noise
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_client_level_epsilon_has_no_sampling_amplification_the_server_can_see_through(accountant):
+    """3 of 10 clients per round, 5 rounds: the server sees who uploaded, so a client in every round
+    is protected by 5 Gaussian mechanisms at rate 1 - an independent accountant's figure."""
+    from opacus.accountants import create_accountant
+
+    from fedattn.data import load_dataset
+    from fedattn.privacy import DPConfig
+    from fedattn.simulation import SimulationConfig, run_simulation
+
+    torch.set_num_threads(1)
+    dp = DPConfig(mode="client", noise_multiplier=1.0, clip_norm=1.0, delta=1e-5, accountant=accountant)
+    config = SimulationConfig(dataset="digits", clients=10, clients_per_round=3, rounds=5, protection="plain",
+                              aggregation="fedavg", rule_options={"equal_weights": True}, dp=dp, seed=0)
+    result = run_simulation(config, dataset=load_dataset("digits", seed=0))
+    independent = create_accountant(accountant)
+    for _ in range(5):
+        independent.step(noise_multiplier=1.0, sample_rate=1.0)
+    assert result.rounds[-1].epsilon == pytest.approx(independent.get_epsilon(1e-5), rel=1e-9)
+    amplified = create_accountant(accountant)
+    for _ in range(5):
+        amplified.step(noise_multiplier=1.0, sample_rate=0.3)
+    assert result.rounds[-1].epsilon > 1.5 * amplified.get_epsilon(1e-5)
