@@ -5,8 +5,9 @@
 each client's update (several local epochs over its whole shard); under encryption only the
 released aggregate of a round (client-scored FedAtt: weights unknown to the server). The analytic
 first-layer attack turns every neuron that one training example alone activated into that
-example; a training image counts as **recovered** when some candidate reaches 20 dB PSNR against
-it. The figure is the share of the training images in the attacked views so recovered.
+example; a training image counts as **recovered** when some candidate of some attacked round
+reaches 20 dB PSNR against it. The figure is the share of the distinct training images in the
+attacked views so recovered.
 
 **The probe** (:func:`probe_inversion`): a FedSGD round on the untrained model, one example per
 client, equal weights - the worst case for the clients, never the run itself. Inverting Gradients
@@ -72,7 +73,7 @@ def real_run_inversion(views: Sequence[RoundView], *, factory: Callable[[], nn.M
                        shards: Mapping[str, np.ndarray], input_shape: tuple[int, ...], full: bool) -> dict[str, Any]:
     """The analytic attack on every view of the sampled rounds (module docstring)."""
     rounds = sampled_rounds(views, full=full)
-    per_round, images, recovered, examples = [], 0, 0, []
+    per_round, seen, recovered, examples = [], set(), set(), []
     for r in rounds:
         view = views[r]
         model = _model_at(factory, view.model_sent)
@@ -91,15 +92,16 @@ def real_run_inversion(views: Sequence[RoundView], *, factory: Callable[[], nn.M
             except InversionError:
                 cands = np.zeros((0, *input_shape), np.float32)
             total += len(idx)
+            seen.update(idx.tolist())
             if len(cands):
                 hit, best = recovered_images(cands, x[idx])
                 found += int(hit.sum())
+                recovered.update(idx[hit].tolist())
                 examples += [(x[idx][i], cands[best[i]]) for i in np.flatnonzero(hit)[:4]]
         per_round.append({"round": int(view.round), "view": what, "images": total, "recovered": found})
-        images, recovered = images + total, recovered + found
     return {"rounds_attacked": [int(views[r].round) for r in rounds], "attack": "analytic first layer",
-            "images_in_views": images, "recovered_ge_20db": recovered,
-            "share_recovered": recovered / images if images else 0.0, "per_round": per_round,
+            "images_in_views": len(seen), "recovered_ge_20db": len(recovered),
+            "share_recovered": len(recovered) / len(seen) if seen else 0.0, "per_round": per_round,
             "_examples": examples[:8]}
 
 
