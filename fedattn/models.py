@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -46,18 +48,41 @@ class CNN(nn.Module):
 MODELS = {"mlp": MLP, "cnn": CNN}
 
 
-def make_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Module:
-    """Build a registered model with weights initialised from ``seed``."""
+def _user_factory(name: str) -> Callable[..., nn.Module]:
+    """``package.module:factory`` imported: the factory is called as ``factory(input_shape, n_classes)``."""
+    module_name, _, attr = name.partition(":")
     try:
-        cls = MODELS[name]
-    except KeyError:
-        raise InvalidConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+        factory = getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        raise InvalidConfigError(f"model {name!r}: cannot import {module_name!r} ({exc}); is it on the Python "
+                                 "path?") from None
+    except AttributeError:
+        raise InvalidConfigError(f"model {name!r}: {module_name!r} has no {attr!r}") from None
+    if not callable(factory):
+        raise InvalidConfigError(f"model {name!r}: {attr!r} is not callable")
+    return factory
+
+
+def make_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Module:
+    """Build a model with weights initialised from ``seed``: a registered name (``mlp``, ``cnn``) or
+    any ``package.module:factory`` that returns a ``torch.nn.Module`` from ``(input_shape, n_classes)``."""
+    if ":" in name:
+        cls: Callable[..., nn.Module] = _user_factory(name)
+    else:
+        try:
+            cls = MODELS[name]
+        except KeyError:
+            raise InvalidConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}, or "
+                                     "package.module:factory") from None
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        return cls(tuple(input_shape), n_classes)
+        model = cls(tuple(input_shape), n_classes)
     finally:
         torch.random.set_rng_state(gen_state)
+    if not isinstance(model, nn.Module):
+        raise InvalidConfigError(f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def float_state(model: nn.Module) -> dict:

@@ -342,7 +342,9 @@ def build_federation(config: SimulationConfig, *, dataset: Dataset | None = None
     def default_factory() -> nn.Module:
         return make_model(config.model, input_shape=data.input_shape, n_classes=data.n_classes, seed=config.seed)
 
-    factory = model_factory or default_factory
+    # the server's model (and so the layout and the upload limit) is the model actually trained: the
+    # given factory, else the given clients', else config.model
+    factory = model_factory or (clients[0].model_factory if clients else None) or default_factory
     dp = config.dp
     sample_dp = SampleLevelDP(dp) if dp is not None and dp.mode == "sample" else None
     client_dp = ClientLevelDP(dp, n_clients=config.clients) if dp is not None and dp.mode == "client" else None

@@ -227,3 +227,24 @@ def test_fedattn_imports_without_flower():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'pip install "secfl[flower]"' in out.stdout
+
+
+def test_a_custom_model_larger_than_the_built_ins_goes_through_flower(dealer, ledgers):
+    """The global model a user's own CNN (70k parameters): every array encrypted by the mod, summed
+    by the strategy with the public context and released by a node."""
+    from helpers.custom_model import wide_cnn
+
+    from fedattn.models import float_state
+
+    model = float_state(wide_cnn((1, 8, 8), 10))
+    nodes = {n: (client_app(step=0.01 * n)[0], party(dealer, n, partition=n - 1, ledgers=ledgers)) for n in (1, 2)}
+    strategy = SecAggFedAvg(public_context=dealer.server_ctx, roster=dealer.roster, rule="fedavg",
+                            rule_options={"equal_weights": True})
+    strategy._global, strategy._grid = model, LocalGrid(nodes)
+    replies = [app(train_message(strategy, node=n, run=ctx.run_id, model=model), ctx) for n, (app, ctx) in nodes.items()]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    released = strategy.history[-1].released
+    assert set(released) == set(model) and sum(a.size for a in released.values()) > 70_000
+    for name in model:
+        np.testing.assert_allclose(released[name], 0.015, atol=1e-4)
