@@ -30,6 +30,7 @@ noise multiplier), the relation a per-example attack that swaps an example for a
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -39,12 +40,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
-from opacus.accountants import create_accountant
 
-from ._validation import one_of, positive_float, probability
-from .errors import PrivacyConfigError
-from .training import MakePrivate
+
+def _import_opacus() -> None:
+    """Import Opacus without the root logging handler it installs (``logging.basicConfig`` in
+    ``opacus.utils.module_utils``): a library must leave logging to the application, and that
+    handler printed every log line of a Flower run twice."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    import opacus  # noqa: F401
+
+    for handler in root.handlers[:]:
+        if handler not in before:
+            root.removeHandler(handler)
+
+
+_import_opacus()
+from opacus import PrivacyEngine  # noqa: E402 - after the handler is removed
+from opacus.accountants import create_accountant  # noqa: E402
+
+from ._validation import one_of, positive_float, probability  # noqa: E402
+from .errors import PrivacyConfigError  # noqa: E402
+from .training import MakePrivate  # noqa: E402
 
 __all__ = ["DPConfig", "SampleLevelDP", "ClientLevelDP", "clip_update", "update_norm", "epsilon_of", "RELATIONS"]
 
