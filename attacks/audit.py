@@ -95,10 +95,10 @@ class AuditConfig:
         object.__setattr__(self, "attacks", tuple(self.attacks))
         bad = [p for p in self.protections if p not in PROTECTIONS]
         if bad or not self.protections:
-            raise InvalidConfigError(f"unknown protection(s) {bad}; choose from {PROTECTIONS}")
+            raise InvalidConfigError(f"unknown protection(s) {', '.join(map(str, bad)) or '(none given)'}; choose one of: {', '.join(PROTECTIONS)}")
         bad = [a for a in self.attacks if a not in ATTACKS]
         if bad:
-            raise InvalidConfigError(f"unknown attack(s) {bad}; choose from {ATTACKS}")
+            raise InvalidConfigError(f"unknown attack(s) {', '.join(map(str, bad))}; choose one of: {', '.join(ATTACKS)}")
         for name in ("clients", "rounds", "local_epochs", "inversion_iterations", "probe_clients", "seeds"):
             count(getattr(self, name), name, low=1, error=InvalidConfigError)
         if self.shadow_models < 4 or self.shadow_models % 2:

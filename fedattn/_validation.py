@@ -51,5 +51,5 @@ def probability(name: str, value: Any, *, error: type[Exception] = InvalidConfig
 def one_of(name: str, value: T, options: Iterable[T], *, error: type[Exception] = InvalidConfigError) -> T:
     options = tuple(options)
     if value not in options:
-        raise error(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
+        raise error(f"{name} {value!r} is not valid; choose one of: {', '.join(map(str, options))}")
     return value

@@ -226,7 +226,7 @@ def make_rule(name: str, **options) -> AggregationRule:
     try:
         cls = RULES[name]
     except KeyError:
-        raise InvalidConfigError(f"unknown aggregation {name!r}; choose one of {sorted(RULES)}") from None
+        raise InvalidConfigError(f"unknown aggregation {name!r}; choose one of: {', '.join(sorted(RULES))}") from None
     try:
         return cls(**options)
     except TypeError as exc:

@@ -236,7 +236,7 @@ def get_preset(name: str | Preset) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise UnknownPresetError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise UnknownPresetError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}") from None
 
 
 register_preset(Preset(

@@ -24,5 +24,5 @@ def make_protocol(name: str, rule: AggregationRule) -> Protocol:
     try:
         cls = PROTOCOLS[name]
     except KeyError:
-        raise InvalidConfigError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}") from None
+        raise InvalidConfigError(f"unknown protocol {name!r}; choose one of: {', '.join(PROTOCOLS)}") from None
     return cls(rule)

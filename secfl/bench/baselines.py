@@ -311,5 +311,5 @@ def method_unavailable(name: str) -> str | None:
 def make_method(name: str, **options: Any) -> Method:
     """A fresh, not yet set-up method object (``options`` go to its constructor)."""
     if name not in _FACTORIES:
-        raise ValueError(f"methods: unknown method {name!r}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"methods: unknown method {name!r}; choose one of: {', '.join(METHODS)}")
     return _FACTORIES[name](**options)

@@ -1,0 +1,143 @@
+"""``secfl audit`` and ``secfl bench``: what leaks, and what it costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+import secagg
+
+from ._app import app
+from ._common import check_target, console, err, fail, print_json, spinner, written
+
+#: AuditConfig fields with a flag of the same name (errors name the flag)
+AUDIT_FLAGS = {"dp_noise_multiplier", "dp_clip_norm", "dp_delta", "shadow_models", "inversion_iterations",
+               "probe_clients", "canary_guesses"}
+
+
+@app.command()
+def audit(
+    out: Annotated[Path, typer.Option(help="Directory for report.json, report.html and figures/ (created; see "
+                                           "--force).")] = Path("audit-report"),
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file with any audit option ([audit] table "
+                                                                 "or top level).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="digits (default), mnist, breast_cancer or credit.")] = None,
+    clients: Annotated[int | None, typer.Option(min=1, help="Clients in the federation (default 10).")] = None,
+    rounds: Annotated[int | None, typer.Option(min=1, help="Federated rounds (default 5).")] = None,
+    protections: Annotated[str | None, typer.Option(help="Comma-separated: plain, ckks, ckks+dp, ckks+dpsgd "
+                                                         "(default all).")] = None,
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated: inversion, membership, dp-audit "
+                                                     "(default all).")] = None,
+    seed: Annotated[int | None, typer.Option(help="First seed (default 0); the others follow it.")] = None,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Seeds to average over (default 3).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Attack every round of the run, not the first, middle and "
+                                                      "last.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="One seed, fewer rounds and iterations: a smoke run, not "
+                                                        "an audit.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out directory.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report's JSON instead of tables.")] = False,
+) -> None:
+    """The privacy audit: train under each protection, attack what the server sees, write a report."""
+    from attacks.audit import AuditConfig, run_audit
+    from attacks.report import summary_rows, write_report
+    from fedattn.errors import FedAttnError
+
+    overrides = {"dataset": dataset, "clients": clients, "rounds": rounds, "seed": seed, "seeds": seeds,
+                 "protections": protections.split(",") if protections else None,
+                 "attacks": attacks.split(",") if attacks else None, "quick": quick or None, "full": full or None}
+    if quick and full:
+        fail("--quick is a smoke run and --full attacks every round: choose one")
+    check_target(out, force=force)
+    try:
+        if config is not None:
+            cfg = AuditConfig.from_toml(config, **overrides)
+        else:
+            cfg = AuditConfig.from_mapping({k: v for k, v in overrides.items() if v is not None})
+    except (FedAttnError, secagg.SecAggError) as exc:
+        fail(str(exc), names=AUDIT_FLAGS)
+    with spinner() as step:
+        try:
+            report = run_audit(cfg, progress=step)
+        except (FedAttnError, secagg.SecAggError) as exc:
+            fail(str(exc), names=AUDIT_FLAGS)
+    with written(out, force=force) as tmp:
+        paths = {k: out / p.relative_to(tmp) for k, p in write_report(report, tmp).items()}
+    if as_json:
+        import json
+
+        print_json(json.loads(paths["json"].read_text()))
+        return
+    rows = summary_rows(report)
+    console.print(f"secfl audit: {cfg.dataset}, {cfg.clients} clients, {report.config['rounds']} rounds, "
+                  f"seeds {', '.join(str(s) for s in report.seeds)} ({report.seconds:.0f} s); means [95% intervals]")
+    for row in rows:  # one small table per protection: nothing is cut off on a narrow terminal
+        table = Table(title=row["protection"], show_header=False, title_justify="left")
+        table.add_column("measure", overflow="fold")
+        table.add_column("value", overflow="fold")
+        for key, value in row.items():
+            if key != "protection":
+                table.add_row(key, value)
+        console.print(table)
+    for note in report.notes:
+        console.print(f"- {note}")
+    err.print(f"report: {paths['html']}  (canonical: {paths['json']})")
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="A small grid (up to 1M parameters, 1 repetition): about a minute.")] = False,
+    out: Annotated[Path, typer.Option(help="Directory for bench.json and the PNG plots (created; see --force).")]
+        = Path("bench-out"),
+    markdown: Annotated[Path | None, typer.Option(help="Rewrite this file's <!-- bench:start/end --> block (docs/performance.md).")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated subset of: plaintext, secagg-compact, secagg-strict, secagg-threshold, flare-tenseal, flower-secagg+.")] = None,
+    sizes: Annotated[str | None, typer.Option(hidden=True, help="Comma-separated update sizes (tests).")] = None,
+    clients: Annotated[str | None, typer.Option(hidden=True, help="Comma-separated client counts (tests).")] = None,
+    rounds: Annotated[bool, typer.Option("--rounds/--no-rounds", hidden=True, help="Measure federated rounds.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out directory.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print bench.json instead of tables.")] = False,
+) -> None:
+    """Measure what encryption costs next to plaintext, NVIDIA FLARE's TenSEAL usage and Flower SecAgg+,
+    in one run: seconds, bytes, peak memory, error, scaling slopes; write bench.json and plots."""
+
+    from secfl.bench import cells as b
+    from secfl.bench import report
+
+    args = [f"--{k} {v}" for k, v in (("out", out), ("markdown", markdown), ("methods", methods), ("sizes", sizes),
+                                       ("clients", clients)) if v is not None]
+    command = " ".join(["secfl bench", *(["--quick"] if quick else []), *args, *([] if rounds else ["--no-rounds"])])
+    try:
+        ints = lambda text: [int(v) for v in text.split(",")] if text else None  # noqa: E731
+        config = b.config_for(quick=quick, command=command, sizes=ints(sizes), clients=ints(clients),
+                              methods=methods.split(",") if methods else None, rounds=rounds)
+        if markdown is not None:
+            report.check_block(markdown)  # before the long run, not after it
+    except ValueError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot use {exc.filename or out}: {exc.strerror}")
+    check_target(out, force=force)
+    with spinner() as step:
+        result = b.run_bench(config, progress=step)
+    with written(out, force=force) as tmp:
+        paths = {k: out / p.relative_to(tmp) for k, p in report.write_outputs(result, tmp).items()}
+    if markdown is not None:
+        report.replace_block(markdown, report.markdown(result, json_path=str(paths["json"])))
+        err.print(f"rewrote the bench block of {markdown}")
+    if as_json:
+        import json
+
+        print_json(json.loads(paths["json"].read_text()))
+        return
+    table = Table(title=f"secfl bench ({result['seconds']:.0f} s): best of the repetitions, same run")
+    for col in report.CELL_COLUMNS:
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for row in report.cell_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    console.print(report.targets_text(result))
+    err.print(f"wrote {paths['json']} and {', '.join(p.name for k, p in paths.items() if k != 'json')}")
+
+
