@@ -1,7 +1,7 @@
 """What ``secfl bench`` writes: ``bench.json``, PNG plots, a terminal table and the README's block.
 
 The README's performance block is generated, never typed: ``secfl bench --out bench-out
---markdown README.md`` rewrites everything between ``<!-- bench:start -->`` and
+--markdown docs/performance.md`` rewrites everything between ``<!-- bench:start -->`` and
 ``<!-- bench:end -->`` from the run it just measured.
 """
 
