@@ -144,6 +144,35 @@ class Ring:
             raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
         return out
 
+    def pack_many(self, polys: np.ndarray) -> bytes:
+        """:meth:`pack` of every polynomial of a ``(count, limbs, N)`` array, one after the other."""
+        count = polys.shape[0]
+        parts = []
+        for i, bits in enumerate(self.bits):
+            width = -(-bits // 8)
+            raw = np.ascontiguousarray(polys[:, i].astype("<u8")).view(np.uint8).reshape(count, self.n, 8)
+            parts.append(raw[:, :, :width].reshape(count, -1))
+        return np.concatenate(parts, axis=1).tobytes()
+
+    def unpack_many(self, blob: bytes | memoryview, count: int, *, what: str) -> np.ndarray:
+        """The inverse of :meth:`pack_many` for ``count`` polynomials, each residue checked below its prime."""
+        size = self.residue_bytes
+        if len(blob) != count * size:
+            raise PayloadError(f"{what} holds {len(blob)} bytes; {count} polynomials of preset {self.preset.name!r} "
+                               f"have {count * size}")
+        raw = np.frombuffer(blob, dtype=np.uint8).reshape(count, size)
+        out = np.empty((count, self.limbs, self.n), dtype=np.uint64)
+        offset = 0
+        for i, bits in enumerate(self.bits):
+            width = -(-bits // 8)
+            wide = np.zeros((count, self.n, 8), dtype=np.uint8)
+            wide[:, :, :width] = raw[:, offset:offset + width * self.n].reshape(count, self.n, width)
+            out[:, i] = wide.view("<u8").reshape(count, self.n)
+            offset += width * self.n
+        if np.any(out >= self.q):
+            raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
+        return out
+
     # ---- randomness ----------------------------------------------------------------------------
     def uniform(self, key: bytes) -> np.ndarray:
         """A uniform polynomial (coefficient form) expanded from a 32-byte key (:func:`second_half`)."""

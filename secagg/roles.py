@@ -264,32 +264,42 @@ class Aggregator:
         self.max_payload_bytes = max_payload_bytes
         self.ring = Ring(public.preset)
 
-    def open_round(self, *, run: str, round: int, layout: Layout, commitment: str | None = None) -> RoundAggregate:
+    def open_round(self, *, run: str, round: int, layout: Layout, commitment: str | None = None,
+                   keep_uploads: bool = False) -> RoundAggregate:
         """A round's state; ``layout`` is what every upload of it must have (from the round's
         configuration, never from a vote among uploads). ``commitment``, when the server knows what
         its clients should have committed to, refuses an upload that commits to anything else: one
-        client's false commitment then cannot make the key holder refuse the whole round."""
+        client's false commitment then cannot make the key holder refuse the whole round. Uploads
+        are folded into their enrolment group's sum as they arrive; ``keep_uploads`` also keeps each
+        one (the server-scored circuit needs them)."""
         return RoundAggregate(self, run=validate_run(run), round=integer("round", round), layout=layout,
-                              commitment=commitment)
+                              commitment=commitment, keep_uploads=keep_uploads)
 
 
 class RoundAggregate:
     """One round on the server: the accepted uploads, then the contributor set and its request."""
 
     def __init__(self, aggregator: Aggregator, *, run: str, round: int, layout: Layout,
-                 commitment: str | None = None) -> None:
+                 commitment: str | None = None, keep_uploads: bool = False) -> None:
         self.aggregator = aggregator
         self.run, self.round, self.layout, self.commitment = run, round, layout, commitment
         self.ring = aggregator.ring
         self.chunks = layout.chunks(self.ring.n)
-        self._accepted: dict[str, tuple[Receipt, bytes]] = {}
+        self.keep_uploads = keep_uploads
+        self._accepted: dict[str, Receipt] = {}
+        self._sums: dict[int, np.ndarray] = {}  # enrolment group -> its accepted first halves, added
+        self._bodies: dict[str, bytes] = {}
 
     @property
     def contributors(self) -> tuple[str, ...]:
         return tuple(self._accepted)
 
     def receipt(self, client_id: str) -> Receipt:
-        return self._accepted[client_id][0]
+        return self._accepted[client_id]
+
+    def upload_body(self, client_id: str) -> bytes:
+        """An accepted upload's ciphertext bytes (rounds opened with ``keep_uploads=True`` only)."""
+        return self._bodies[client_id]
 
     def receive(self, data: bytes | bytearray | memoryview) -> Receipt:
         """Authenticate and check one upload; all or nothing: a refused upload changes nothing.
@@ -319,23 +329,43 @@ class RoundAggregate:
         if receipt.client_id in self._accepted:
             raise DuplicateUploadError(f"a second upload from {receipt.client_id!r} this round was dropped; the first "
                                        "one counts")
-        if not agg.threshold and any(r.seed == receipt.seed for r, _ in self._accepted.values()):
+        if not agg.threshold and any(r.seed == receipt.seed for r in self._accepted.values()):
             raise DuplicateUploadError(f"{receipt.client_id!r} reuses another upload's seed; it was dropped")
         if len(body) != self.chunks * self.ring.residue_bytes:
             raise PayloadError(f"{receipt.client_id!r}'s upload holds {len(body)} bytes of ciphertexts; this round's "
                                f"layout needs {self.chunks * self.ring.residue_bytes}")
-        if blake2b_hex(body) != receipt.body_digest:
+        kept = bytes(body)  # a copy first: later writes to the caller's buffer cannot reach what is checked
+        if blake2b_hex(kept) != receipt.body_digest:
             raise SignatureError(f"{receipt.client_id!r}: the ciphertexts do not match their signed digest; they were "
                                  "altered")
-        kept = bytes(body)  # a copy: later writes to the caller's buffer cannot reach it
-        for j in range(self.chunks):  # every residue below its prime, before the upload counts
-            self.ring.unpack(self._chunk(kept, j), what=f"ciphertext {j} of {receipt.client_id!r}")
-        self._accepted[receipt.client_id] = (receipt, kept)
+        polys = self.ring.unpack_many(kept, self.chunks, what=f"the ciphertexts of {receipt.client_id!r}")
+        group = agg.roster.group_index(receipt.client_id)
+        # folded into its enrolment group's sum as it arrives: a release covers whole groups, so the
+        # server never needs a single upload again (unless it keeps them for a circuit)
+        self._sums[group] = polys if group not in self._sums else self.ring.add(self._sums[group], polys)
+        self._accepted[receipt.client_id] = receipt
+        if self.keep_uploads:
+            self._bodies[receipt.client_id] = kept
         return receipt
 
-    def _chunk(self, body: bytes, j: int) -> memoryview:
-        size = self.ring.residue_bytes
-        return memoryview(body)[j * size:(j + 1) * size]
+    def _member_sum(self, members: tuple[str, ...]) -> np.ndarray:
+        """The first halves of ``members`` added: the sums of their groups when they are whole
+        groups, else (kept uploads only) upload by upload."""
+        roster = self.aggregator.roster
+        groups = {roster.group_index(m) for m in members}
+        if set(members) == {c for g in groups for c in roster.groups[g]}:
+            total = None
+            for g in sorted(groups):
+                total = self._sums[g] if total is None else self.ring.add(total, self._sums[g])
+            assert total is not None
+            return total
+        if not self.keep_uploads:
+            raise EmptyAggregationError("a set that cuts an enrolment group cannot be summed: the server folds whole "
+                                        "groups only")
+        total = np.zeros((self.chunks, self.ring.limbs, self.ring.n), np.uint64)
+        for m in members:
+            total = self.ring.add(total, self.ring.unpack_many(self._bodies[m], self.chunks, what="an accepted upload"))
+        return total
 
     def complete_groups(self, among: Iterable[str] | None = None) -> tuple[str, ...]:
         """The accepted clients whose whole enrolment group was accepted (and is in ``among``)."""
@@ -354,19 +384,14 @@ class RoundAggregate:
             raise EmptyAggregationError(f"round {self.round}: no enrolment group has all its members' uploads "
                                         f"({len(self._accepted)} accepted); nothing can be released")
         return ContributorSet.of(run=self.run, round=self.round, key_holder=key_holder,
-                                 receipts=[self._accepted[m][0] for m in members])
+                                 receipts=[self._accepted[m] for m in members])
 
     def request(self, cset: ContributorSet, signatures: Mapping[str, str]) -> bytes:
-        """The release request: the members' first halves added (one upload unpacked at a time),
-        their receipts and their signatures of ``cset``."""
-        ring = self.ring
-        sums = [ring.zeros() for _ in range(self.chunks)]
-        for member in cset.members:
-            _, body = self._accepted[member]
-            for j in range(self.chunks):
-                sums[j] = ring.add(sums[j], ring.unpack(self._chunk(body, j), what="an accepted upload"))
-        return encode_request(cset, layout=self.layout, receipts=[self._accepted[m][0] for m in cset.members],
-                              signatures=signatures, kind="sum", body=b"".join(ring.pack(s) for s in sums))
+        """The release request: the members' first halves added, their receipts and their
+        signatures of ``cset``."""
+        body = self.ring.pack_many(self._member_sum(cset.members))
+        return encode_request(cset, layout=self.layout, receipts=[self._accepted[m] for m in cset.members],
+                              signatures=signatures, kind="sum", body=body)
 
     def circuit_request(self, cset: ContributorSet, signatures: Mapping[str, str], *, hi: float,
                         temperature: float) -> bytes:
@@ -380,17 +405,19 @@ class RoundAggregate:
             raise KeyMismatchError("the server-scored circuit needs a shared key set's evaluation keys; threshold keys "
                                    "serve the client-scored protocol only")
         ring, preset = self.ring, public.preset
+        if not self.keep_uploads:
+            raise EmptyAggregationError("the server-scored circuit needs every upload: open the round with "
+                                        "keep_uploads=True")
         clients = []
         for member in cset.members:
-            receipt, body = self._accepted[member]
-            seed = bytes.fromhex(receipt.seed)
-            clients.append([ring.full_ciphertext(ring.unpack(self._chunk(body, j), what="an accepted upload"),
-                                                 ring.uniform(second_half(seed, chunk=j, preset=preset,
-                                                                          label=seed_label(member))))
+            seed = bytes.fromhex(self._accepted[member].seed)
+            polys = ring.unpack_many(self._bodies[member], self.chunks, what="an accepted upload")
+            clients.append([ring.full_ciphertext(polys[j], ring.uniform(second_half(seed, chunk=j, preset=preset,
+                                                                                    label=seed_label(member))))
                             for j in range(self.chunks)])
         out = score_and_combine(clients, public, layout=self.layout, hi=hi, temperature=temperature)
         blobs = [sealio.dump(ct) for ct in out]
-        return encode_request(cset, layout=self.layout, receipts=[self._accepted[m][0] for m in cset.members],
+        return encode_request(cset, layout=self.layout, receipts=[self._accepted[m] for m in cset.members],
                               signatures=signatures, kind="circuit", body=b"".join(blobs),
                               blob_sizes=[len(b) for b in blobs])
 

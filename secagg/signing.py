@@ -119,6 +119,10 @@ class Roster:
     def group_of(self, client_id: str) -> tuple[str, ...]:
         return self.groups[self._group_of[client_id]]
 
+    def group_index(self, client_id: str) -> int:
+        """The index of ``client_id``'s enrolment group in :attr:`groups`."""
+        return self._group_of[client_id]
+
     def complete_groups(self, present: Iterable[str]) -> tuple[tuple[str, ...], ...]:
         """The groups all of whose members are in ``present``."""
         have = set(present)

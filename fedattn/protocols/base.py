@@ -118,6 +118,8 @@ class EncryptedProtocol(Protocol):
     """
 
     encrypted = True
+    #: the server keeps every upload (a circuit over each client's ciphertexts), not only group sums
+    needs_uploads = False
 
     def check_preset(self, preset: secagg.Preset) -> None:
         """Refuse key material whose preset cannot run this protocol (both roles call it)."""
@@ -141,7 +143,8 @@ class EncryptedProtocol(Protocol):
         if aggregator is None:
             raise secagg.KeyMismatchError(f"the {self.name} protocol's server needs an Aggregator")
         t0 = time.perf_counter()
-        state = aggregator.open_round(run=run, round=round, layout=self.upload_layout(model), commitment=commitment)
+        state = aggregator.open_round(run=run, round=round, layout=self.upload_layout(model), commitment=commitment,
+                                      keep_uploads=self.needs_uploads)
         rejections, senders = [], {}
         for m in messages:
             try:

@@ -54,6 +54,7 @@ class ServerScoredProtocol(EncryptedProtocol):
     """FedAtt (squared-L2 scores) with weights computed by the server on ciphertexts."""
 
     name = "server-scored"
+    needs_uploads = True
 
     def __init__(self, rule: AggregationRule) -> None:
         if not isinstance(rule, FedAtt) or rule.score != "l2_squared":

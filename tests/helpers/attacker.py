@@ -124,7 +124,8 @@ def signed_round(keys, identities, roster, ledgers, updates, *, key_holder, run=
     first = next(iter(updates.values()))
     names = {n: np.zeros(np.shape(v), np.asarray(v).dtype) for n, v in first.items()}
     layout = secagg.Layout.of(names if weights is None else names | {secagg.WEIGHTS_ENTRY: np.zeros(len(names))})
-    state = secagg.Aggregator(keys.public, roster=roster).open_round(run=run, round=round, layout=layout)
+    state = secagg.Aggregator(keys.public, roster=roster).open_round(run=run, round=round, layout=layout,
+                                                                     keep_uploads=True)
     for blob in blobs.values():
         state.receive(blob)
     cset = secagg.ContributorSet.of(run=run, round=round, key_holder=key_holder,
@@ -132,8 +133,7 @@ def signed_round(keys, identities, roster, ledgers, updates, *, key_holder, run=
     signatures = {m: uploaders[m].sign_set(cset) for m in cset.members}
     ring = Ring(keys.secret.preset)
     chunks = layout.chunks(ring.n)
-    c0 = {m: [ring.unpack(state._chunk(state._accepted[m][1], j), what="upload") for j in range(chunks)]
-          for m in updates}
+    c0 = {m: list(ring.unpack_many(state.upload_body(m), chunks, what="upload")) for m in updates}
     a = {m: [ring.uniform(second_half(bytes.fromhex(state.receipt(m).seed), chunk=j, preset=ring.preset,
                                       label=_seed_label(m))) for j in range(chunks)] for m in updates}
     return SignedRound(ring=ring, state=state, cset=cset, signatures=signatures, c0=c0, a=a)

@@ -50,7 +50,7 @@ def fed():
 def _round(f, *, run, ledgers, rnd=0, combiner="c0", members=None):
     """Every client uploads (ratio form, weight 1); the server proposes ``members`` (default all)."""
     layout = secagg.Layout.of({"w": np.zeros(N_VALUES), secagg.WEIGHTS_ENTRY: np.zeros(1)})
-    state = secagg.Aggregator(f.epoch, roster=f.roster).open_round(run=run, round=rnd, layout=layout)
+    state = secagg.Aggregator(f.epoch, roster=f.roster).open_round(run=run, round=rnd, layout=layout, keep_uploads=True)
     uploaders = {c: secagg.Uploader(f.keys[c], identity=f.ids[c], ledger=ledgers[c], roster=f.roster, epoch=f.epoch)
                  for c in f.names}
     for c in f.names:

@@ -158,6 +158,7 @@ def _simulate(base: Path, server_app, client_app, box: dict, *, nodes: int) -> d
     ray_dir = base / "ray" if len(str(base)) <= 40 else Path(tempfile.mkdtemp(prefix="secfl-ray-"))
     outside = [Path("~/.flwr").expanduser(), Path(tempfile.gettempdir()) / "ray"]
     existed = {p: p.exists() for p in outside}
+    before = set(_descendants(os.getpid()))  # e.g. secagg's encryption workers from earlier tests: not Flower's
     handler = _Records()
     logger = logging.getLogger("fedattn")
     logger.addHandler(handler)
@@ -189,7 +190,7 @@ def _simulate(base: Path, server_app, client_app, box: dict, *, nodes: int) -> d
             logger.setLevel(level)
         seconds = time.perf_counter() - t0
     deadline = time.monotonic() + 20
-    while (left := _descendants(os.getpid())) and time.monotonic() < deadline:
+    while (left := [p for p in _descendants(os.getpid()) if p not in before]) and time.monotonic() < deadline:
         time.sleep(0.2)
     ray_sessions = sorted(p.name for p in ray_dir.glob("session_*"))
     if ray_dir.parent != base:
