@@ -11,6 +11,7 @@ Protections (the server is honest but curious; see :mod:`attacks.leakage` and
 
 * ``plain`` - FedAvg, updates in the clear: the server sees every client's update;
 * ``ckks`` - client-scored FedAtt on CKKS ciphertexts: the server sees each round's released aggregate;
+* ``ckks-threshold`` - the same with threshold keys: each client's own key, a committee of 5 (3 release);
 * ``ckks+dp`` - CKKS plus client-level DP (clipped updates, distributed Gaussian noise, equal weights);
 * ``ckks+dpsgd`` - CKKS plus sample-level DP-SGD on every client (Opacus).
 
@@ -54,7 +55,7 @@ from .audit_seed import interval, one_seed, summarise
 __all__ = ["AuditConfig", "AuditReport", "run_audit", "PROTECTIONS", "ATTACKS", "interval"]
 log = logging.getLogger(__name__)
 
-PROTECTIONS = ("plain", "ckks", "ckks+dp", "ckks+dpsgd")
+PROTECTIONS = ("plain", "ckks", "ckks-threshold", "ckks+dp", "ckks+dpsgd")
 ATTACKS = ("inversion", "membership", "dp-audit")
 Progress = Callable[[str], None]
 

@@ -50,6 +50,10 @@ def _simulation_config(cfg: AuditConfig, protection: str, seed: int) -> Simulati
         return SimulationConfig(**common, protection="plain", aggregation="fedavg")
     if protection == "ckks":
         return SimulationConfig(**common, protection="ckks", aggregation="fedatt")
+    if protection == "ckks-threshold":
+        holders = min(5, cfg.clients)
+        return SimulationConfig(**common, protection="ckks", aggregation="fedatt", keys="threshold", holders=holders,
+                                threshold=min(3, holders))
     if protection == "ckks+dpsgd":
         dp = DPConfig(mode="sample", noise_multiplier=cfg.dpsgd_noise_multiplier, clip_norm=cfg.dpsgd_clip_norm,
                       delta=cfg.dp_delta, accountant=cfg.dp_accountant)
@@ -76,7 +80,7 @@ def federated_references(cfg: AuditConfig, protection: str, data: Dataset, fixed
     rng = np.random.default_rng(seed + 1)
     pool_x, pool_y = pool
     in_mask = mia.balanced_in_mask(cfg.shadow_models, len(pool_y), rng)
-    recipe = dataclasses.replace(_simulation_config(cfg, protection, seed), protection="plain")
+    recipe = dataclasses.replace(_simulation_config(cfg, protection, seed), protection="plain", keys="shared")
     models = []
     for i, inside in enumerate(in_mask):
         shard = Dataset(f"{data.name}-reference-{i}", np.concatenate([fixed[0], pool_x[inside]]),

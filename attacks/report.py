@@ -46,6 +46,18 @@ MEANINGS = {
     "ε audited": "A lower bound on ε at 95 % confidence from one training run with canaries (Steinke et al. "
                  "2023); a lower bound far below the claim says the audit is not tight, not that DP is loose.",
     "change vs plain": "The protection's mean minus plain's, over the same seeds.",
+    "who must collude to see one update": "Which parties, together with the server, can decrypt a single client's "
+                                          "update (the protections differ in keys, not only in what is released).",
+}
+
+
+#: who, with the server, decrypts a single client's update under each protection (docs/security.md)
+COLLUSION = {
+    "plain": "nobody: the server sees it",
+    "ckks": "the server and any one client (one shared key)",
+    "ckks-threshold": "the server and 3 of the 5 committee members",
+    "ckks+dp": "the server and any one client; DP bounds what it shows",
+    "ckks+dpsgd": "the server and any one client; DP bounds what it shows",
 }
 
 
@@ -75,6 +87,7 @@ def summary_rows(report: AuditReport) -> list[dict[str, str]]:
         change = s.get("change_vs_plain") or {}
         rows.append({
             "protection": protection,
+            "who must collude to see one update": COLLUSION.get(protection, "-"),
             "accuracy": fmt(s["accuracy"], pct=True),
             "KB / client / round": f"{s['bytes_per_client_per_round']['mean'] / 1e3:.0f}" if s["bytes_per_client_per_round"] else "-",
             "reconstructed (real run)": (fmt(s["reconstructed_share"], pct=True) if report.modality == "image"

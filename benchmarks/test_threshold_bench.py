@@ -36,8 +36,8 @@ def _cpu(fn, *args, **kwargs):
 @pytest.fixture(scope="module")
 def methods():
     # encryption in this process, so that its CPU time counts (worker processes' would not)
-    patch = pytest.MonkeyPatch()
-    patch.setattr(secagg.parallel, "choose_workers", lambda n_chunks, workers: 1)
+    limit = secagg.worker_limit(1)
+    limit.__enter__()
     shapes = layer_shapes(PARAMS)
     single, threshold = SecAgg("strict"), SecAggThreshold()
     single.setup(shapes=shapes, clients=CLIENTS)
@@ -45,7 +45,7 @@ def methods():
     rng = np.random.default_rng(0)
     update = {n: rng.uniform(-0.05, 0.05, s).astype(np.float32) for n, s in shapes.items()}
     yield single, threshold, update
-    patch.undo()
+    limit.__exit__(None, None, None)
 
 
 def _committee_round(m: SecAggThreshold, request: bytes) -> tuple[float, float, float]:

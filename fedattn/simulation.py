@@ -104,6 +104,11 @@ class SimulationConfig:
     epsilon_every_round: bool = True
     seed: int = 0
     torch_threads: int | None = 1
+    #: "shared" (one key set, as NVIDIA FLARE) or "threshold" (each client's own key, a committee)
+    keys: str = "shared"
+    #: threshold keys: the committee (the first ``holders`` clients) and the members a release needs
+    holders: int = 5
+    threshold: int = 3
 
     def __post_init__(self) -> None:
         for name in ("clients", "rounds", "local_epochs", "batch_size", "min_contributors"):
@@ -131,6 +136,16 @@ class SimulationConfig:
                     "rule_options={'equal_weights': True}"
                 )
         secagg.get_preset(self.preset)
+        one_of("keys", self.keys, ("shared", "threshold"))
+        if self.keys == "threshold":
+            if self.protection != "ckks" or self.protocol != "client-scored":
+                raise InvalidConfigError("threshold keys serve the encrypted client-scored protocol: use protection="
+                                         "'ckks', protocol='client-scored'")
+            if not 1 <= self.threshold <= self.holders <= self.clients:
+                raise InvalidConfigError(f"threshold={self.threshold} of holders={self.holders} among clients="
+                                         f"{self.clients}: need 1 <= threshold <= holders <= clients")
+            if secagg.get_preset(self.preset).flood_bits < 40:
+                raise InvalidConfigError(f"threshold keys need the strict preset's smudging, not {self.preset!r}")
         if self.protection == "ckks" and self.protocol == "server-scored" and (
                 self.aggregation != "fedatt" or self.rule_options.get("score") != "l2_squared" or self.preset != "deep"):
             raise InvalidConfigError(
@@ -313,6 +328,7 @@ class Party:
     client: Client
     role: ClientRole
     key_holder: secagg.KeyHolder | None
+    member: Any = None  # a secagg.threshold.CommitteeMember with threshold keys
 
 
 @dataclass
@@ -370,8 +386,10 @@ def build_federation(config: SimulationConfig, *, dataset: Dataset | None = None
 def _encrypted_parties(config: SimulationConfig, protocol: EncryptedProtocol, clients: Sequence[Client], server: Server,
                        keys: secagg.KeySet | None) -> tuple[ServerRole, list[Party]]:
     """The key dealer's work (keys, identities, roster), then each party's own objects."""
-    keys = keys or secagg.generate_keys(preset="deep" if config.protocol == "server-scored" else config.preset)
     identities, roster = secagg.generate_identities((c.client_id for c in clients), group_size=config.groups_of)
+    if config.keys == "threshold":
+        return _threshold_parties(config, protocol, clients, server, identities, roster)
+    keys = keys or secagg.generate_keys(preset="deep" if config.protocol == "server-scored" else config.preset)
     limit = secagg.max_payload_bytes(keys.public.preset, sum(a.size for a in server.state.values()), len(server.state))
     aggregator = secagg.Aggregator(keys.public, roster=roster, max_payload_bytes=limit)
     options = protocol.key_holder_options()
@@ -388,6 +406,34 @@ def _encrypted_parties(config: SimulationConfig, protocol: EncryptedProtocol, cl
         holder = secagg.KeyHolder(keys.secret, identity=identity, roster=roster, ledger=ledger,
                                   min_contributors=config.min_contributors, release_seed=config.seed, **options)
         parties.append(Party(c, ClientRole(protocol, client_id=c.client_id, uploader=uploader), holder))
+    return ServerRole(protocol, aggregator=aggregator), parties
+
+
+def _threshold_parties(config: SimulationConfig, protocol: EncryptedProtocol, clients: Sequence[Client],
+                       server: Server, identities: Mapping[str, secagg.ClientIdentity],
+                       roster: secagg.Roster) -> tuple[ServerRole, list[Party]]:
+    """Each client's own key and the committee's shares (a ceremony in this process, every party's
+    secrets in its own objects); the server holds the public epoch only."""
+    from secagg.threshold import CommitteeMember
+
+    from .threshold_keys import simulated_ceremony
+
+    cer = simulated_ceremony(identities, roster, holders=config.holders, threshold=config.threshold,
+                             preset=config.preset)
+    limit = secagg.max_payload_bytes(cer.epoch.preset, sum(a.size for a in server.state.values()), len(server.state))
+    aggregator = secagg.Aggregator(cer.epoch, roster=roster, max_payload_bytes=limit)
+    parties = []
+    for c in clients:
+        ledger = secagg.MemoryLedger()
+        uploader = secagg.Uploader(cer.secrets[c.client_id], identity=identities[c.client_id], ledger=ledger,
+                                   roster=roster, min_contributors=config.min_contributors, epoch=cer.epoch)
+        member = None
+        if c.client_id in cer.members:
+            shares, keys = cer.members[c.client_id]
+            member = CommitteeMember(shares=shares, keys=keys, identity=identities[c.client_id], epoch=cer.epoch,
+                                     roster=roster, ledger=ledger, min_contributors=config.min_contributors,
+                                     release_seed=config.seed, **protocol.key_holder_options())
+        parties.append(Party(c, ClientRole(protocol, client_id=c.client_id, uploader=uploader), None, member))
     return ServerRole(protocol, aggregator=aggregator), parties
 
 
@@ -488,9 +534,15 @@ class _Gateway:
         self.parties = {p.client.client_id: p for p in local.sampled}
         self.stage = {d.client: d.stage for d in fed.config.dropouts if d.round == rnd}
         self.gone = set(local.dropped)
+        self.members = {p.client.client_id: p.member for p in fed.parties if p.member is not None}
+        self.threshold = fed.config.threshold
 
     def online(self, senders: Mapping[str, str]) -> list[str]:
         return [c for c in senders if c not in self.gone]
+
+    def key_holders(self, contributors: Sequence[str]) -> list[str]:
+        """Who may be named to release: the contributors, or with threshold keys the committee."""
+        return sorted(self.members) if self.members else list(contributors)
 
     def sign(self, client_id: str, cset: secagg.ContributorSet) -> str:
         if self.stage.get(client_id) == "during_signing":
@@ -498,6 +550,12 @@ class _Gateway:
         return self.parties[client_id].role.sign(cset)
 
     def release(self, key_holder: str, request: bytes) -> secagg.Release:
+        if self.members:  # threshold keys: a quorum of the members still there
+            from .threshold_keys import quorum_release
+
+            available = [m for m in sorted(self.members) if self.stage.get(m) != "during_decryption"]
+            return quorum_release(self.members, request, combiner=key_holder, available=available,
+                                  threshold=self.threshold)
         if self.stage.get(key_holder) == "during_decryption":
             raise ClientUnreachableError(f"round {self.rnd}: the key holder {key_holder} left during decryption")
         holder = self.parties[key_holder].key_holder

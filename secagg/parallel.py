@@ -13,12 +13,14 @@ are kept per key set, so only the first large update of a process pays the start
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pickle
 import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -41,10 +43,26 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+_cap: list[int] = []  # the innermost worker_limit() in force
+
+
 def choose_workers(n_chunks: int, workers: int | None) -> int:
     if workers is None:
-        return min(2, available_cores()) if n_chunks >= PARALLEL_MIN_CHUNKS else 1
-    return max(1, min(integer("workers", workers, minimum=1), n_chunks))
+        chosen = min(2, available_cores()) if n_chunks >= PARALLEL_MIN_CHUNKS else 1
+    else:
+        chosen = max(1, min(integer("workers", workers, minimum=1), n_chunks))
+    return min(chosen, _cap[-1]) if _cap else chosen
+
+
+@contextlib.contextmanager
+def worker_limit(n: int) -> Iterator[None]:
+    """At most ``n`` encryption processes inside the block (``1``: all in this process, e.g. to
+    measure one core's CPU time)."""
+    _cap.append(integer("worker limit", n, minimum=1))
+    try:
+        yield
+    finally:
+        _cap.pop()
 
 
 def send(stream: Any, obj: Any) -> None:

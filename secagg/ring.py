@@ -155,23 +155,33 @@ class Ring:
         return np.concatenate(parts, axis=1).tobytes()
 
     def unpack_many(self, blob: bytes | memoryview, count: int, *, what: str) -> np.ndarray:
-        """The inverse of :meth:`pack_many` for ``count`` polynomials, each residue checked below its prime."""
+        """The inverse of :meth:`pack_many` for ``count`` polynomials, each residue checked below its prime.
+
+        Each residue is read as the 8 bytes starting at its place (a strided view of the bytes, padded
+        by 8) and masked to its width: one pass over the data per prime, no byte shuffling."""
         size = self.residue_bytes
         if len(blob) != count * size:
             raise PayloadError(f"{what} holds {len(blob)} bytes; {count} polynomials of preset {self.preset.name!r} "
                                f"have {count * size}")
-        raw = np.frombuffer(blob, dtype=np.uint8).reshape(count, size)
+        padded = np.zeros(count * size + 8, dtype=np.uint8)
+        padded[:count * size] = np.frombuffer(blob, dtype=np.uint8)
         out = np.empty((count, self.limbs, self.n), dtype=np.uint64)
         offset = 0
         for i, bits in enumerate(self.bits):
             width = -(-bits // 8)
-            wide = np.zeros((count, self.n, 8), dtype=np.uint8)
-            wide[:, :, :width] = raw[:, offset:offset + width * self.n].reshape(count, self.n, width)
-            out[:, i] = wide.view("<u8").reshape(count, self.n)
+            view = np.ndarray((count, self.n), dtype="<u8", buffer=padded, offset=offset, strides=(size, width))
+            np.bitwise_and(view, np.uint64((1 << (8 * width)) - 1) if width < 8 else np.uint64(2**64 - 1),
+                           out=out[:, i])
             offset += width * self.n
         if np.any(out >= self.q):
             raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
         return out
+
+    def add_into(self, acc: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """``acc += x`` modulo each prime, in place (residues below primes < 2^61: the sum fits)."""
+        np.add(acc, x, out=acc)
+        np.subtract(acc, self.q, out=acc, where=acc >= self.q)
+        return acc
 
     # ---- randomness ----------------------------------------------------------------------------
     def uniform(self, key: bytes) -> np.ndarray:

@@ -74,7 +74,7 @@ from .holder import DEFAULT_MIN_CONTRIBUTORS, WEIGHTS_ENTRY, KeyHolder, Release,
 from .keys import PublicContext, SecretContext
 from .ledger import Ledger, MemoryLedger
 from .messages import ContributorSet, Receipt, decode_upload, encode_request, encode_upload, validate_run
-from .messages import digest as blake2b_hex
+from .messages import digest as body_digest
 from .packing import Layout, as_arrays
 from .ring import Ring, second_half
 from .signing import ClientIdentity, Roster
@@ -168,7 +168,7 @@ class Uploader:
         body = parallel.encrypt(vector, self.secret, seed=seed, label=label, workers=self.workers)
         receipt = Receipt(client_id=self.client_id, run=run, round=rnd, commitment=commitment, keys=keys,
                           preset=self.secret.preset.name, layout_hash=layout.hash,
-                          seed=seed.hex() if named is None else named, body_digest=blake2b_hex(body)).sign(self.identity)
+                          seed=seed.hex() if named is None else named, body_digest=body_digest(body)).sign(self.identity)
         data = encode_upload(receipt, body)
         self.ledger.record_upload(run, rnd, receipt.digest, data)
         return data
@@ -335,14 +335,17 @@ class RoundAggregate:
             raise PayloadError(f"{receipt.client_id!r}'s upload holds {len(body)} bytes of ciphertexts; this round's "
                                f"layout needs {self.chunks * self.ring.residue_bytes}")
         kept = bytes(body)  # a copy first: later writes to the caller's buffer cannot reach what is checked
-        if blake2b_hex(kept) != receipt.body_digest:
+        if body_digest(kept) != receipt.body_digest:
             raise SignatureError(f"{receipt.client_id!r}: the ciphertexts do not match their signed digest; they were "
                                  "altered")
         polys = self.ring.unpack_many(kept, self.chunks, what=f"the ciphertexts of {receipt.client_id!r}")
         group = agg.roster.group_index(receipt.client_id)
         # folded into its enrolment group's sum as it arrives: a release covers whole groups, so the
         # server never needs a single upload again (unless it keeps them for a circuit)
-        self._sums[group] = polys if group not in self._sums else self.ring.add(self._sums[group], polys)
+        if group in self._sums:
+            self.ring.add_into(self._sums[group], polys)
+        else:
+            self._sums[group] = polys
         self._accepted[receipt.client_id] = receipt
         if self.keep_uploads:
             self._bodies[receipt.client_id] = kept
@@ -354,17 +357,19 @@ class RoundAggregate:
         roster = self.aggregator.roster
         groups = {roster.group_index(m) for m in members}
         if set(members) == {c for g in groups for c in roster.groups[g]}:
-            total = None
-            for g in sorted(groups):
-                total = self._sums[g] if total is None else self.ring.add(total, self._sums[g])
-            assert total is not None
+            first, *rest = sorted(groups)
+            if not rest:
+                return self._sums[first]
+            total = self._sums[first].copy()
+            for g in rest:
+                self.ring.add_into(total, self._sums[g])
             return total
         if not self.keep_uploads:
             raise EmptyAggregationError("a set that cuts an enrolment group cannot be summed: the server folds whole "
                                         "groups only")
         total = np.zeros((self.chunks, self.ring.limbs, self.ring.n), np.uint64)
         for m in members:
-            total = self.ring.add(total, self.ring.unpack_many(self._bodies[m], self.chunks, what="an accepted upload"))
+            self.ring.add_into(total, self.ring.unpack_many(self._bodies[m], self.chunks, what="an accepted upload"))
         return total
 
     def complete_groups(self, among: Iterable[str] | None = None) -> tuple[str, ...]:

@@ -47,7 +47,7 @@ from .errors import AuthenticationError, PayloadError, QuorumError, ReleaseRefus
 from .framing import canonical_json, frame_signed, unframe_signed
 from .holder import DEFAULT_MIN_CONTRIBUTORS, Release, check_headroom, released_values, verify_request
 from .ledger import Ledger
-from .messages import Request, decode_request
+from .messages import Request, decode_request, digest
 from .release import release
 from .ring import Ring, second_half
 from .signing import ClientIdentity, Roster
@@ -69,7 +69,7 @@ def round_half(epoch: Epoch, run: str, rnd: int, chunk: int) -> bytes:
 
 
 def _request_digest(req: Request) -> str:
-    body = hashlib.blake2b(bytes(req.body), digest_size=32).hexdigest()
+    body = digest(req.body)
     return hashlib.blake2b(canonical_json([req.cset.digest, req.layout.hash, body]), digest_size=16).hexdigest()
 
 
@@ -159,7 +159,7 @@ class CommitteeMember:
         combiner = _x25519_public(self.epoch.committee.card(req.cset.key_holder).exchange_key, what="the combiner's key")
         body = seal(self.keys.private, combiner, b"".join(self.ring.pack(p) for p in self._partial(req, points)),
                     canonical_json(header))
-        signed = canonical_json({**header, "body": hashlib.blake2b(body, digest_size=32).hexdigest()})
+        signed = canonical_json({**header, "body": digest(body)})
         return frame_signed(_PARTIAL_MAGIC, 1, {**header, "signature": self.identity.key.sign(signed).hex()}, body)
 
     # ---- the combiner ---------------------------------------------------------------------------
@@ -181,8 +181,8 @@ class CommitteeMember:
         missing = [h for h in quorum if h not in partials]
         if missing:
             raise QuorumError(f"{len(missing)} of the quorum's partials are missing; the round cannot be released")
-        digest = _request_digest(req)
-        opened = [self._open(req, quorum, h, partials[h], digest) for h in quorum]
+        request_digest = _request_digest(req)
+        opened = [self._open(req, quorum, h, partials[h], request_digest) for h in quorum]
         self.ledger.claim_release(cset.run, cset.round)  # spent before anything is decrypted
         ring, size = self.ring, self.ring.residue_bytes
         chunks = req.layout.chunks(ring.n)
@@ -202,16 +202,16 @@ class CommitteeMember:
                                  sigma_f=sigma_f)
         return Release(values=values, contributors=cset.members)
 
-    def _open(self, req: Request, quorum: Sequence[str], holder: str, data: bytes, digest: str) -> list[np.ndarray]:
+    def _open(self, req: Request, quorum: Sequence[str], holder: str, data: bytes, request: str) -> list[np.ndarray]:
         ring = self.ring
         chunks = req.layout.chunks(ring.n)
         header, body = unframe_signed(data, magic=_PARTIAL_MAGIC, version=1, what=f"{holder!r}'s partial",
                                       max_bytes=chunks * ring.residue_bytes + 28 + 4096)
-        expected = self._header(req, quorum, holder, digest)
+        expected = self._header(req, quorum, holder, request)
         signature = header.pop("signature", None)
         if header != expected or not isinstance(signature, str):
             raise AuthenticationError(f"{holder!r}'s partial is for another request, quorum, round or combiner")
-        signed = canonical_json({**header, "body": hashlib.blake2b(bytes(body), digest_size=32).hexdigest()})
+        signed = canonical_json({**header, "body": digest(body)})
         try:
             self.roster.verify(holder, bytes.fromhex(signature), signed)
         except ValueError:

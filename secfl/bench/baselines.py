@@ -147,8 +147,14 @@ class SecAgg(Method):
 
 
 class FlareTenSEAL(Method):
+    """NVIDIA FLARE's HE as its provisioning ships it (``nvflare.lighter.impl.he.HEBuilder``): a
+    TenSEAL CKKS context with N=8192, coefficient modulus [60, 40, 40], scale 2^40, **symmetric**
+    (secret-key) encryption and relinearisation keys; clients hold the secret key, the server a
+    context with the relinearisation keys only. One ``CKKSVector`` per layer, serialised without
+    the context; the server deserialises and adds client by client; the key holder decrypts."""
+
     name = "flare-tenseal"
-    label = "NVIDIA FLARE's TenSEAL usage (N=8192, [60,40,40], 2^40, one CKKSVector per layer)"
+    label = "NVIDIA FLARE as provisioned (N=8192, [60,40,40], 2^40, symmetric, relin keys, one CKKSVector per layer)"
     requires = "tenseal"
     reuse_payloads = True
 
@@ -157,9 +163,13 @@ class FlareTenSEAL(Method):
 
         super().setup(shapes=shapes, clients=clients)
         self.ts = ts
-        self.ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40])
+        self.ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40],
+                              encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC, n_threads=1)
+        self.ctx.generate_relin_keys()
         self.ctx.global_scale = 2**40
-        self.ctx.generate_galois_keys()
+        self.server_ctx = ts.context_from(self.ctx.serialize(save_public_key=False, save_secret_key=False,
+                                                             save_galois_keys=False, save_relin_keys=True),
+                                          n_threads=1)
 
     def client(self, update: Update, k: int, timer: Timer) -> Payload:
         with timer("encrypt"):
@@ -171,13 +181,13 @@ class FlareTenSEAL(Method):
         total: list[Any] | None = None
         for payload in payloads:  # FLARE adds client by client
             with timer("deserialise"):
-                vectors = [self.ts.ckks_vector_from(self.ctx, b) for b in payload]
+                vectors = [self.ts.ckks_vector_from(self.server_ctx, b) for b in payload]
             with timer("aggregate"):
                 total = vectors if total is None else [t + v for t, v in zip(total, vectors)]
         with timer("aggregate"):
             return [v.serialize() for v in total or []]
 
-    def key_holder(self, aggregate: Payload, timer: Timer) -> tuple[Update, Update]:
+    def key_holder(self, aggregate: Payload, timer: Timer) -> tuple[Update, Update | None]:
         with timer("decrypt"):
             out = {n: np.array(self.ts.ckks_vector_from(self.ctx, b).decrypt()).reshape(s)
                    for (n, s), b in zip(self.shapes.items(), aggregate)}

@@ -33,13 +33,15 @@ console = Console(width=None if sys.stdout.isatty() else 10_000, soft_wrap=not s
 #: progress, logging, errors; unwrapped when not a terminal (one error, one line)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 10_000, soft_wrap=not sys.stderr.isatty())
 
-_PYTHON_NAME = re.compile(r"\b([a-z]+(?:_[a-z]+)+)(?==|\b)")
-
-
 def flags(message: str, names: set[str]) -> str:
-    """``message`` with every Python option name of ``names`` written as its ``--flag``."""
-    return _PYTHON_NAME.sub(lambda m: "--" + m.group(1).replace("_", "-") if m.group(1) in names else m.group(1),
-                            message)
+    """``message`` with the Python option names of ``names`` written as their ``--flag``:
+    ``name=value`` everywhere, and names with an underscore (never plain words) anywhere."""
+    for name in sorted(names, key=len, reverse=True):
+        flag = "--" + name.replace("_", "-")
+        message = re.sub(rf"\b{re.escape(name)}=", f"{flag} ", message)
+        if "_" in name:
+            message = re.sub(rf"(?<!-)\b{re.escape(name)}\b", flag, message)
+    return message
 
 
 def fail(message: str, *, names: set[str] | None = None) -> NoReturn:

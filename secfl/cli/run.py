@@ -16,7 +16,9 @@ from ._app import app
 from ._common import check_target, console, err, fail, print_json, written
 
 #: SimulationConfig fields with a flag of the same name (errors name the flag)
-TRAIN_FLAGS = {"clients_per_round", "local_epochs", "batch_size", "noise_multiplier", "clip_norm", "rule_options"}
+TRAIN_FLAGS = {"clients_per_round", "local_epochs", "batch_size", "noise_multiplier", "clip_norm", "rule_options",
+               "holders", "threshold", "keys", "clients", "rounds", "lr", "alpha", "dropout", "preset", "protocol",
+               "protection", "aggregation", "model", "dataset"}
 
 
 @app.command()
@@ -130,6 +132,16 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = "sgd",
     dropout: Annotated[float, typer.Option(help="Probability that a sampled client drops out before uploading.")] = 0.0,
+    drop: Annotated[list[str] | None, typer.Option("--drop", help="A scripted dropout, CLIENT@ROUND:STAGE (stages: "
+                                                                   "before_upload, during_upload, after_upload, "
+                                                                   "during_signing, during_decryption); repeatable.")]
+        = None,
+    keys: Annotated[str, typer.Option("--keys", help="shared (one key set for all clients) or threshold (each "
+                                                     "client's own key; a committee releases).")] = "shared",
+    holders: Annotated[int, typer.Option("--holders", min=1, help="Threshold keys: committee members (the first "
+                                                                  "clients).")] = 5,
+    threshold: Annotated[int, typer.Option("--threshold", min=1, help="Threshold keys: members a release needs.")]
+        = 3,
     dp: Annotated[str | None, typer.Option(help="Differential privacy: sample (DP-SGD) or client (clipped, noised updates).")] = None,
     noise_multiplier: Annotated[float, typer.Option(help="DP noise multiplier.")] = 1.0,
     clip_norm: Annotated[float, typer.Option(help="DP clipping bound.")] = 1.0,
@@ -155,6 +167,8 @@ def train(
         fail(f"--protocol server-scored needs the deep preset; it contradicts --preset {preset}")
     if dp == "client" and aggregation != "fedavg":
         fail("--dp client is accounted for equal client weights: use --aggregation fedavg (its weights are then equal)")
+    if keys == "threshold" and protection == "plain":
+        fail("--keys threshold encrypts; it contradicts --protection plain")
     if out is not None:
         check_target(out, force=force)
     try:
@@ -168,7 +182,9 @@ def train(
                                   clients_per_round=clients_per_round, partition=partition_scheme, alpha=alpha,
                                   local_epochs=local_epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                                   aggregation=aggregation, rule_options=options, protection=protection,
-                                  protocol=protocol, preset=preset, dropout=dropout, dp=dp_config, seed=seed)
+                                  protocol=protocol, preset=preset, dropout=dropout, dp=dp_config, seed=seed,
+                                  dropouts=[_dropout(d) for d in drop or []], keys=keys, holders=holders,
+                                  threshold=threshold)
     except (FedAttnError, secagg.SecAggError) as exc:
         fail(str(exc), names=TRAIN_FLAGS)
     table = Table(title=f"{aggregation} on {dataset}, {clients} clients, protection {protection}")
@@ -197,3 +213,10 @@ def train(
         console.print(table)
 
 
+def _dropout(text: str) -> dict[str, Any]:
+    """``client-3@2:during_decryption`` as a scripted dropout."""
+    who, _, rest = text.partition("@")
+    rnd, _, stage = rest.partition(":")
+    if not (who and rnd.isdigit() and stage):
+        fail(f"--drop {text!r}: write CLIENT@ROUND:STAGE, e.g. client-3@2:during_decryption")
+    return {"client": who, "round": int(rnd), "stage": stage}
