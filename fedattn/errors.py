@@ -16,7 +16,8 @@ __all__ = [
     "FedAttnError", "UnknownDatasetError", "PartitionError", "ModelMismatchError", "EmptyClientError",
     "AllClientsDroppedError", "ScoreOutOfRangeError", "InvalidConfigError", "PrivacyConfigError",
     "AuthenticationError", "UnknownClientError", "SignatureError", "ReplayError", "DuplicateUploadError",
-    "ModelInconsistencyError", "DecryptionAbortedError", "ClientUnreachableError",
+    "ModelInconsistencyError", "DecryptionAbortedError", "ClientUnreachableError", "ArchitectureMismatchError",
+    "ProvenanceError",
 ]
 
 
@@ -34,6 +35,16 @@ class PartitionError(FedAttnError, ValueError):
 
 class ModelMismatchError(FedAttnError, ValueError):
     """A client's model differs in architecture from the global model."""
+
+
+class ArchitectureMismatchError(ModelMismatchError):
+    """The server sent another architecture than the one pinned at enrolment (an added layer, say):
+    the client refused to train it."""
+
+
+class ProvenanceError(ModelMismatchError):
+    """The server sent weights that are not the committed initialisation plus the signed releases
+    since: the client refused to train them."""
 
 
 class EmptyClientError(FedAttnError, ValueError):

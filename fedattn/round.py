@@ -121,6 +121,7 @@ class RoundOutcome:
     senders: Mapping[str, str] = field(default_factory=dict)
     receipts: tuple[secagg.Receipt, ...] = ()
     contributor_set: secagg.ContributorSet | None = None
+    release: secagg.Release | None = None  # the key holder's signed release (encrypted protocols)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,14 +232,15 @@ def run_round(messages: Sequence[ClientMessage], *, server: ServerRole, clients:
 
     def outcome(aggregate: dict[str, np.ndarray] | None, *, holder: str | None = None, aborted: str | None = None,
                 seconds_decrypt: float = 0.0, rejections: Sequence[Rejection] = (),
-                cset: secagg.ContributorSet | None = None, request_bytes: int = 0) -> RoundOutcome:
+                cset: secagg.ContributorSet | None = None, request_bytes: int = 0,
+                release: secagg.Release | None = None) -> RoundOutcome:
         contributors = served.contributors if cset is None else cset.members
         receipts = () if cset is None or served.state is None else tuple(served.state.receipt(m) for m in cset.members)
         return RoundOutcome(round=round, contributors=contributors if aborted is None else (),
                             rejections=(*served.rejections, *rejections), aggregate=aggregate,
                             client_updates=served.client_updates, key_holder=holder, aborted=aborted,
                             aggregate_bytes=request_bytes, seconds_aggregate=served.seconds, seconds_decrypt=seconds_decrypt,
-                            senders=served.senders, receipts=receipts, contributor_set=cset)
+                            senders=served.senders, receipts=receipts, contributor_set=cset, release=release)
 
     if not server.protocol.encrypted:
         return outcome(served.aggregate)
@@ -269,4 +271,5 @@ def run_round(messages: Sequence[ClientMessage], *, server: ServerRole, clients:
         return outcome(None, aborted=f"{type(exc).__name__}: {exc}", seconds_decrypt=time.perf_counter() - t0,
                        rejections=sat_out)
     return outcome({n: np.asarray(a, np.float64) for n, a in released.values.items()}, holder=holder,
-                   seconds_decrypt=time.perf_counter() - t0, rejections=sat_out, cset=cset, request_bytes=len(request))
+                   seconds_decrypt=time.perf_counter() - t0, rejections=sat_out, cset=cset, request_bytes=len(request),
+                   release=released)

@@ -19,8 +19,9 @@ of key holders with shares of every client's own key) apply the same checks to a
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,10 +41,11 @@ from .errors import (
     PayloadError,
     ReleaseRefusedError,
     ReplayError,
+    SignatureError,
 )
 from .keys import SecretContext
 from .ledger import Ledger, MemoryLedger
-from .messages import Receipt, Request, decode_request
+from .messages import ContributorSet, Receipt, Request, decode_request
 from .packing import Layout
 from .presets import Preset
 from .release import release
@@ -70,12 +72,54 @@ def ratio_layout(layout: Layout) -> Layout:
                       WEIGHTS_ENTRY: np.zeros(len(layout.layers))})
 
 
+_RELEASE_TAG = b"secfl/release/v1\x00"
+
+
+def _release_statement(cset: ContributorSet, values: Mapping[str, np.ndarray]) -> bytes:
+    """What a releasing party signs: the contributor set (run, round, key holder, members, their
+    receipts) and the released values, name by name, as little-endian float64."""
+    h = hashlib.sha256()
+    for name in sorted(values):
+        a = np.ascontiguousarray(values[name], dtype="<f8")
+        h.update(name.encode() + b"\x00" + repr(a.shape).encode() + b"\x00" + a.tobytes())
+    return _RELEASE_TAG + cset.statement() + b"\x00" + h.digest()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Release:
-    """What a key holder lets out: the released (noise-flooded, rounded) values and whose sum they are."""
+    """What a key holder lets out: the released (noise-flooded, rounded) values and whose sum they
+    are; signed by the releasing party over its contributor set, so that anyone holding the
+    roster (a client checking the model the server sends next) can tell a release from a claim."""
 
     values: dict[str, np.ndarray]
     contributors: tuple[str, ...]
+    contributor_set: ContributorSet | None = None
+    signature: str = ""
+
+    @classmethod
+    def signed(cls, values: dict[str, np.ndarray], cset: ContributorSet, identity: ClientIdentity) -> Release:
+        signature = identity.key.sign(_release_statement(cset, values)).hex()
+        return cls(values=values, contributors=cset.members, contributor_set=cset, signature=signature)
+
+    def verify(self, roster: Roster, *, run: str, round: int) -> None:
+        """Raise unless a party of ``roster`` released exactly these values for ``round`` of ``run``.
+
+        Raises:
+            AuthenticationError: unsigned, or signed for another run or round.
+            SignatureError: the signature does not verify (the values or the set were altered).
+        """
+        cset = self.contributor_set
+        if cset is None or not self.signature:
+            raise AuthenticationError("the release is unsigned: only a key holder's signed release can be checked")
+        if cset.run != run or cset.round != round:
+            raise ReplayError("the release was signed for another run or round")
+        if cset.members != self.contributors:
+            raise AuthenticationError("the release names other contributors than its signed set")
+        try:
+            signature = bytes.fromhex(self.signature)
+        except ValueError:
+            raise SignatureError("the release's signature is not hex") from None
+        roster.verify(cset.key_holder, signature, _release_statement(cset, self.values))
 
 
 def verify_request(req: Request, *, roster: Roster, keys: str, preset: Preset, min_contributors: int,
@@ -186,6 +230,7 @@ class KeyHolder:
             raise AuthenticationError("a key holder checks every contributor against the roster: give it one")
         self.secret = secret
         self.client_id = identity.client_id
+        self.identity = identity
         self.roster = roster
         self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
         self.min_contributors = integer("min_contributors", min_contributors, minimum=1)
@@ -237,7 +282,7 @@ class KeyHolder:
             np.random.SeedSequence([self.release_seed, cset.round]).generate_state(1)[0])
         flooded = release(raw, noise_std=sigma, flood_bits=preset.flood_bits, seed=seed)
         values = self._ratio(flooded, layout, members, 2.0**preset.flood_bits * sigma)
-        return Release(values=values, contributors=cset.members)
+        return Release.signed(values, cset, self.identity)
 
     def _decrypt_circuit(self, req: Request, chunks: int) -> np.ndarray:
         """The raw output of the server-scored circuit (trusted server only): numerators, then weights."""

@@ -200,7 +200,7 @@ class CommitteeMember:
         sigma_f = 2.0**preset.flood_bits * sigma * math.sqrt(len(quorum) + 1)  # the members' noise and the combiner's
         values = released_values(flooded, req.layout, members=members, max_weight=self.max_weight, preset=preset,
                                  sigma_f=sigma_f)
-        return Release(values=values, contributors=cset.members)
+        return Release.signed(values, cset, self.identity)
 
     def _open(self, req: Request, quorum: Sequence[str], holder: str, data: bytes, request: str) -> list[np.ndarray]:
         ring = self.ring
