@@ -8,20 +8,18 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 import secagg
 
+from .config import SimulationConfig
 from .defences import ServedModel, ServerAdversary, architecture_fingerprint
 from .errors import AllClientsDroppedError, ArchitectureMismatchError, ClientUnreachableError, ModelMismatchError
 from .parties import Federation, ModelFactory, Party, RoundRecord
 from .parties import derive_seed as _seed
 from .round import ClientMessage, Rejection, RoundOutcome, RoundView, UploadSeen, run_round
-
-if TYPE_CHECKING:
-    from .simulation import SimulationConfig
 
 __all__ = ["play_round"]
 log = logging.getLogger("fedattn.simulation")

@@ -18,6 +18,7 @@ from torch import nn
 
 import secagg
 
+from .config import SimulationConfig
 from .data import Dataset
 from .defences import Provenance
 from .errors import EmptyClientError, ModelMismatchError
@@ -28,8 +29,8 @@ from .rules import AggregationRule
 from .training import train_epochs
 
 if TYPE_CHECKING:
+    from .config import SimulationConfig
     from .protocols import Protocol
-    from .simulation import SimulationConfig
 
 __all__ = ["Client", "Server", "Party", "Federation", "RoundRecord", "ModelFactory", "derive_seed"]
 
