@@ -288,14 +288,31 @@ def _detail_rows(report: AuditReport) -> list[dict[str, str]]:
     return rows
 
 
+def _html_figures(images: dict[str, tuple[bytes, str]], names: list[str] | None = None) -> str:
+    """The figures (all, or those named) inline, each with its caption."""
+    return "".join(
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for name, (data, caption) in images.items() if names is None or name in names)
+
+
+#: marks the page once every figure has loaded (a headless browser reads the marks)
+_FIGURE_CHECK = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.length > 0 && imgs.every(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute('data-figures-ok', ok ? 'true' : 'false');
+  document.body.setAttribute('data-figures', String(imgs.length));
+});
+</script>"""
+
+
 def _html(report: AuditReport, images: dict[str, tuple[bytes, str]]) -> str:
     cfg = report.config
     meanings = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in MEANINGS.items())
+
     def block(names: list[str]) -> str:
-        return "".join(
-            f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-            for name, (data, caption) in images.items() if name in names)
+        return _html_figures(images, names)
 
     risk = block(["real_run.png", "most_exposed.png"]) or "<p>Nothing was recovered at 20 dB in the real run.</p>"
     figures = block([n for n in images if n not in ("real_run.png", "most_exposed.png")])
@@ -321,14 +338,7 @@ pre{{background:#f6f6f6;padding:8px;font-size:12px;overflow-x:auto}}</style></he
 <h2>What the numbers mean, and their limits</h2><dl>{meanings}</dl>
 <h2>Configuration and versions</h2><pre>{html.escape(json.dumps(cfg, indent=1))}</pre>
 <pre>{html.escape(json.dumps(report.versions, indent=1))}</pre>
-<script>
-window.addEventListener('load', function () {{
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.length > 0 && imgs.every(function (i) {{ return i.complete && i.naturalWidth > 0; }});
-  document.body.setAttribute('data-figures-ok', ok ? 'true' : 'false');
-  document.body.setAttribute('data-figures', String(imgs.length));
-}});
-</script></body></html>
+{_FIGURE_CHECK}</body></html>
 """
 
 

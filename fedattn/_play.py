@@ -79,8 +79,14 @@ def _train_clients(fed: Federation, rnd: int, adversary: ServerAdversary) -> _Lo
             update, _ = fed.client_dp.privatise(update, sampled=len(sampled),
                                                 rng=np.random.default_rng(_seed(cfg.seed, rnd, i, 3)))
         local.seconds_train += time.perf_counter() - t0
-        message = party.role.message(update, num_samples=party.client.num_samples, reference=server.previous_step,
-                                     run=fed.run_id, round=rnd, commitment=local.commitments[cid])
+        try:
+            message = party.role.message(update, num_samples=party.client.num_samples,
+                                         reference=server.previous_step, run=fed.run_id, round=rnd,
+                                         commitment=local.commitments[cid])
+        except secagg.ValueOutOfRangeError as exc:  # it cannot encrypt this update: it sits the round out
+            local.rejections.append(Rejection(client_id=cid, error=exc))
+            log.warning("round %d: client %s: %s", rnd, cid, exc)
+            continue
         if stage == "during_upload":
             message.payload = message.payload[:len(message.payload) // 2]
             local.dropped.append(cid)
@@ -157,8 +163,8 @@ def play_round(fed: Federation, rnd: int, *, adversary: ServerAdversary,
     if not local.messages:
         raise AllClientsDroppedError(
             f"round {rnd}: all {len(local.sampled)} sampled clients dropped out or were rejected; nothing to aggregate. "
-            "Lower the dropout rate or sample more clients per round"
-        )
+            "Lower the dropout rate or sample more clients per round",
+            reasons={r.client_id: r.kind for r in local.rejections})
     sent, reference = adversary.round_model(rnd, server.state), server.previous_step
     expected = _commitment(cfg, rnd, sent, local.config_sent) if adversary.honest_checks else None
     outcome = run_round(local.messages, server=fed.server_role, clients=_Gateway(fed, rnd, local, adversary),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 # the signing layer lives in secagg; its errors are re-exported here for fedattn users
 from secagg import (
     AuthenticationError,
@@ -52,7 +54,12 @@ class EmptyClientError(FedAttnError, ValueError):
 
 
 class AllClientsDroppedError(FedAttnError, RuntimeError):
-    """Every sampled client dropped out of a round: there is nothing to aggregate."""
+    """Every sampled client dropped out of a round: there is nothing to aggregate. ``reasons`` maps
+    each client that refused or was refused to the name of the error."""
+
+    def __init__(self, message: str, *, reasons: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = dict(reasons or {})
 
 
 class ScoreOutOfRangeError(FedAttnError, ValueError):
