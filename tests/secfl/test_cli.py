@@ -1,3 +1,4 @@
+import json
 import os
 import stat
 import subprocess
@@ -127,3 +128,17 @@ def test_keys_ceremony_writes_each_partys_files_in_its_own_folder(tmp_path):
     bad = runner.invoke(app, ["keys", "ceremony", "--out", str(tmp_path / "x"), "--clients", "4", "--committee", "3",
                               "--threshold", "4"])
     assert bad.exit_code == 2 and "threshold" in bad.output
+
+
+def test_audit_threat_malicious_writes_the_matrix(tmp_path):
+    out = tmp_path / "threat"
+    result = runner.invoke(app, ["audit", "--threat", "malicious", "--quick", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["threat"] == "malicious" and len(report["cells"]) == 7 * 5 and (out / "report.html").exists()
+    refused = {(c["row"], c["column"]): c["refused"] for c in report["cells"]}
+    assert refused[("imprint-paper", "pinned")] == "ArchitectureMismatchError"
+    bad = runner.invoke(app, ["audit", "--threat", "malicious", "--rounds", "3", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--rounds" in bad.output
+    bad = runner.invoke(app, ["audit", "--threat", "sneaky", "--out", str(tmp_path / "y")])
+    assert bad.exit_code == 2 and "--threat" in bad.output
