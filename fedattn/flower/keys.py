@@ -28,6 +28,7 @@ from typing import Any
 from flwr.app import Context
 
 import secagg
+from secagg.epoch import Epoch
 from secagg.signing import ClientIdentity, Roster
 
 from ..errors import AuthenticationError
@@ -36,7 +37,8 @@ from .errors import MissingKeyError, MissingPublicContextError
 __all__ = ["SECRET_KEY_CONFIG", "SECRET_KEY_ENV", "SERVER_CONTEXT_CONFIG", "KeyLocator", "default_key_path",
            "load_client_key", "load_server_context", "check_server_context", "client_id_of",
            "IDENTITY_CONFIG", "IDENTITY_ENV", "ROSTER_CONFIG", "ROSTER_ENV", "default_identity_path",
-           "default_roster_path", "identity_file", "load_identity", "load_roster", "load_server_roster"]
+           "default_roster_path", "identity_file", "load_identity", "load_roster", "load_server_roster",
+           "load_server_epoch", "EPOCH_RUN_CONFIG"]
 log = logging.getLogger(__name__)
 
 SECRET_KEY_CONFIG = "secret-key"
@@ -46,6 +48,7 @@ IDENTITY_CONFIG = "identity"
 IDENTITY_ENV = "SECFL_CLIENT_IDENTITY"
 ROSTER_CONFIG = "roster"
 ROSTER_ENV = "SECFL_ROSTER"
+EPOCH_RUN_CONFIG = "epoch"
 
 #: Given a node's Context, the path of its client.key (or None when it has none).
 KeyLocator = Callable[[Context], "str | os.PathLike[str] | None"]
@@ -95,13 +98,18 @@ def load_client_key(context: Context, locate: KeyLocator | None = None) -> secag
 
 
 def identity_file(context: Context, locate: KeyLocator | None = None) -> Path | None:
-    """Where the node's signing identity is (a folder stands for ``<folder>/<client id>.id``); None where
-    none is configured (the node then refuses to train)."""
+    """Where the node's signing identity is (a folder stands for ``<folder>/<client id>.id``, or for
+    ``<folder>/<client id>/<client id>.id`` as ``secfl keys ceremony`` writes it); None where none is
+    configured (the node then refuses to train)."""
     path = (locate or default_identity_path)(context)
     if not path:
         return None
-    path = Path(path)
-    return path / f"{client_id_of(context)}.id" if path.is_dir() else path
+    path, cid = Path(path), client_id_of(context)
+    if not path.is_dir():
+        return path
+    # the dealer's folder of client-<i>.id files, or the ceremony's folder of client-<i>/ folders
+    nested = path / cid / f"{cid}.id"
+    return nested if nested.exists() and not (path / f"{cid}.id").exists() else path / f"{cid}.id"
 
 
 def load_identity(context: Context, locate: KeyLocator | None = None) -> ClientIdentity | None:
@@ -147,6 +155,25 @@ def load_server_roster(source: Any) -> Roster | None:
                               f"{type(source).__name__}")
 
 
+def load_server_epoch(source: Any) -> Epoch:
+    """The server's epoch record (threshold keys) from an Epoch, a path, or a run config mapping (``epoch``).
+
+    Raises:
+        MissingPublicContextError: nothing given, or a file that is not an epoch record.
+    """
+    if isinstance(source, Epoch):
+        return source
+    if isinstance(source, Mapping):
+        source = source.get(EPOCH_RUN_CONFIG) or None
+    if not isinstance(source, (str, os.PathLike)) or not str(source):
+        raise MissingPublicContextError("the server has no epoch: pass epoch=epoch.json's path (written by `secfl keys "
+                                        "ceremony`) or a secagg.epoch.Epoch")
+    try:
+        return Epoch.load(source)
+    except (secagg.KeyFileError, secagg.CeremonyError) as exc:
+        raise MissingPublicContextError(f"the server's epoch cannot be loaded: {exc}") from None
+
+
 def load_server_context(source: Any) -> secagg.PublicContext:
     """The server's public context from a PublicContext, a path, bytes, or a run config mapping.
 
@@ -178,13 +205,21 @@ def load_server_context(source: Any) -> secagg.PublicContext:
         raise MissingPublicContextError(f"the server's public context cannot be loaded: {exc}") from None
 
 
-def check_server_context(secret: secagg.SecretContext, *, fingerprint: object, context_bytes: object) -> None:
+def check_server_context(secret: secagg.SecretContext, *, fingerprint: object, context_bytes: object,
+                         epoch: Any = None) -> None:
     """A client's check that the server's public context belongs to its own key set.
 
     ``context_bytes``, when the server sent them, are parsed and their fingerprint recomputed from
     their contents; otherwise only the fingerprint label is compared (a guard against mix-ups, not
-    an authentication: a server could claim any fingerprint, but could not decrypt anyway).
+    an authentication: a server could claim any fingerprint, but could not decrypt anyway). With
+    threshold keys (``epoch``, the node's own epoch record) the server must name that epoch.
     """
+    if epoch is not None:
+        if fingerprint != epoch.id:
+            raise secagg.KeyMismatchError(
+                f"the server names key material {str(fingerprint)[:12]}..., this node is in epoch {epoch.id[:12]}...; "
+                "give the server the epoch.json of this node's ceremony. Nothing was trained or sent")
+        return
     if isinstance(context_bytes, bytes) and context_bytes:
         try:
             public = secagg.load_public_context(context_bytes)

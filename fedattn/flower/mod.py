@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import ErrorCode
 
 import secagg
 
@@ -43,9 +42,10 @@ from ..protocols import make_protocol
 from ..round import ClientRole
 from ..rules import AggregationRule, FedAvg
 from . import records as R
-from .errors import MissingIdentityError, MissingKeyError, NotSecflMessageError
-from .keys import KeyLocator, check_server_context, identity_file, load_client_key, load_identity, load_roster
-from .ledger import open_ledger
+from .committee import make_committee_handlers
+from .errors import NotSecflMessageError
+from .keys import KeyLocator, check_server_context
+from .party import MIN_CONTRIBUTORS_CONFIG, Locators, Party, error_reply, load_party
 
 __all__ = ["make_secagg_mod", "secagg_mod", "make_release_handler", "make_sign_handler", "enable_release",
            "MIN_RELEASE_CONTRIBUTORS", "MIN_CONTRIBUTORS_CONFIG"]
@@ -56,58 +56,6 @@ Mod = Callable[[Message, Context, Callable[[Message, Context], Message]], Messag
 ENCRYPTED_PROTOCOLS = ("client-scored", "server-scored")
 #: A node agrees to and releases only sums of at least this many clients (node config ``secfl-min-contributors``).
 MIN_RELEASE_CONTRIBUTORS = secagg.DEFAULT_MIN_CONTRIBUTORS
-MIN_CONTRIBUTORS_CONFIG = "secfl-min-contributors"
-
-
-@dataclass(frozen=True)
-class Locators:
-    """Where a node finds its key material (defaults: node config, then environment variables)."""
-
-    key: KeyLocator | None = None
-    identity: KeyLocator | None = None
-    roster: KeyLocator | None = None
-    ledger: KeyLocator | None = None
-
-
-@dataclass(frozen=True)
-class _Party:
-    """What one node holds, loaded from its own configuration for one message."""
-
-    secret: secagg.SecretContext
-    identity: secagg.ClientIdentity
-    roster: secagg.Roster
-    ledger: secagg.Ledger
-    min_contributors: int
-
-    def uploader(self) -> secagg.Uploader:
-        return secagg.Uploader(self.secret, identity=self.identity, ledger=self.ledger, roster=self.roster,
-                               min_contributors=self.min_contributors)
-
-
-def _party(context: Context, find: Locators) -> _Party:
-    secret = load_client_key(context, find.key)
-    identity = load_identity(context, find.identity)
-    if identity is None:
-        raise MissingIdentityError(
-            f"node {context.node_id} has no signing identity: start its SuperNode with --node-config "
-            "'identity=\"/path/to/client-<i>.id\"' (local simulations: set SECFL_CLIENT_IDENTITY to the folder of "
-            "`secfl keys generate --clients N`). Nothing was trained or sent")
-    roster = load_roster(context, find.roster)
-    if roster is None:
-        raise MissingKeyError(
-            f"node {context.node_id} has no roster to check the other contributors against: start it with "
-            "--node-config 'roster=\"/path/to/roster.json\"' (local simulations: SECFL_ROSTER). Nothing was sent")
-    ledger = open_ledger(context, client_id=identity.client_id, locate=find.ledger,
-                         identity_file=identity_file(context, find.identity))
-    minimum = (R.config_int(context.node_config, MIN_CONTRIBUTORS_CONFIG)
-               if MIN_CONTRIBUTORS_CONFIG in context.node_config else MIN_RELEASE_CONTRIBUTORS)
-    return _Party(secret, identity, roster, ledger, minimum)
-
-
-def _error_reply(msg: Message, exc: BaseException, *, what: str) -> Message:
-    reason = f"secfl {what}: {type(exc).__name__}: {exc}"
-    log.error("node %s, %s: %s", msg.metadata.dst_node_id, msg.metadata.message_type, reason)
-    return Message(Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=msg)
 
 
 def _single_config(msg: Message) -> ConfigRecord:
@@ -126,7 +74,7 @@ def _single_config(msg: Message) -> ConfigRecord:
 class _Round:
     """A train message as the node received it, parsed and committed to."""
 
-    party: _Party
+    party: Party
     global_state: dict[str, np.ndarray]
     reference: dict[str, np.ndarray] | None
     rule: AggregationRule
@@ -138,9 +86,9 @@ class _Round:
 
 def _receive_train(msg: Message, context: Context, find: Locators) -> _Round:
     config = _single_config(msg)
-    party = _party(context, find)
+    party = load_party(context, find)
     check_server_context(party.secret, fingerprint=config.get(R.CONFIG_FINGERPRINT),
-                         context_bytes=config.get(R.CONFIG_CONTEXT))
+                         context_bytes=config.get(R.CONFIG_CONTEXT), epoch=party.epoch)
     reference = None
     if R.REFERENCE_RECORD in msg.content.array_records:
         reference = R.to_numpy(msg.content.array_records[R.REFERENCE_RECORD], what="the reference step")
@@ -166,23 +114,27 @@ def _receive_train(msg: Message, context: Context, find: Locators) -> _Round:
 
 def make_secagg_mod(*, locate_key: KeyLocator | None = None, locate_identity: KeyLocator | None = None,
                     locate_ledger: KeyLocator | None = None, locate_roster: KeyLocator | None = None,
-                    **key_holder_options: Any) -> Mod:
+                    locate_epoch: KeyLocator | None = None, locate_holder_key: KeyLocator | None = None,
+                    locate_holder_shares: KeyLocator | None = None, **key_holder_options: Any) -> Mod:
     """A :data:`secagg_mod` that finds each node's ``client.key``, signing identity (a file, or the
-    dealer's folder of ``client-<i>.id``), roster and ledger with the given locators.
+    dealer's folder of ``client-<i>.id``), roster and ledger with the given locators; with
+    threshold keys its ``epoch.json`` and, on a committee member, ``holder.key`` and ``holder.shares``.
 
     The defaults look at the node config's ``secret-key`` / ``identity`` / ``roster`` /
-    ``secfl-ledger``, then ``SECFL_CLIENT_KEY`` / ``SECFL_CLIENT_IDENTITY`` / ``SECFL_ROSTER`` /
-    ``SECFL_LEDGER``; the ledger defaults to a file beside the identity.
+    ``secfl-ledger`` / ``epoch`` / ``holder-key`` / ``holder-shares``, then ``SECFL_CLIENT_KEY`` /
+    ``SECFL_CLIENT_IDENTITY`` / ``SECFL_ROSTER`` / ``SECFL_LEDGER`` / ``SECFL_EPOCH`` /
+    ``SECFL_HOLDER_KEY`` / ``SECFL_HOLDER_SHARES``; the ledger defaults to a file beside the
+    identity. A folder given for a key, an identity or a seat stands for ``secfl keys ceremony``'s
+    layout (``<folder>/<client id>/client.key``...).
 
-    The mod answers the server's secfl queries (signing the contributor set, releasing) itself,
-    before any inner mod or handler sees them (Flower's mods, e.g. ``fixedclipping_mod``, expect
-    train messages). ``key_holder_options`` go to :class:`secagg.KeyHolder`.
+    The mod answers the server's secfl queries (signing the contributor set, releasing, the
+    committee's steps) itself, before any inner mod or handler sees them (Flower's mods, e.g.
+    ``fixedclipping_mod``, expect train messages). ``key_holder_options`` go to
+    :class:`secagg.KeyHolder` (and ``max_weight`` / ``release_seed`` to a committee member).
     """
-    find = Locators(locate_key, locate_identity, locate_roster, locate_ledger)
-    answers = {R.SIGN_MESSAGE_TYPE: make_sign_handler(find),
-               R.RELEASE_MESSAGE_TYPE: make_release_handler(locate_key=locate_key, locate_roster=locate_roster,
-                                                            locate_identity=locate_identity, locate_ledger=locate_ledger,
-                                                            **key_holder_options)}
+    find = Locators(locate_key, locate_identity, locate_roster, locate_ledger, locate_epoch, locate_holder_key,
+                    locate_holder_shares)
+    answers = _answers(find, key_holder_options)
 
     def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
         answer = answers.get(msg.metadata.message_type)
@@ -193,14 +145,14 @@ def make_secagg_mod(*, locate_key: KeyLocator | None = None, locate_identity: Ke
         try:
             received = _receive_train(msg, context, find)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a specific error reply, never plaintext
-            return _error_reply(msg, exc, what="refused to train")
+            return error_reply(msg, exc, what="refused to train")
         reply = call_next(msg, context)
         if reply.has_error():
             return reply
         try:
             return _encrypt_reply(reply, received)
         except Exception as exc:  # noqa: BLE001
-            return _error_reply(msg, exc, what="could not encrypt the update")
+            return error_reply(msg, exc, what="could not encrypt the update")
 
     mod.__name__ = mod.__qualname__ = "secagg_mod"
     return mod
@@ -250,9 +202,9 @@ def make_sign_handler(find: Locators | None = None) -> Callable[[Message, Contex
             cset = R.set_of(msg.content)
             if cset.run != str(msg.metadata.run_id):
                 raise secagg.ReplayError("the contributor set names another run than the one this node is in")
-            signature = _party(context, find).uploader().sign_set(cset)
+            signature = load_party(context, find).uploader().sign_set(cset)
         except Exception as exc:  # noqa: BLE001 - refusals are error replies with their reason
-            return _error_reply(msg, exc, what="refused to sign the contributor set")
+            return error_reply(msg, exc, what="refused to sign the contributor set")
         return Message(RecordDict({R.RELEASE_CONFIG: ConfigRecord({R.SIGNATURE_KEY: signature})}), reply_to=msg)
 
     return sign
@@ -267,42 +219,53 @@ def make_release_handler(*, locate_key: KeyLocator | None = None, locate_roster:
     ``key_holder_options`` go to :class:`secagg.KeyHolder` (``trust_server_circuit=True`` and
     ``max_weight`` for the server-scored protocol, whose output no key holder can check).
     """
-    find = Locators(locate_key, locate_identity, locate_roster, locate_ledger)
+    return _release_handler(Locators(locate_key, locate_identity, locate_roster, locate_ledger), key_holder_options)
 
+
+def _release_handler(find: Locators, key_holder_options: dict[str, Any]) -> Callable[[Message, Context], Message]:
     def release(msg: Message, context: Context) -> Message:
         try:
-            party = _party(context, find)
+            party = load_party(context, find)
             config = msg.content.config_records.get(R.RELEASE_CONFIG)
             if config is None:
                 raise NotSecflMessageError("a release query carries the secfl config")
+            if party.epoch is not None:
+                raise secagg.ReleaseRefusedError("this node holds threshold keys: its committee releases in quorums "
+                                                 "(query.secfl_partial), no node releases alone")
             check_server_context(party.secret, fingerprint=config.get(R.CONFIG_FINGERPRINT), context_bytes=None)
             holder = secagg.KeyHolder(party.secret, identity=party.identity, roster=party.roster, ledger=party.ledger,
                                       min_contributors=party.min_contributors, **key_holder_options)
             released = holder.release(R.request_of(msg.content), run=str(msg.metadata.run_id))
         except Exception as exc:  # noqa: BLE001 - refusals are error replies with their reason
-            return _error_reply(msg, exc, what="refused to release")
+            return error_reply(msg, exc, what="refused to release")
         log.info("released the sum of %d clients after checking every receipt and signature", len(released.contributors))
-        return Message(RecordDict({
-            R.RELEASED_RECORD: ArrayRecord({n: Array(np.asarray(v)) for n, v in released.values.items()}),
-            R.RELEASE_CONFIG: ConfigRecord({"contributors": list(released.contributors)}),
-        }), reply_to=msg)
+        return Message(R.released_reply(released), reply_to=msg)
 
     return release
 
 
+def _answers(find: Locators, key_holder_options: dict[str, Any]) -> dict[str, Callable[[Message, Context], Message]]:
+    member_options = {k: v for k, v in key_holder_options.items() if k in ("max_weight", "release_seed")}
+    return {R.SIGN_MESSAGE_TYPE: make_sign_handler(find),
+            R.RELEASE_MESSAGE_TYPE: _release_handler(find, key_holder_options),
+            **make_committee_handlers(find, **member_options)}
+
+
 def enable_release(app: ClientApp, *, locate_key: KeyLocator | None = None, locate_roster: KeyLocator | None = None,
                    locate_identity: KeyLocator | None = None, locate_ledger: KeyLocator | None = None,
-                   **key_holder_options: Any) -> ClientApp:
+                   locate_epoch: KeyLocator | None = None, locate_holder_key: KeyLocator | None = None,
+                   locate_holder_shares: KeyLocator | None = None, **key_holder_options: Any) -> ClientApp:
     """Register the node's answers to the server's queries on ``app``: signing the round's
-    contributor set (``query.secfl_sign_set``, every client needs it) and releasing as key holder
-    (``query.secfl_release``). Flower refuses a query with no registered handler before any mod
-    runs; where ``secagg_mod`` is installed it answers these queries itself, with its own locators
-    and options, and the handlers registered here stand behind it."""
-    find = Locators(locate_key, locate_identity, locate_roster, locate_ledger)
-    app.query(R.SIGN_ACTION)(make_sign_handler(find))
-    app.query(R.RELEASE_ACTION)(make_release_handler(locate_key=locate_key, locate_roster=locate_roster,
-                                                     locate_identity=locate_identity, locate_ledger=locate_ledger,
-                                                     **key_holder_options))
+    contributor set (``query.secfl_sign_set``, every client needs it), releasing as key holder
+    (``query.secfl_release``) and, with threshold keys, the committee's steps
+    (``query.secfl_ready``, ``query.secfl_partial``, ``query.secfl_combine``). Flower refuses a
+    query with no registered handler before any mod runs; where ``secagg_mod`` is installed it
+    answers these queries itself, with its own locators and options, and the handlers registered
+    here stand behind it."""
+    find = Locators(locate_key, locate_identity, locate_roster, locate_ledger, locate_epoch, locate_holder_key,
+                    locate_holder_shares)
+    for message_type, handler in _answers(find, key_holder_options).items():
+        app.query(message_type.removeprefix("query."))(handler)
     return app
 
 

@@ -28,6 +28,9 @@ __all__ = [
     "RELEASE_MESSAGE_TYPE", "RELEASE_CONFIG", "RELEASED_RECORD", "WEIGHT_KEY", "SIGN_ACTION", "SIGN_MESSAGE_TYPE",
     "SET_KEY", "SIGNATURE_KEY", "payload_record", "payload_of", "config_int", "rule_spec", "rule_from_spec", "to_numpy",
     "to_record", "train_commitment", "set_query", "set_of", "signature_of", "release_query", "request_of", "released_of",
+    "READY_ACTION", "READY_MESSAGE_TYPE", "PARTIAL_ACTION", "PARTIAL_MESSAGE_TYPE", "COMBINE_ACTION",
+    "COMBINE_MESSAGE_TYPE", "ready_query", "ready_of", "quorum_query", "quorum_of", "partial_reply", "partial_of",
+    "partials_of", "released_reply",
 ]
 
 # keys of the one ConfigRecord of a train message (Flower's clipping mods insist on exactly one)
@@ -55,6 +58,20 @@ SIGN_ACTION = "secfl_sign_set"
 SIGN_MESSAGE_TYPE = f"query.{SIGN_ACTION}"
 SET_KEY = "contributor-set"
 SIGNATURE_KEY = "signature"
+
+#: threshold keys: is a committee member there for this epoch (and which member is it)?
+READY_ACTION = "secfl_ready"
+READY_MESSAGE_TYPE = f"query.{READY_ACTION}"
+#: threshold keys: a member's partial decryption of the request for one quorum, sealed to the combiner
+PARTIAL_ACTION = "secfl_partial"
+PARTIAL_MESSAGE_TYPE = f"query.{PARTIAL_ACTION}"
+PARTIAL_RECORD = "secfl-partials"
+PARTIAL_STYPE = "secfl.partial.v1"
+QUORUM_KEY = "quorum"
+MEMBER_KEY = "member"
+#: threshold keys: the combiner's release from the quorum's partials
+COMBINE_ACTION = "secfl_combine"
+COMBINE_MESSAGE_TYPE = f"query.{COMBINE_ACTION}"
 
 #: the MetricRecord entry with the client's sample count (Flower's convention)
 WEIGHT_KEY = "num-examples"
@@ -222,3 +239,74 @@ def released_of(content: RecordDict, *, like: Mapping[str, np.ndarray] | None) -
     if not isinstance(said, list) or not all(isinstance(c, str) for c in said):
         raise ValueError("the answer does not name whose sum it released")
     return secagg.Release(values=values, contributors=tuple(str(c) for c in said))
+
+
+def ready_query(*, round: int, epoch: str) -> RecordDict:
+    return RecordDict({RELEASE_CONFIG: ConfigRecord({CONFIG_ROUND: round, CONFIG_FINGERPRINT: epoch})})
+
+
+def ready_of(content: RecordDict) -> str:
+    """The member id a node answered the readiness query with."""
+    config = content.config_records.get(RELEASE_CONFIG)
+    member = None if config is None else config.get(MEMBER_KEY)
+    if not isinstance(member, str):
+        raise ValueError("the answer names no committee member")
+    return secagg.validate_client_id(member)
+
+
+def quorum_query(request: bytes, *, round: int, epoch: str, quorum: list[str],
+                 partials: Mapping[str, bytes] | None = None) -> RecordDict:
+    """A partial query (no ``partials``) or the combiner's query (the quorum's partials)."""
+    content = RecordDict({
+        AGGREGATE_RECORD: payload_record(request, name="request", stype=AGGREGATE_STYPE),
+        RELEASE_CONFIG: ConfigRecord({CONFIG_ROUND: round, CONFIG_FINGERPRINT: epoch, QUORUM_KEY: list(quorum)}),
+    })
+    if partials is not None:
+        content[PARTIAL_RECORD] = ArrayRecord({m: Array(dtype="uint8", shape=(len(b),), stype=PARTIAL_STYPE,
+                                                        data=bytes(b)) for m, b in partials.items()})
+    return content
+
+
+def quorum_of(content: RecordDict) -> tuple[str, list[str]]:
+    """The epoch a quorum query names and its quorum (validated member ids)."""
+    config = content.config_records.get(RELEASE_CONFIG)
+    quorum = None if config is None else config.get(QUORUM_KEY)
+    epoch = None if config is None else config.get(CONFIG_FINGERPRINT)
+    if not isinstance(quorum, list) or not isinstance(epoch, str) or len(quorum) > 255:
+        raise NotSecflMessageError("a quorum query carries the epoch and the quorum")
+    try:
+        return epoch, [secagg.validate_client_id(m) for m in quorum]
+    except ValueError as exc:
+        raise secagg.PayloadError(f"the quorum is malformed: {exc}") from None
+
+
+def partial_reply(partial: bytes) -> RecordDict:
+    return RecordDict({PARTIAL_RECORD: payload_record(partial, name="partial", stype=PARTIAL_STYPE)})
+
+
+def partial_of(content: RecordDict, *, who: str) -> bytes:
+    record = content.array_records.get(PARTIAL_RECORD)
+    if record is None:
+        raise ValueError(f"{who}'s answer carries no partial")
+    return payload_of(RecordDict({PARTIAL_RECORD: record}), who=who, stype=PARTIAL_STYPE)
+
+
+def partials_of(content: RecordDict) -> dict[str, bytes]:
+    """The quorum's partials in the combiner's query, by member (bytes only; the combiner opens and checks them)."""
+    record = content.array_records.get(PARTIAL_RECORD)
+    if record is None:
+        raise NotSecflMessageError("a combine query carries the quorum's partials")
+    out = {}
+    for name, arr in record.items():
+        if arr.stype != PARTIAL_STYPE or arr.dtype != "uint8" or tuple(arr.shape) != (len(arr.data),):
+            raise secagg.PayloadError("a partial in the combine query is not a byte array")
+        out[name] = bytes(arr.data)
+    return out
+
+
+def released_reply(released: secagg.Release) -> RecordDict:
+    """A key holder's or combiner's answer: the released values and whose sum they are."""
+    return RecordDict({
+        RELEASED_RECORD: ArrayRecord({n: Array(np.asarray(v)) for n, v in released.values.items()}),
+        RELEASE_CONFIG: ConfigRecord({"contributors": list(released.contributors)}),
+    })

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,13 +33,14 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 import secagg
 
-from ..errors import ClientUnreachableError, InvalidConfigError
+from ..errors import InvalidConfigError
 from ..protocols import make_protocol
 from ..round import ClientMessage, ServerRole, run_round
 from ..rules import CosineAttention, make_rule
 from . import records as R
 from .errors import MissingCiphertextError
-from .keys import load_server_context, load_server_roster
+from .gateway import FlowerClients
+from .keys import load_server_context, load_server_epoch, load_server_roster
 
 __all__ = ["SecAggFedAvg", "RoundLog", "DEFAULT_MAX_CONTEXT_BYTES"]
 log = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ class SecAggFedAvg(FlowerFedAvg):
     Args:
         public_context: the server's ``server.ctx`` (path, bytes or :class:`secagg.PublicContext`);
             a secret context is refused.
+        epoch: with threshold keys, in place of ``public_context``: the ceremony's public
+            ``epoch.json`` (path or :class:`secagg.epoch.Epoch`). Every client encrypts with its own
+            key; a quorum of the committee releases each round (client-scored protocol only).
         roster: the clients' public verification keys and enrolment groups (``roster.json`` of
             ``secfl keys generate --clients N``, or a :class:`secagg.Roster`). Every upload must be
             signed by a client on it, for this run and round, once.
@@ -87,12 +91,17 @@ class SecAggFedAvg(FlowerFedAvg):
         **fedavg_options: Flower FedAvg's sampling options (``fraction_train``, ``min_train_nodes``...).
     """
 
-    def __init__(self, *, public_context: object, roster: object, protocol: str = "client-scored", rule: str = "fedatt",
+    def __init__(self, *, public_context: object = None, roster: object, epoch: object = None,
+                 protocol: str = "client-scored", rule: str = "fedatt",
                  rule_options: dict[str, object] | None = None, seed: int | None = None,
                  clipping_norm: float | None = None, max_payload_bytes: int | None = None, query_timeout: float = 600.0,
                  max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES, **fedavg_options: object) -> None:
         try:
-            self.public_context = load_server_context(public_context)
+            if epoch is not None and public_context is not None:
+                raise InvalidConfigError("give SecAggFedAvg public_context= (a shared key set) or epoch= (threshold "
+                                         "keys), not both")
+            self.epoch = None if epoch is None else load_server_epoch(epoch)
+            self.public_context = self.epoch if self.epoch is not None else load_server_context(public_context)
             loaded = load_server_roster(roster)
         except Exception as exc:
             log.error("%s", exc)  # before round 1, in the server's log
@@ -106,6 +115,9 @@ class SecAggFedAvg(FlowerFedAvg):
         if protocol == "plain":
             raise InvalidConfigError("SecAggFedAvg runs encrypted protocols; use Flower's FedAvg for plaintext")
         self.protocol = make_protocol(protocol, self.rule)
+        if self.epoch is not None and self.protocol.name != "client-scored":
+            raise InvalidConfigError(f"threshold keys release client-scored sums only; protocol {protocol!r} needs a "
+                                     "single key holder who trusts the server's circuit")
         aggregator = secagg.Aggregator(self.public_context, roster=loaded, max_payload_bytes=max_payload_bytes)
         self.server_role = ServerRole(self.protocol, aggregator=aggregator)  # checks the preset against the protocol
         self.roster = loaded
@@ -119,8 +131,10 @@ class SecAggFedAvg(FlowerFedAvg):
             log.warning("preset %r floods releases by 2^%d only (a heuristic level); the server sees each aggregate's "
                         "ciphertext and its release, so prefer the 'strict' preset", self.public_context.preset.name,
                         self.public_context.preset.flood_bits)
-        blob = self.public_context.to_bytes()
+        # members hold their own epoch.json; a shared key set's public context travels while it is small
+        blob = self.public_context.to_bytes() if isinstance(self.public_context, secagg.PublicContext) else b""
         self._context_bytes = blob if len(blob) <= max_context_bytes else b""
+        self.nodes: dict[str, int] = {}  # client id -> the node its signed uploads came from, over the run
         self.history: list[RoundLog] = []
         self._grid: Grid | None = None
         self._global: dict[str, np.ndarray] | None = None
@@ -166,7 +180,7 @@ class SecAggFedAvg(FlowerFedAvg):
             log.error("round %d: no client sent a usable encrypted update; the global model stays as it was", server_round)
             return None, None
         try:
-            outcome = run_round(messages, server=self.server_role, clients=_FlowerClients(self, server_round, by_label),
+            outcome = run_round(messages, server=self.server_role, clients=FlowerClients(self, server_round, by_label),
                                 run=str(valid[0].metadata.run_id), round=server_round, reference=self._previous_step,
                                 model=self._global)
         except (secagg.SecAggError, InvalidConfigError) as exc:  # nothing valid, or an attack a key holder reported
@@ -182,7 +196,7 @@ class SecAggFedAvg(FlowerFedAvg):
         if outcome.aggregate is None:
             log.error("round %d: %s; the global model stays as it was", server_round, outcome.aborted)
             return None, None
-        entry.key_holder = by_label[outcome.senders[outcome.key_holder or ""]].metadata.src_node_id
+        entry.key_holder = self.nodes.get(outcome.key_holder or "")  # with threshold keys: the combining member
         entry.released = outcome.aggregate
         new = self.rule.apply(self._global, outcome.aggregate, rng=self._rng(server_round))
         self._previous_step = {n: new[n].astype(np.float64) - self._global[n] for n in new}
@@ -225,44 +239,3 @@ class SecAggFedAvg(FlowerFedAvg):
         metrics["secfl-contributors"] = len(entry.contributors)
         metrics["secfl-rejected"] = len(entry.rejected)
         return metrics
-
-
-class _FlowerClients:
-    """The round's clients as the strategy reaches them: one query message per request."""
-
-    def __init__(self, strategy: SecAggFedAvg, server_round: int, by_label: dict[str, Message]) -> None:
-        self.strategy, self.round, self.by_label = strategy, server_round, by_label
-        self.nodes: dict[str, int] = {}
-
-    def online(self, senders: Mapping[str, str]) -> list[str]:
-        # reachability shows when a node is asked; here each client id is tied to the node it uploaded from
-        self.nodes = {c: self.by_label[label].metadata.src_node_id for c, label in senders.items()}
-        return list(senders)
-
-    def _node(self, client_id: str) -> int:
-        return self.nodes[client_id]
-
-    def _ask(self, node: int, content: RecordDict, message_type: str, what: str) -> RecordDict:
-        grid = self.strategy._grid
-        assert grid is not None
-        query = Message(content, dst_node_id=node, message_type=message_type)
-        replies = list(grid.send_and_receive([query], timeout=self.strategy.query_timeout))
-        if not replies:
-            raise ClientUnreachableError(f"round {self.round}: node {node} did not answer the {what} within "
-                                         f"{self.strategy.query_timeout} s")
-        if replies[0].has_error():
-            reason = str(replies[0].error.reason)
-            if "ModelInconsistencyError" in reason:  # an attack on the clients: stop, as the standalone run does
-                raise secagg.ModelInconsistencyError(f"round {self.round}: node {node} refused: {reason}")
-            raise ClientUnreachableError(f"round {self.round}: node {node} refused the {what}: {reason}")
-        return replies[0].content
-
-    def sign(self, client_id: str, cset: secagg.ContributorSet) -> str:
-        content = self._ask(self._node(client_id), R.set_query(cset), R.SIGN_MESSAGE_TYPE, "contributor set")
-        return R.signature_of(content)
-
-    def release(self, key_holder: str, request: bytes) -> secagg.Release:
-        content = self._ask(self._node(key_holder), R.release_query(request, round=self.round,
-                                                                    fingerprint=self.strategy.public_context.fingerprint),
-                            R.RELEASE_MESSAGE_TYPE, "release")
-        return R.released_of(content, like=self.strategy._global)
