@@ -5,7 +5,8 @@
 * :data:`secagg_mod` / :func:`make_secagg_mod` - the client mod that encrypts a ClientApp's
   plaintext reply; list it first in ``mods`` so that clipping and DP mods run before it.
 * :func:`enable_release` - lets a ClientApp's nodes sign the round's contributor set and release
-  it as key holder.
+  it as key holder or, with threshold keys (``SecAggFedAvg(epoch=...)``), give their partials as
+  committee members (:mod:`fedattn.flower.committee`).
 * every node is a party with its own ``client.key``, ``identity``, ``roster`` and ledger (node
   config); every upload is signed, every release verified against the roster
   (:class:`secagg.KeyHolder`).
@@ -48,6 +49,7 @@ from .keys import (
     load_identity,
     load_roster,
     load_server_context,
+    load_server_epoch,
     load_server_roster,
 )
 from .ledger import LEDGER_CONFIG, LEDGER_ENV, FileLedger, open_ledger
@@ -61,6 +63,6 @@ __all__ = [
     "SECRET_KEY_ENV", "SERVER_CONTEXT_CONFIG", "FlowerAdapterError", "MissingPublicContextError", "MissingKeyError",
     "MissingCiphertextError", "NotSecflMessageError", "ReleaseRefusedError", "MissingIdentityError",
     "IDENTITY_CONFIG", "IDENTITY_ENV", "ROSTER_CONFIG", "ROSTER_ENV", "load_identity",
-    "load_roster", "load_server_roster", "LEDGER_CONFIG", "LEDGER_ENV", "FileLedger", "open_ledger",
+    "load_roster", "load_server_roster", "load_server_epoch", "LEDGER_CONFIG", "LEDGER_ENV", "FileLedger", "open_ledger",
     "LedgerError",
 ]

@@ -97,10 +97,34 @@ class FlowerClients:
                 continue
             if said == m:  # a node that holds another member's seat is not this member
                 self.ready.append(m)
+        missing = set(epoch.committee.ids) - set(known)
+        if missing:
+            self.ready += self._find_members(missing, epoch.id)
         if len(self.ready) < threshold:
             raise DecryptionAbortedError(f"only {len(self.ready)} committee member(s) reachable; a release needs "
                                          f"{threshold}: nothing was released")
         return self.ready
+
+    def _find_members(self, missing: set[str], epoch_id: str) -> list[str]:
+        """Members the server has no upload from (not sampled yet, or rejected): ask the nodes it cannot
+        place. A node's claim to a seat is not taken on trust: its partial must carry that member's
+        signature, or the combiner refuses it and the round aborts."""
+        grid, placed = self.strategy._grid, set(self.strategy.nodes.values())
+        assert grid is not None
+        unplaced = {f"node-{n}": n for n in grid.get_node_ids() if n not in placed}
+        found = []
+        for label, reply in self._send(unplaced, lambda _: R.ready_query(round=self.round, epoch=epoch_id),
+                                       R.READY_MESSAGE_TYPE).items():
+            if reply is None or reply.has_error():
+                continue
+            try:
+                member = R.ready_of(reply.content)
+            except ValueError:
+                continue
+            if member in missing and member not in found:
+                self.strategy.nodes[member] = unplaced[label]
+                found.append(member)
+        return found
 
     def release(self, key_holder: str, request: bytes) -> secagg.Release:
         epoch, like = self.strategy.epoch, self.strategy._global

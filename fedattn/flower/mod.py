@@ -21,8 +21,9 @@ model, the round's configuration **and the whole run config** (every value the C
 as received; calls the app; and replaces the reply's arrays with the signed upload of
 :class:`secagg.Uploader`. On ``query.secfl_sign_set`` it signs the round's one contributor set if
 that set names its own upload unchanged and whole enrolment groups; on ``query.secfl_release`` it
-acts as :class:`secagg.KeyHolder` (verified, once per round, noise-flooded). Failures become error
-replies with the exception's class and message, logged on the client; the plaintext never leaves.
+acts as :class:`secagg.KeyHolder` (verified, once per round, noise-flooded); with threshold keys
+it answers the committee's queries instead (:mod:`fedattn.flower.committee`). Failures become
+error replies with the exception's class and message, logged on the client; the plaintext never leaves.
 """
 
 from __future__ import annotations

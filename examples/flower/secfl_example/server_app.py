@@ -9,7 +9,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDic
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from fedattn.flower import SecAggFedAvg, load_server_context, load_server_roster
+from fedattn.flower import SecAggFedAvg, load_server_context, load_server_epoch, load_server_roster
 from fedattn.flower.records import to_numpy, to_record
 
 from .task import Settings, evaluate, initial_state, show_secfl_logs
@@ -31,12 +31,14 @@ def train_metrics(replies: list[RecordDict], weight_key: str) -> MetricRecord:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
-    public = load_server_context(cfg)  # a missing server-context stops the run here, before round 1
+    # a shared key set (run config `server-context`) or threshold keys (`epoch`, from `secfl keys ceremony`);
+    # a missing one stops the run here, before round 1
+    keys = {"epoch": load_server_epoch(cfg)} if cfg.get("epoch") else {"public_context": load_server_context(cfg)}
     roster = load_server_roster(cfg)  # run config `roster`: required, every upload is signed
     settings = Settings.from_run_config(cfg)
     nodes = int(cfg.get("min-nodes", 3))
     strategy = SecAggFedAvg(
-        public_context=public,
+        **keys,
         protocol=str(cfg.get("protocol", "client-scored")),
         rule=str(cfg.get("aggregation", "fedatt")),
         rule_options=json.loads(str(cfg.get("rule-options", "{}"))),  # e.g. '{"max_samples": 600}' for fedavg

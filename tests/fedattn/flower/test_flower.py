@@ -13,19 +13,14 @@ slow-marked run covers the server-scored protocol (deep preset).
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
-import shutil
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 flwr = pytest.importorskip("flwr")
+
+from helpers.flower_sim import apps, example_task, simulate  # noqa: E402
 
 import secagg  # noqa: E402
 from fedattn.privacy import DPConfig  # noqa: E402
@@ -34,169 +29,9 @@ from fedattn.rules import FedAtt  # noqa: E402
 from fedattn.simulation import SimulationConfig, run_simulation  # noqa: E402
 from secagg.signing import deal_identities  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flower"
 GOOD, NO_KEY, OTHER_KEY, PLAINTEXT = (0, 1, 2), 3, 4, 5
 ROUNDS = 2
 DP = DPConfig(mode="sample", noise_multiplier=1.0, clip_norm=1.0)
-
-
-def _descendants(pid: int) -> list[str]:
-    """Live descendants of ``pid`` from /proc (psutil is not a dependency)."""
-    parent: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        name, rest = stat.rsplit(")", 1)
-        fields = rest.split()
-        if fields[0] == "Z":  # a zombie is already dead
-            continue
-        parent[int(entry)], names[int(entry)] = int(fields[1]), name.split("(", 1)[1]
-    out, frontier = [], [pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        out += [f"{c} {names[c]}" for c in kids]
-        frontier += kids
-    return out
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-class RecordingGrid:
-    """The real Grid, with every message the ServerApp sends kept for inspection."""
-
-    def __init__(self, grid) -> None:
-        self._grid, self.sent = grid, []
-
-    def __getattr__(self, name):
-        return getattr(self._grid, name)
-
-    def send_and_receive(self, messages, *, timeout=None):
-        messages = list(messages)
-        self.sent.extend(messages)
-        return self._grid.send_and_receive(messages, timeout=timeout)
-
-    def push_messages(self, messages):
-        messages = list(messages)
-        self.sent.extend(messages)
-        return self._grid.push_messages(messages)
-
-
-def _example_task():
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        return importlib.import_module("secfl_example.task")
-    finally:
-        sys.path.remove(str(EXAMPLE))
-
-
-def _apps(task, settings, *, locate, server_ctx: Path, nodes: int, rounds: int, partitions: int,
-          plaintext_partition: int | None = None, locate_identity=None, locate_roster=None, key_holder_options=None,
-          **strategy_options):
-    """A ServerApp with SecAggFedAvg and a ClientApp running the example's training under secagg_mod."""
-    from flwr.app import Context, Message, MetricRecord, RecordDict
-    from flwr.clientapp import ClientApp
-    from flwr.serverapp import ServerApp
-
-    from fedattn.flower import SecAggFedAvg, enable_release, make_secagg_mod, sample_dp_from_state, save_sample_dp
-    from fedattn.flower.records import to_numpy, to_record
-
-    key_holder_options = key_holder_options or {}
-
-    def train(msg, context):  # the example's train function, with `partitions` shards for the nodes
-        pid = int(context.node_config["partition-id"]) % partitions
-        cid = f"client-{pid}"
-        dp = sample_dp_from_state(context, settings.dp_config(), client_id=cid) if settings.dp != "none" else None
-        client = task.local_client(settings, partition_id=pid, num_partitions=partitions, sample_dp=dp)
-        trained = task.local_train(client, to_numpy(msg.content["arrays"], what="global"), settings=settings,
-                                   server_round=int(msg.content["config"]["server-round"]), partition_id=pid,
-                                   seeded=True)  # a labelled, seeded simulation: compared with the standalone run
-        metrics = {"num-examples": client.num_samples}
-        if dp is not None:
-            metrics["epsilon"] = save_sample_dp(context, dp, client_id=cid)
-        return Message(RecordDict({"arrays": to_record(trained), "metrics": MetricRecord(metrics)}), reply_to=msg)
-
-    def misconfigured(msg, context, call_next):  # one node runs without secagg_mod: plaintext reply
-        if msg.metadata.message_type == "train" and int(context.node_config["partition-id"]) == plaintext_partition:
-            return train(msg, context)
-        return call_next(msg, context)
-
-    client_app = ClientApp(mods=[misconfigured, make_secagg_mod(locate_key=locate, locate_identity=locate_identity,
-                                                                locate_roster=locate_roster, **key_holder_options)])
-    client_app.train()(train)
-    enable_release(client_app)  # registers the queries; secagg_mod (outermost) answers them
-    server_app, box = ServerApp(), {}
-
-    @server_app.main()
-    def main(grid, context: Context) -> None:
-        grid = box["grid"] = RecordingGrid(grid)
-        strategy = box["strategy"] = SecAggFedAvg(public_context=server_ctx, seed=settings.seed, fraction_evaluate=0.0,
-                                                  min_train_nodes=nodes, min_available_nodes=nodes, **strategy_options)
-        box["result"] = strategy.start(grid=grid, initial_arrays=to_record(task.initial_state(settings)),
-                                       num_rounds=rounds)
-
-    return server_app, client_app, box
-
-
-def _simulate(base: Path, server_app, client_app, box: dict, *, nodes: int) -> dict:
-    """Flower's in-process run_simulation on Ray, confined to ``base``; then Ray is shut down."""
-    from flwr.simulation import run_simulation as flower_simulation
-
-    # Ray's unix sockets must fit in 107 bytes; a deep pytest basetemp gets a short sibling instead
-    ray_dir = base / "ray" if len(str(base)) <= 40 else Path(tempfile.mkdtemp(prefix="secfl-ray-"))
-    outside = [Path("~/.flwr").expanduser(), Path(tempfile.gettempdir()) / "ray"]
-    existed = {p: p.exists() for p in outside}
-    before = set(_descendants(os.getpid()))  # e.g. secagg's encryption workers from earlier tests: not Flower's
-    handler = _Records()
-    logger = logging.getLogger("fedattn")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLWR_TELEMETRY_ENABLED", "0")
-        mp.setenv("FLWR_HOME", str(base / "flwr-home"))
-        mp.setenv("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
-        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        mp.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-        mp.setenv("PYTHONPATH", os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]))  # Flower rewrites it
-        for name in ("SECFL_CLIENT_KEY", "SECFL_CLIENT_IDENTITY", "SECFL_ROSTER"):
-            mp.delenv(name, raising=False)
-        (base / "ledgers").mkdir(exist_ok=True)
-        mp.setenv("SECFL_LEDGER", str(base / "ledgers"))  # each node's ledger file in one folder
-        mp.syspath_prepend(str(EXAMPLE))
-        t0 = time.perf_counter()
-        try:
-            flower_simulation(server_app, client_app, num_supernodes=nodes, backend_config={
-                "init_args": {"num_cpus": 2, "_temp_dir": str(ray_dir), "object_store_memory": 100 * 2**20},
-                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            })
-        finally:
-            import ray
-
-            ray.shutdown()  # Flower's backend stops its actors but leaves Ray itself running
-            logger.removeHandler(handler)
-            logger.setLevel(level)
-        seconds = time.perf_counter() - t0
-    deadline = time.monotonic() + 20
-    while (left := [p for p in _descendants(os.getpid()) if p not in before]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    ray_sessions = sorted(p.name for p in ray_dir.glob("session_*"))
-    if ray_dir.parent != base:
-        shutil.rmtree(ray_dir, ignore_errors=True)
-    created = [str(p) for p in outside if p.exists() and not existed[p]]
-    return dict(box, records=handler.records, seconds=seconds, left=left, created=created, ray_sessions=ray_sessions)
 
 
 @pytest.fixture(scope="module")
@@ -209,13 +44,13 @@ def flower_run(tmp_path_factory, strict_keys):
               PLAINTEXT: str(keys_dir / "client.key")}
     # the dealer's --clients 6 --group-size 3: the good clients form one enrolment group
     identities, _ = deal_identities((f"client-{p}" for p in range(6)), keys_dir, group_size=3)
-    task = _example_task()
+    task = example_task()
     settings = task.Settings(dp="sample", noise_multiplier=DP.noise_multiplier, clip_norm=DP.clip_norm)
-    apps = _apps(task, settings, locate=lambda ctx: key_of.get(int(ctx.node_config["partition-id"])),
+    built = apps(task, settings, locate=lambda ctx: key_of.get(int(ctx.node_config["partition-id"])),
                  server_ctx=keys_dir / "server.ctx", nodes=6, rounds=ROUNDS, partitions=len(GOOD),
                  plaintext_partition=PLAINTEXT, locate_identity=lambda ctx: str(keys_dir),  # the folder
                  locate_roster=lambda ctx: str(keys_dir / "roster.json"), roster=keys_dir / "roster.json")
-    return dict(_simulate(base, *apps, nodes=6), identities=identities)
+    return dict(simulate(base, *built, nodes=6), identities=identities)
 
 
 @pytest.fixture(scope="module")
@@ -348,17 +183,17 @@ def test_server_scored_protocol_on_flower(tmp_path):
     keys_dir = tmp_path / "keys"
     keys.save(keys_dir)
     deal_identities((f"client-{p}" for p in range(3)), keys_dir, group_size=3)
-    task = _example_task()
+    task = example_task()
     settings = task.Settings()
     from secagg.circuit import omega_max
 
-    apps = _apps(task, settings, locate=lambda ctx: str(keys_dir / "client.key"),
+    built = apps(task, settings, locate=lambda ctx: str(keys_dir / "client.key"),
                  server_ctx=keys_dir / "server.ctx", nodes=3, rounds=1, partitions=3,
                  protocol="server-scored", rule_options={"score": "l2_squared"},
                  locate_identity=lambda ctx: str(keys_dir), locate_roster=lambda ctx: str(keys_dir / "roster.json"),
                  roster=keys_dir / "roster.json",
                  key_holder_options={"trust_server_circuit": True, "max_weight": omega_max(4.0, 1.0)})
-    run = _simulate(tmp_path, *apps, nodes=3)
+    run = simulate(tmp_path, *built, nodes=3)
     assert run["left"] == [] and run["created"] == []
     assert len(run["strategy"].history[0].receipts) == 3
     entry = run["strategy"].history[0]
@@ -377,7 +212,7 @@ def test_server_scored_protocol_on_flower(tmp_path):
 def test_the_example_seeds_dp_noise_only_on_nodes_labelled_seeded(monkeypatch):
     """The run config (the SuperLink's) holds a "seed"; the DP noise must not follow it unless the
     node's own configuration says this is a seeded simulation."""
-    task = _example_task()
+    task = example_task()
     monkeypatch.delenv("SECFL_SEEDED_SIMULATION", raising=False)
     assert not task.seeded_simulation({})
     assert not task.seeded_simulation({"seed": 0, "secfl-seeded-simulation": "false"})

@@ -167,3 +167,19 @@ def test_a_node_without_a_seat_is_not_ready_and_the_server_needs_no_secret(cerem
     with pytest.raises(Exception, match="client-scored"):
         SecAggFedAvg(epoch=ceremony / "epoch.json", roster=ceremony / "roster.json", protocol="server-scored",
                      rule_options={"score": "l2_squared"})
+
+
+def test_a_member_that_uploaded_nothing_is_found_by_asking_the_nodes_the_server_cannot_place(tmp_path):
+    ceremony = tmp_path / "ceremony"  # enrolment groups of three: client-0..2 release without client-3, -4
+    run_local_ceremony(ceremony, clients=6, committee=5, threshold=3, group_size=3)
+    nodes = _nodes(ceremony, tmp_path)
+    strategy = _strategy(ceremony, nodes, DroppingGrid(nodes, gone={R.READY_MESSAGE_TYPE: {1, 2}}))
+    # client-3 and client-4's nodes are not sampled this round: the server has no upload from them
+    uploads = [app(train_message(strategy, node=n, rnd=1, run=ctx.run_id), ctx) for n, (app, ctx) in nodes.items()
+               if n <= 3]
+    arrays, _ = strategy.aggregate_train(1, uploads)
+    assert arrays is not None, strategy.history[-1].aborted
+    assert strategy.nodes["client-3"] == 4 and strategy.nodes["client-4"] == 5  # found through their answers
+    assert strategy.history[-1].key_holder in (3, 4, 5)
+    for name in SHAPES:
+        np.testing.assert_allclose(strategy.history[-1].released[name], np.mean(STEPS[:3]), atol=1e-4)
