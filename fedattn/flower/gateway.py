@@ -127,23 +127,30 @@ class FlowerClients:
         return found
 
     def release(self, key_holder: str, request: bytes) -> secagg.Release:
-        epoch, like = self.strategy.epoch, self.strategy._global
+        epoch = self.strategy.epoch
         if epoch is None:
             content = self._ask(key_holder, R.release_query(request, round=self.round,
                                                             fingerprint=self.strategy.public_context.fingerprint),
                                 R.RELEASE_MESSAGE_TYPE, "release")
-            return R.released_of(content, like=like)
+            return self._released(key_holder, content)
         quorum = [key_holder, *[m for m in self.ready if m != key_holder][:epoch.committee.threshold - 1]]
         nodes = {m: self.strategy.nodes[m] for m in quorum}
         try:
             answers = self._ask_many(nodes, lambda _: R.quorum_query(request, round=self.round, epoch=epoch.id,
                                                                      quorum=quorum),
                                      R.PARTIAL_MESSAGE_TYPE, "partial decryption")
-        except ClientUnreachableError as exc:  # the others' partials for this quorum are spent
+            partials = {m: R.partial_of(answers[m], who=m) for m in quorum}
+        except (ClientUnreachableError, ValueError) as exc:  # the others' partials for this quorum are spent
             raise DecryptionAbortedError(f"a quorum member was lost after the quorum was asked ({exc}); each member "
                                          "gives one partial per round: nothing was released") from None
-        partials = {m: R.partial_of(answers[m], who=m) for m in quorum}
         content = self._ask(key_holder, R.quorum_query(request, round=self.round, epoch=epoch.id, quorum=quorum,
                                                        partials=partials),
                             R.COMBINE_MESSAGE_TYPE, "combination of the partials")
-        return R.released_of(content, like=like)
+        return self._released(key_holder, content)
+
+    def _released(self, key_holder: str, content: RecordDict) -> secagg.Release:
+        """The released values; a malformed answer aborts the round like a refusal (the node is at fault)."""
+        try:
+            return R.released_of(content, like=self.strategy._global)
+        except ValueError as exc:
+            raise ClientUnreachableError(f"round {self.round}: {key_holder}'s release is unusable: {exc}") from None

@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
+from flwr.app import RecordDict  # noqa: E402
 from helpers.flower import (  # noqa: E402
     SHAPES,
     LocalGrid,
@@ -183,3 +184,20 @@ def test_a_member_that_uploaded_nothing_is_found_by_asking_the_nodes_the_server_
     assert strategy.history[-1].key_holder in (3, 4, 5)
     for name in SHAPES:
         np.testing.assert_allclose(strategy.history[-1].released[name], np.mean(STEPS[:3]), atol=1e-4)
+
+
+@pytest.mark.parametrize("step", [R.PARTIAL_MESSAGE_TYPE, R.COMBINE_MESSAGE_TYPE])
+def test_a_malformed_answer_aborts_the_round_instead_of_stopping_the_server(ceremony, tmp_path, step):
+    nodes = _nodes(ceremony, tmp_path)
+
+    class Garbling(DroppingGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            replies = super().send_and_receive(messages, timeout=timeout)
+            if messages and messages[0].metadata.message_type == step:
+                for r in replies:  # a node that answers with something else than asked
+                    r.content = RecordDict({R.RELEASE_CONFIG: R.ConfigRecord({"x": 1})})
+            return replies
+
+    strategy = _strategy(ceremony, nodes, Garbling(nodes))
+    assert _round(strategy, nodes) == (None, None)
+    assert strategy.history[-1].aborted.split(":")[0] in ("DecryptionAbortedError", "ClientUnreachableError")
