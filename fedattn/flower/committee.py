@@ -2,8 +2,10 @@
 
 The server reaches the committee in three steps per round (:mod:`fedattn.flower.strategy`):
 
-1. ``query.secfl_ready`` to every member it knows a node of: a member answers with its id when it
-   holds a seat in the epoch the server names (its own ``epoch.json`` decides, not the server).
+1. ``query.secfl_ready`` to every member it knows a node of, and to the nodes it cannot place
+   while members are missing: a member answers with its id and its signature of (epoch, run,
+   round, its node id) when it holds a seat in the epoch the server names (its own ``epoch.json``
+   decides, not the server); the server checks the signature against the roster.
 2. ``query.secfl_partial`` to a quorum of ``t`` ready members, the combiner the contributor set
    names among them: each checks the request exactly as a key holder does and records in its
    ledger that it gave this round's partial **before** computing it
@@ -22,11 +24,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context, Message
 
 import secagg
 
 from . import records as R
+from .errors import NotSecflMessageError
 from .party import Locators, error_reply, load_member
 
 __all__ = ["make_committee_handlers"]
@@ -49,10 +52,14 @@ def make_committee_handlers(find: Locators, **member_options: Any) -> dict[str, 
         try:
             member = load_member(context, find, **member_options)
             config = msg.content.config_records.get(R.RELEASE_CONFIG)
-            _named_epoch(member, None if config is None else config.get(R.CONFIG_FINGERPRINT))
+            if config is None or R.CONFIG_ROUND not in config:
+                raise NotSecflMessageError("a readiness query carries the epoch and the round")
+            _named_epoch(member, config.get(R.CONFIG_FINGERPRINT))
+            statement = R.ready_statement(epoch=member.epoch.id, run=str(msg.metadata.run_id),
+                                          round=R.config_int(config, R.CONFIG_ROUND), node=int(context.node_id))
         except Exception as exc:  # noqa: BLE001 - refusals are error replies with their reason
             return error_reply(msg, exc, what="is not ready to decrypt")
-        return Message(RecordDict({R.RELEASE_CONFIG: ConfigRecord({R.MEMBER_KEY: member.id})}), reply_to=msg)
+        return Message(R.ready_reply(member.id, member.identity.key.sign(statement)), reply_to=msg)
 
     def partial(msg: Message, context: Context) -> Message:
         try:

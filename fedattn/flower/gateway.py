@@ -33,6 +33,7 @@ class FlowerClients:
     def __init__(self, strategy: Any, server_round: int, by_label: dict[str, Message]) -> None:
         self.strategy, self.round, self.by_label = strategy, server_round, by_label
         self.ready: list[str] = []
+        self.cset: secagg.ContributorSet | None = None
 
     def online(self, senders: Mapping[str, str]) -> list[str]:
         # reachability shows when a node is asked; each client id is tied to the node its signed upload came from
@@ -76,55 +77,60 @@ class FlowerClients:
                               what)[client_id]
 
     def sign(self, client_id: str, cset: secagg.ContributorSet) -> str:
-        return R.signature_of(self._ask(client_id, R.set_query(cset), R.SIGN_MESSAGE_TYPE, "contributor set"))
+        self.cset = cset  # the one set of the round: the release must be of it
+        content = self._ask(client_id, R.set_query(cset), R.SIGN_MESSAGE_TYPE, "contributor set")
+        try:
+            return R.signature_of(content)
+        except ValueError as exc:
+            raise ClientUnreachableError(f"round {self.round}: {client_id}'s signature is unusable: {exc}") from None
 
     # ---- who releases -------------------------------------------------------------------------------
     def key_holders(self, contributors: list[str]) -> list[str]:
         """The contributors with a shared key set; with threshold keys the committee members that
-        answered the readiness query (the combiner is drawn from them)."""
+        answered the readiness query with their signature (the combiner is drawn from them).
+
+        One query goes to every member the server has a node for and, while members are missing, to
+        every node it cannot place; a node is taken as a member's only on that member's signature of
+        (epoch, run, round, the node's id). Any refusal only means "not available"."""
         epoch = self.strategy.epoch
         if epoch is None:
             return list(contributors)
-        threshold = epoch.committee.threshold
-        known = {m: self.strategy.nodes[m] for m in epoch.committee.ids if m in self.strategy.nodes}
-        replies = self._send(known, lambda _: R.ready_query(round=self.round, epoch=epoch.id), R.READY_MESSAGE_TYPE)
-        self.ready = []
-        for m, reply in replies.items():
-            try:
-                said = R.ready_of(self._check(m, reply, "readiness query"))
-            except (ClientUnreachableError, ValueError) as exc:
-                log.warning("round %d: committee member %s is not available: %s", self.round, m, exc)
+        members = set(epoch.committee.ids)
+        known = {m: n for m, n in self.strategy.nodes.items() if m in members}
+        targets: dict[str, int] = dict(known)
+        if len(known) < len(members) or self.strategy.search_members:
+            grid = self.strategy._grid
+            assert grid is not None
+            placed = set(self.strategy.nodes.values())
+            targets.update({f"node-{n}": n for n in grid.get_node_ids() if n not in placed})
+        replies = self._send(targets, lambda _: R.ready_query(round=self.round, epoch=epoch.id), R.READY_MESSAGE_TYPE)
+        run = str(next(iter(self.by_label.values())).metadata.run_id)
+        ready: dict[str, int] = {}
+        for label, reply in replies.items():
+            if reply is None or reply.has_error():
+                if label in known:
+                    log.warning("round %d: committee member %s is not available: %s", self.round, label,
+                                "no answer" if reply is None else reply.error.reason)
                 continue
-            if said == m:  # a node that holds another member's seat is not this member
-                self.ready.append(m)
-        missing = set(epoch.committee.ids) - set(known)
-        if missing:
-            self.ready += self._find_members(missing, epoch.id)
+            node = targets[label]
+            try:
+                member, signature = R.ready_of(reply.content)
+                if member not in members:
+                    raise ValueError(f"{member!r} is not on the committee")
+                self.strategy.roster.verify(member, signature, R.ready_statement(epoch=epoch.id, run=run,
+                                                                                 round=self.round, node=node))
+            except (ValueError, secagg.SecAggError) as exc:
+                log.warning("round %d: node %d's readiness answer is refused: %s", self.round, node, exc)
+                continue
+            ready.setdefault(member, node)
+        self.strategy.nodes.update(ready)  # signed by the member for this node: safe to remember
+        self.strategy.search_members = len(ready) < len(members)
+        self.ready = sorted(ready)
+        threshold = epoch.committee.threshold
         if len(self.ready) < threshold:
             raise DecryptionAbortedError(f"only {len(self.ready)} committee member(s) reachable; a release needs "
                                          f"{threshold}: nothing was released")
         return self.ready
-
-    def _find_members(self, missing: set[str], epoch_id: str) -> list[str]:
-        """Members the server has no upload from (not sampled yet, or rejected): ask the nodes it cannot
-        place. A node's claim to a seat is not taken on trust: its partial must carry that member's
-        signature, or the combiner refuses it and the round aborts."""
-        grid, placed = self.strategy._grid, set(self.strategy.nodes.values())
-        assert grid is not None
-        unplaced = {f"node-{n}": n for n in grid.get_node_ids() if n not in placed}
-        found = []
-        for label, reply in self._send(unplaced, lambda _: R.ready_query(round=self.round, epoch=epoch_id),
-                                       R.READY_MESSAGE_TYPE).items():
-            if reply is None or reply.has_error():
-                continue
-            try:
-                member = R.ready_of(reply.content)
-            except ValueError:
-                continue
-            if member in missing and member not in found:
-                self.strategy.nodes[member] = unplaced[label]
-                found.append(member)
-        return found
 
     def release(self, key_holder: str, request: bytes) -> secagg.Release:
         epoch = self.strategy.epoch
@@ -133,7 +139,9 @@ class FlowerClients:
                                                             fingerprint=self.strategy.public_context.fingerprint),
                                 R.RELEASE_MESSAGE_TYPE, "release")
             return self._released(key_holder, content)
-        quorum = [key_holder, *[m for m in self.ready if m != key_holder][:epoch.committee.threshold - 1]]
+        others = [m for m in self.ready if m != key_holder]
+        shift = self.round % len(others) if others else 0  # the work rotates over the ready members too
+        quorum = [key_holder, *(others[shift:] + others[:shift])[:epoch.committee.threshold - 1]]
         nodes = {m: self.strategy.nodes[m] for m in quorum}
         try:
             answers = self._ask_many(nodes, lambda _: R.quorum_query(request, round=self.round, epoch=epoch.id,
@@ -149,8 +157,15 @@ class FlowerClients:
         return self._released(key_holder, content)
 
     def _released(self, key_holder: str, content: RecordDict) -> secagg.Release:
-        """The released values; a malformed answer aborts the round like a refusal (the node is at fault)."""
+        """The released values, applied only when signed by the party named to release, over the
+        round's one contributor set; anything else aborts the round like a refusal."""
         try:
-            return R.released_of(content, like=self.strategy._global)
-        except ValueError as exc:
-            raise ClientUnreachableError(f"round {self.round}: {key_holder}'s release is unusable: {exc}") from None
+            released = R.released_of(content, like=self.strategy._global)
+            cset = released.contributor_set
+            if cset is None or cset != self.cset or cset.key_holder != key_holder:
+                raise ValueError("it is not of the contributor set the round's members signed")
+            released.verify(self.strategy.roster, run=cset.run, round=cset.round)
+        except Exception as exc:  # noqa: BLE001 - a node's bytes: every failure is that node's refusal
+            raise ClientUnreachableError(f"round {self.round}: {key_holder}'s release is refused: "
+                                         f"{type(exc).__name__}: {exc}") from None
+        return released

@@ -30,7 +30,7 @@ __all__ = [
     "to_record", "train_commitment", "set_query", "set_of", "signature_of", "release_query", "request_of", "released_of",
     "READY_ACTION", "READY_MESSAGE_TYPE", "PARTIAL_ACTION", "PARTIAL_MESSAGE_TYPE", "COMBINE_ACTION",
     "COMBINE_MESSAGE_TYPE", "ready_query", "ready_of", "quorum_query", "quorum_of", "partial_reply", "partial_of",
-    "partials_of", "released_reply",
+    "partials_of", "released_reply", "ready_reply", "ready_statement",
 ]
 
 # keys of the one ConfigRecord of a train message (Flower's clipping mods insist on exactly one)
@@ -234,24 +234,39 @@ def released_of(content: RecordDict, *, like: Mapping[str, np.ndarray] | None) -
         raise ValueError("the released aggregate does not have the global model's layout")
     if not all(np.all(np.isfinite(v)) for v in values.values()):
         raise ValueError("the released aggregate holds non-finite values")
+    if not all(np.issubdtype(v.dtype, np.floating) for v in values.values()):
+        raise ValueError("the released aggregate holds non-float arrays")
     config = content.config_records.get(RELEASE_CONFIG)
     said = None if config is None else config.get("contributors")
     if not isinstance(said, list) or not all(isinstance(c, str) for c in said):
         raise ValueError("the answer does not name whose sum it released")
-    return secagg.Release(values=values, contributors=tuple(str(c) for c in said))
+    signature = config.get(SIGNATURE_KEY) if config is not None else None
+    cset = set_of(RecordDict({RELEASE_CONFIG: ConfigRecord({SET_KEY: config[SET_KEY]})})) \
+        if config is not None and SET_KEY in config else None
+    return secagg.Release(values=values, contributors=tuple(str(c) for c in said), contributor_set=cset,
+                          signature=signature if isinstance(signature, str) else "")
 
 
 def ready_query(*, round: int, epoch: str) -> RecordDict:
     return RecordDict({RELEASE_CONFIG: ConfigRecord({CONFIG_ROUND: round, CONFIG_FINGERPRINT: epoch})})
 
 
-def ready_of(content: RecordDict) -> str:
-    """The member id a node answered the readiness query with."""
+def ready_reply(member: str, signature: bytes) -> RecordDict:
+    return RecordDict({RELEASE_CONFIG: ConfigRecord({MEMBER_KEY: member, SIGNATURE_KEY: signature.hex()})})
+
+
+def ready_of(content: RecordDict) -> tuple[str, bytes]:
+    """The member id a node answered the readiness query with, and its signature of
+    :func:`ready_statement` (checked by the server against the roster)."""
     config = content.config_records.get(RELEASE_CONFIG)
     member = None if config is None else config.get(MEMBER_KEY)
-    if not isinstance(member, str):
-        raise ValueError("the answer names no committee member")
-    return secagg.validate_client_id(member)
+    signature = None if config is None else config.get(SIGNATURE_KEY)
+    if not isinstance(member, str) or not isinstance(signature, str) or len(signature) != 128:
+        raise ValueError("the answer names no committee member with its signature")
+    try:
+        return secagg.validate_client_id(member), bytes.fromhex(signature)
+    except ValueError:
+        raise ValueError("the readiness answer is malformed") from None
 
 
 def quorum_query(request: bytes, *, round: int, epoch: str, quorum: list[str],
@@ -305,8 +320,18 @@ def partials_of(content: RecordDict) -> dict[str, bytes]:
 
 
 def released_reply(released: secagg.Release) -> RecordDict:
-    """A key holder's or combiner's answer: the released values and whose sum they are."""
+    """A key holder's or combiner's answer: the released values, whose sum they are, the contributor
+    set and the releasing party's signature over both (the server checks it: :func:`released_of`)."""
+    config = ConfigRecord({"contributors": list(released.contributors), SIGNATURE_KEY: released.signature})
+    if released.contributor_set is not None:
+        config[SET_KEY] = json.dumps(_set_dict(released.contributor_set))
     return RecordDict({
         RELEASED_RECORD: ArrayRecord({n: Array(np.asarray(v)) for n, v in released.values.items()}),
-        RELEASE_CONFIG: ConfigRecord({"contributors": list(released.contributors)}),
+        RELEASE_CONFIG: config,
     })
+
+
+def ready_statement(*, epoch: str, run: str, round: int, node: int) -> bytes:
+    """What a committee member signs to say it is there: its epoch, the run, the round and its node."""
+    return json.dumps({"secfl": "ready", "epoch": epoch, "run": run, "round": round, "node": node},
+                      sort_keys=True, separators=(",", ":")).encode()

@@ -134,7 +134,8 @@ class SecAggFedAvg(FlowerFedAvg):
         # members hold their own epoch.json; a shared key set's public context travels while it is small
         blob = self.public_context.to_bytes() if isinstance(self.public_context, secagg.PublicContext) else b""
         self._context_bytes = blob if len(blob) <= max_context_bytes else b""
-        self.nodes: dict[str, int] = {}  # client id -> the node its signed uploads came from, over the run
+        self.nodes: dict[str, int] = {}  # client id -> its node: from signed uploads and signed readiness answers
+        self.search_members = False  # threshold keys: a member was missing last round, look among unplaced nodes
         self.history: list[RoundLog] = []
         self._grid: Grid | None = None
         self._global: dict[str, np.ndarray] | None = None

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import RecordDict  # noqa: E402
+from flwr.app import Message, RecordDict  # noqa: E402
 from helpers.flower import (  # noqa: E402
     SHAPES,
     LocalGrid,
@@ -114,8 +114,8 @@ def test_a_member_lost_after_the_quorum_was_asked_aborts_the_round(ceremony, tmp
     grid = DroppingGrid(nodes)
     strategy = _strategy(ceremony, nodes, grid)
     combiner_of_round_1 = sorted(f"client-{n - 1}" for n in NODES)[1 % 5]  # the rotation of fedattn.round
-    other = next(n for n in NODES if f"client-{n - 1}" != combiner_of_round_1)
-    grid.gone = {R.PARTIAL_MESSAGE_TYPE: {other}}
+    others = {n for n in NODES if f"client-{n - 1}" != combiner_of_round_1}
+    grid.gone = {R.PARTIAL_MESSAGE_TYPE: others}  # everyone but the combiner is gone once asked
     assert _round(strategy, nodes) == (None, None)
     assert "lost after the quorum was asked" in strategy.history[-1].aborted
     assert not [t for _, t in grid.asked if t == R.COMBINE_MESSAGE_TYPE]
@@ -201,3 +201,61 @@ def test_a_malformed_answer_aborts_the_round_instead_of_stopping_the_server(cere
     strategy = _strategy(ceremony, nodes, Garbling(nodes))
     assert _round(strategy, nodes) == (None, None)
     assert strategy.history[-1].aborted.split(":")[0] in ("DecryptionAbortedError", "ClientUnreachableError")
+
+
+def test_a_node_that_claims_a_seat_without_the_members_signature_is_never_asked(tmp_path):
+    from flwr.clientapp import ClientApp
+
+    ceremony = tmp_path / "ceremony"
+    run_local_ceremony(ceremony, clients=6, committee=5, threshold=3, group_size=3)
+    nodes = _nodes(ceremony, tmp_path)
+    impostor = ClientApp()
+
+    @impostor.query(R.READY_ACTION)
+    def ready(msg, context):  # claims client-3's seat; it cannot sign as client-3
+        return Message(R.ready_reply("client-3", bytes(64)), reply_to=msg)
+
+    @impostor.query(R.COMBINE_ACTION)
+    def combine(msg, context):  # would release anything it likes
+        forged = secagg.Release(values={n: np.full(s, 100.0) for n, s in SHAPES.items()}, contributors=())
+        return Message(R.released_reply(forged), reply_to=msg)
+
+    del nodes[4], nodes[5]  # client-3's and client-4's real nodes are not connected
+    nodes[99] = (impostor, node_context(99))
+    strategy = _strategy(ceremony, nodes)
+    uploads = [app(train_message(strategy, node=n, rnd=r, run=ctx.run_id), ctx) for r in (1, 2, 3)
+               for n, (app, ctx) in nodes.items() if n <= 3]
+    for r in (1, 2, 3):  # the rotation would name client-3 as combiner in round 3 were it ready
+        arrays, _ = strategy.aggregate_train(r, [u for u in uploads[(r - 1) * 3:r * 3]])
+        assert arrays is not None, strategy.history[-1].aborted
+        np.testing.assert_allclose(strategy.history[-1].released["fc.bias"], np.mean(STEPS[:3]), atol=1e-4)
+    assert 99 not in strategy.nodes.values()
+    assert not [t for n, t in strategy._grid.asked if n == 99 and t != R.READY_MESSAGE_TYPE]
+
+
+@pytest.mark.parametrize("case", ["ready-says-model-inconsistency", "short-set-signature", "unsigned-release"])
+def test_what_a_node_answers_cannot_stop_the_server_or_pass_unsigned_values(ceremony, tmp_path, case):
+    from flwr.app import Error
+
+    nodes = _nodes(ceremony, tmp_path)
+
+    class Lying(DroppingGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            replies = super().send_and_receive(messages, timeout=timeout)
+            kind = messages[0].metadata.message_type if messages else ""
+            for r in replies:
+                if case == "ready-says-model-inconsistency" and kind == R.READY_MESSAGE_TYPE \
+                        and r.metadata.src_node_id == 5:
+                    r.__init__(Error(code=0, reason="ModelInconsistencyError: made up"), reply_to=messages[-1])
+                if case == "short-set-signature" and kind == R.SIGN_MESSAGE_TYPE:
+                    r.content = RecordDict({R.RELEASE_CONFIG: R.ConfigRecord({R.SIGNATURE_KEY: "ab"})})
+                if case == "unsigned-release" and kind == R.COMBINE_MESSAGE_TYPE:
+                    r.content[R.RELEASE_CONFIG][R.SIGNATURE_KEY] = ""
+            return replies
+
+    strategy = _strategy(ceremony, nodes, Lying(nodes))
+    arrays, _ = _round(strategy, nodes)
+    if case == "ready-says-model-inconsistency":  # one member's refusal is "not available", not an attack
+        assert arrays is not None
+    else:
+        assert arrays is None and strategy.history[-1].aborted.startswith("ClientUnreachableError")
