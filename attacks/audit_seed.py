@@ -68,7 +68,7 @@ def factory_for(cfg: AuditConfig, data: Dataset, seed: int) -> Callable[[], torc
 
 
 def shards_for(cfg: AuditConfig, data: Dataset, seed: int) -> dict[str, np.ndarray]:
-    parts = partition(data.y_train, cfg.clients, scheme=cfg.partition, alpha=cfg.alpha, seed=seed)
+    parts = partition(data.y_train, cfg.clients, scheme=cfg.partition, alpha=cfg.alpha, seed=seed, groups=data.groups)
     return {f"client-{k}": idx for k, idx in enumerate(parts)}
 
 

@@ -126,7 +126,8 @@ class ThreatReport:
 
 
 def _clients(cfg: ThreatConfig, sim: SimulationConfig, data: Dataset, *, paper: bool) -> list[Client]:
-    shards = partition(data.y_train, cfg.clients, scheme=sim.partition, alpha=sim.alpha, seed=sim.seed)
+    shards = partition(data.y_train, cfg.clients, scheme=sim.partition, alpha=sim.alpha, seed=sim.seed,
+                       groups=data.groups)
     factory = _factory(data, sim.seed)
     return [Client(f"client-{i}", data.x_train[idx[:cfg.paper_images] if paper else idx],
                    data.y_train[idx[:cfg.paper_images] if paper else idx], model_factory=factory, config=sim)

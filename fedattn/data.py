@@ -27,12 +27,13 @@ from sklearn.datasets import load_breast_cancer, load_digits, make_classificatio
 from sklearn.model_selection import train_test_split
 
 from fedattn.errors import InvalidConfigError, PartitionError, UnknownDatasetError
+from fedattn.text import pydoc_topics_arrays
 
 __all__ = ["DATASETS", "SCHEMES", "Dataset", "load_dataset", "partition", "register_dataset"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMES: tuple[str, ...] = ("iid", "dirichlet")
+SCHEMES: tuple[str, ...] = ("iid", "dirichlet", "natural")
 #: Fixed so that ``credit`` is the same table whatever split seed is asked for.
 CREDIT_RANDOM_STATE = 20240917
 _MAX_DIRICHLET_ATTEMPTS = 1000
@@ -54,8 +55,12 @@ class Dataset:
     input_shape: tuple[int, ...]
     synthetic: bool
     description: str
+    groups: np.ndarray | None = None  # the natural unit each training example comes from (a text's topic)
 
     def __post_init__(self) -> None:
+        if self.groups is not None and (self.groups.shape != self.y_train.shape or self.groups.dtype != np.int64):
+            raise ValueError(f"dataset {self.name!r}: groups must be int64 of shape {self.y_train.shape}, one per "
+                             "training example")
         # Checked here so that a custom loader that gets a shape wrong fails at load time, not inside training.
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if x.shape[1:] != tuple(self.input_shape) or y.shape != (len(x),):
@@ -156,6 +161,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
                        f"SYNTHETIC credit-scoring stand-in (not real data): sklearn make_classification 5000 x 20, "
                        f"8 informative, classes 3959/1041 (~79/21), 2% label noise, random_state={CREDIT_RANDOM_STATE}; "
                        "standardised with train mean/std"),
+    "pydoc-topics": lambda name, *, seed, test_fraction: Dataset(name=name, synthetic=False, **pydoc_topics_arrays()),
 }
 """Name -> loader. A loader is called as ``loader(name, *, seed=..., test_fraction=...)`` and returns a Dataset."""
 
@@ -200,7 +206,7 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dat
 
 def partition(
     labels: np.ndarray, n_clients: int, *, scheme: str = "iid", alpha: float = 0.5, seed: int = 0,
-    min_samples: int = 1,
+    min_samples: int = 1, groups: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Split sample indices among ``n_clients``: one sorted int64 array each, disjoint and covering all samples.
 
@@ -208,6 +214,8 @@ def partition(
     usual label skew of federated benchmarks: each class is shared out in proportions drawn from
     Dirichlet(alpha); small alpha (0.1) leaves clients with few classes, large alpha (100) is close to iid.
     Draws that leave a client with fewer than ``min_samples`` samples are redrawn (up to 1000 times).
+    ``natural`` deals whole groups (``Dataset.groups``: a text's topics) to clients, the largest first
+    to the client with the least data so far, ties in an order drawn from ``seed``.
     ``alpha`` is validated for every scheme so that a mistyped value never goes unnoticed.
     """
     labels = np.asarray(labels)
@@ -237,6 +245,8 @@ def partition(
         )
     rng = np.random.default_rng(_check_seed(seed))
 
+    if scheme == "natural":
+        return _natural(n, n_clients, groups, rng, min_samples)
     if scheme == "iid":
         return [np.sort(part).astype(np.int64) for part in np.array_split(rng.permutation(n), n_clients)]
 
@@ -258,3 +268,25 @@ def partition(
         f"sample(s) in {_MAX_DIRICHLET_ATTEMPTS} draws (last smallest client: {sizes.min()}); "
         "use a larger alpha, fewer clients or a smaller min_samples"
     )
+
+
+def _natural(n: int, n_clients: int, groups: np.ndarray | None, rng: np.random.Generator,
+             min_samples: int) -> list[np.ndarray]:
+    if groups is None or np.shape(groups) != (n,):
+        raise PartitionError("the natural partition needs the dataset's groups (one per example); this dataset has "
+                             "none: use iid or dirichlet")
+    ids, sizes = np.unique(groups, return_counts=True)
+    if len(ids) < n_clients:
+        raise PartitionError(f"{len(ids)} natural groups cannot give {n_clients} clients one each; use at most "
+                             f"{len(ids)} clients")
+    order = rng.permutation(len(ids))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    load = np.zeros(n_clients, np.int64)
+    owned: list[list[int]] = [[] for _ in range(n_clients)]
+    for i in order:
+        c = int(np.argmin(load))
+        owned[c].append(int(ids[i]))
+        load[c] += sizes[i]
+    if load.min() < min_samples:
+        raise PartitionError(f"the natural partition leaves a client {load.min()} sample(s), fewer than {min_samples}")
+    return [np.flatnonzero(np.isin(groups, g)).astype(np.int64) for g in owned]

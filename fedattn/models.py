@@ -11,7 +11,7 @@ from torch import nn
 
 from .errors import InvalidConfigError
 
-__all__ = ["MLP", "CNN", "MODELS", "make_model", "float_state", "load_float_state"]
+__all__ = ["MLP", "CNN", "LSTMLanguageModel", "MODELS", "make_model", "float_state", "load_float_state"]
 
 
 class MLP(nn.Module):
@@ -45,7 +45,31 @@ class CNN(nn.Module):
         return self.head(self.features(x))
 
 
-MODELS = {"mlp": MLP, "cnn": CNN}
+class LSTMLanguageModel(nn.Module):
+    """Next-word prediction: untied embedding -> Opacus' DPLSTM -> linear over the vocabulary.
+
+    Takes windows of token ids (float, as every secfl dataset's inputs; ``n_classes`` is the
+    vocabulary) and returns the next token's logits. Built from Opacus-compatible layers so that
+    DP-SGD needs no change; the embedding is a plain lookup, so a client's update moves only the
+    rows of the tokens it used (what :func:`attacks.text.tokens_from_update` reads).
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, embed: int = 32, hidden: int = 64) -> None:
+        super().__init__()
+        from opacus.layers import DPLSTM  # imported here: the image models do not need Opacus
+
+        if len(input_shape) != 1:
+            raise InvalidConfigError(f"the LSTM takes windows of token ids, shape (context,), got {input_shape}")
+        self.embedding = nn.Embedding(n_classes, embed)
+        self.lstm = DPLSTM(embed, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embedding(x.long()))
+        return self.head(out[:, -1])
+
+
+MODELS = {"mlp": MLP, "cnn": CNN, "lstm": LSTMLanguageModel}
 
 
 def _user_factory(name: str) -> Callable[..., nn.Module]:

@@ -86,7 +86,8 @@ def build_federation(config: SimulationConfig, *, dataset: Dataset | None = None
     sample_dp = SampleLevelDP(dp) if dp is not None and dp.mode == "sample" else None
     client_dp = ClientLevelDP(dp, n_clients=config.clients) if dp is not None and dp.mode == "client" else None
     if clients is None:
-        shards = partition(data.y_train, config.clients, scheme=config.partition, alpha=config.alpha, seed=config.seed)
+        shards = partition(data.y_train, config.clients, scheme=config.partition, alpha=config.alpha, seed=config.seed,
+                           groups=data.groups)
         clients = [Client(f"client-{i}", data.x_train[idx], data.y_train[idx], model_factory=factory, config=config,
                           sample_dp=sample_dp) for i, idx in enumerate(shards)]
     rule = make_rule(config.aggregation, **config.rule_options)

@@ -115,8 +115,8 @@ def _demo_round(secret: secagg.SecretContext, public: secagg.PublicContext, *, c
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="digits, mnist, breast_cancer or credit (synthetic).")] = "digits",
-    model: Annotated[str, typer.Option(help="mlp, cnn, or your own as package.module:factory (called with "
+    dataset: Annotated[str, typer.Option(help="digits, mnist, breast_cancer, credit (synthetic) or pydoc-topics (text: next-word prediction; use --model lstm --partition natural).")] = "digits",
+    model: Annotated[str, typer.Option(help="mlp, cnn, lstm (text), or your own as package.module:factory (called with "
                                                  "input_shape and n_classes).")] = "mlp",
     clients: Annotated[int, typer.Option(min=1, help="Number of clients.")] = 10,
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 10,
@@ -125,7 +125,7 @@ def train(
     protection: Annotated[str, typer.Option(help="ckks (encrypted) or plain.")] = "ckks",
     protocol: Annotated[str, typer.Option(help="client-scored, or server-scored (FedAtt on squared norms, preset deep).")] = "client-scored",
     preset: Annotated[str | None, typer.Option(help="CKKS preset (default strict; deep for server-scored).")] = None,
-    partition_scheme: Annotated[str, typer.Option("--partition", help="iid or dirichlet.")] = "dirichlet",
+    partition_scheme: Annotated[str, typer.Option("--partition", help="iid, dirichlet or natural (whole topics of a text corpus per client).")] = "dirichlet",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration (smaller: more skewed).")] = 0.5,
     local_epochs: Annotated[int, typer.Option(min=1)] = 1,
     lr: Annotated[float, typer.Option(help="Local learning rate.")] = 0.1,
