@@ -111,7 +111,9 @@ class AuditConfig:
                  delta=self.dp_delta, accountant=self.dp_accountant)
         DPConfig(mode="sample", noise_multiplier=self.dpsgd_noise_multiplier, clip_norm=self.dpsgd_clip_norm)
         secagg.get_preset(self.preset)
-        load_dataset(self.dataset, seed=self.seed)  # unknown names fail here, before any training
+        if load_dataset(self.dataset, seed=self.seed).groups is not None:  # unknown names fail here too
+            raise InvalidConfigError(f"the audit's attacks are for images and tables; {self.dataset!r} is text (its "
+                                     "token leakage: docs/text.md)")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> AuditConfig:

@@ -93,6 +93,9 @@ class ThreatConfig:
             unknown = [v for v in values if v not in allowed]
             if unknown or not values:
                 raise InvalidConfigError(f"{name} must be some of {', '.join(allowed)}; got {', '.join(unknown) or 'none'}")
+        if load_dataset(self.dataset, seed=self.seed).groups is not None:
+            raise InvalidConfigError(f"the malicious-server attacks are built for images and tables; {self.dataset!r} "
+                                     "is text")
 
 
 @dataclass(frozen=True, kw_only=True)

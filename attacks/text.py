@@ -7,6 +7,10 @@ encrypted aggregation it sees only the released sum of the round's clients, whos
 the union of their vocabularies (every client's words are there, hidden among the others'); DP-SGD
 noise moves every row.
 
+Memorisation: a secret sentence (a canary) in one client's text, and its **exposure** under a
+model the server can form (Carlini et al., "The Secret Sharer", 2019): how much better than chance
+the model ranks the true secret among every candidate of the same shape.
+
 >>> import numpy as np
 >>> update = {"embedding.weight": np.zeros((5, 2)), "head.bias": np.ones(5)}
 >>> update["embedding.weight"][[1, 3]] = 0.01
@@ -19,12 +23,14 @@ noise moves every row.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from ._validation import real
+from ._validation import count, real
 
-__all__ = ["EMBEDDING", "DEFAULT_THRESHOLD", "tokens_from_update", "bag_of_words_scores", "used_tokens"]
+__all__ = ["EMBEDDING", "DEFAULT_THRESHOLD", "tokens_from_update", "bag_of_words_scores", "used_tokens",
+           "canary_windows", "exposure"]
 
 EMBEDDING = "embedding.weight"
 #: A row counts as moved above this max-abs change: 10x the strict preset's release error (~8e-7),
@@ -67,3 +73,43 @@ def bag_of_words_scores(recovered: np.ndarray, used: np.ndarray) -> tuple[float,
         raise ValueError("used is empty: a client with no tokens has no bag of words to recover")
     hits = len(np.intersect1d(recovered, used))
     return (hits / len(recovered) if len(recovered) else 0.0), hits / len(used)
+
+
+# ---- memorisation: canary exposure (Carlini et al. 2019) --------------------------------------------
+def canary_windows(prefix: np.ndarray, secret: np.ndarray, *, context: int, repeats: int) -> tuple[np.ndarray,
+                                                                                                     np.ndarray]:
+    """The next-word examples of the sentence ``prefix + secret``, ``repeats`` times: one window per
+    secret token (its ``context`` preceding tokens, ``<unk>``-padded on the left) and that token."""
+    if len(prefix) + len(secret) == 0 or len(secret) == 0:
+        raise ValueError("a canary needs a non-empty secret")
+    sentence = np.concatenate([np.zeros(context, np.int64), np.asarray(prefix, np.int64), np.asarray(secret, np.int64)])
+    start = context + len(prefix)
+    x = np.stack([sentence[i - context:i] for i in range(start, len(sentence))]).astype(np.float32)
+    y = sentence[start:].astype(np.int64)
+    return np.tile(x, (count(repeats, "repeats", low=1), 1)), np.tile(y, repeats)
+
+
+def exposure(model: Any, prefix: np.ndarray, secret: np.ndarray, alphabet: np.ndarray, *, context: int) -> float:
+    """The canary's exposure under ``model``: ``log2(|candidates|) - log2(rank)``, where the candidates
+    are every secret of the same length over ``alphabet`` (the true one among them) ranked by the
+    model's log-likelihood of the secret after the prefix; 0 means no better than chance order."""
+    import itertools
+
+    import torch
+
+    alphabet = np.unique(np.asarray(alphabet, np.int64))
+    if not np.isin(secret, alphabet).all():
+        raise ValueError("the secret's tokens must all be in the alphabet")
+    candidates = np.array(list(itertools.product(alphabet, repeat=len(secret))), np.int64)
+    head = np.concatenate([np.zeros(context, np.int64), np.asarray(prefix, np.int64)])
+    rows = np.concatenate([np.tile(head, (len(candidates), 1)), candidates], axis=1)
+    start = len(head)
+    score = np.zeros(len(candidates))
+    model.eval()
+    with torch.no_grad():
+        for i in range(start, rows.shape[1]):
+            logits = model(torch.as_tensor(rows[:, i - context:i], dtype=torch.float32))
+            score += torch.log_softmax(logits, dim=1)[torch.arange(len(rows)), torch.as_tensor(rows[:, i])].numpy()
+    true = int(np.flatnonzero((candidates == np.asarray(secret)).all(axis=1))[0])
+    rank = 1 + int(np.sum(score > score[true]))
+    return float(np.log2(len(candidates)) - np.log2(rank))

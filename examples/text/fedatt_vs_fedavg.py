@@ -44,23 +44,43 @@ def _interval(values: list[float]) -> str:
     return f"{a.mean():.2f} [{a.mean() - half:.2f}, {a.mean() + half:.2f}]"
 
 
+def _step(arm: str) -> float:
+    return float(ARMS[arm][1].get("step", 1.2 if ARMS[arm][0] == "fedatt" else 1.0))
+
+
+def table(runs: list[dict], seeds: int) -> str:
+    """The Markdown table of the final perplexities, paired by seed against FedAvg at step 1 and at
+    the arm's own server step."""
+    final = {arm: [r["perplexity"][-1] for r in sorted(runs, key=lambda r: r["seed"]) if r["arm"] == arm]
+             for arm in ARMS}
+    same_step = {1.0: "fedavg", 1.2: "fedavg step=1.2"}
+    lines = [f"| rule | server step | final perplexity (mean, 95% CI over {seeds} seeds) | minus FedAvg (step 1), "
+             "paired | minus FedAvg at the same step, paired |", "|---|---|---|---|---|"]
+    def paired(arm: str, base: str) -> str:
+        return "-" if base == arm else _interval([v - b for v, b in zip(final[arm], final[base])])
+
+    for arm, values in final.items():
+        lines.append(f"| {arm} | {_step(arm):g} | {_interval(values)} | {paired(arm, 'fedavg')} | "
+                     f"{paired(arm, same_step[_step(arm)])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="where the runs go (JSON)")
+    parser.add_argument("--table-only", action="store_true", help="print the table of the runs already in --out")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    jobs = [(arm, seed) for seed in range(args.seeds) for arm in ARMS]
-    with ProcessPoolExecutor(args.workers) as pool:
-        runs = list(pool.map(_run, *zip(*jobs), [args.rounds] * len(jobs)))
-    args.out.write_text(json.dumps(runs, indent=1))
-    final = {arm: [r["perplexity"][-1] for r in runs if r["arm"] == arm] for arm in ARMS}
-    print(f"| rule | final perplexity (mean, 95% CI over {args.seeds} seeds) | minus FedAvg, paired |")
-    print("|---|---|---|")
-    for arm, values in final.items():
-        paired = "-" if arm == "fedavg" else _interval([v - b for v, b in zip(values, final["fedavg"])])
-        print(f"| {arm} | {_interval(values)} | {paired} |")
+    if args.table_only:
+        runs = json.loads(args.out.read_text())
+    else:
+        jobs = [(arm, seed) for seed in range(args.seeds) for arm in ARMS]
+        with ProcessPoolExecutor(args.workers) as pool:
+            runs = list(pool.map(_run, *zip(*jobs), [args.rounds] * len(jobs)))
+        args.out.write_text(json.dumps(runs, indent=1))
+    print(table(runs, len({r["seed"] for r in runs})))
 
 
 if __name__ == "__main__":

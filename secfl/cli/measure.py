@@ -24,7 +24,7 @@ def audit(
                                            "--force).")] = Path("audit-report"),
     config: Annotated[Path | None, typer.Option("--config", help="TOML file with any audit option ([audit] table "
                                                                  "or top level).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="digits (default), mnist, breast_cancer or credit.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="digits (default), mnist, breast_cancer or credit (the audit attacks images and tables).")] = None,
     clients: Annotated[int | None, typer.Option(min=1, help="Clients in the federation (default 10).")] = None,
     rounds: Annotated[int | None, typer.Option(min=1, help="Federated rounds (default 5).")] = None,
     protections: Annotated[str | None, typer.Option(help="Comma-separated: plain, ckks, ckks-threshold, ckks+dp, "

@@ -51,3 +51,30 @@ def test_bad_input_is_refused_with_the_argument_named():
         tokens_from_update({"embedding.weight": np.zeros((3, 2))}, threshold=0.0)
     with pytest.raises(ValueError, match="used is empty"):
         bag_of_words_scores(np.array([1]), np.array([], dtype=int))
+
+
+def test_the_image_and_table_audits_refuse_text_before_any_training():
+    from attacks.audit import AuditConfig
+    from attacks.malicious_audit import ThreatConfig
+    from fedattn.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError, match="is text"):
+        AuditConfig(dataset="pydoc-topics")
+    with pytest.raises(InvalidConfigError, match="is text"):
+        ThreatConfig(dataset="pydoc-topics")
+
+
+def test_a_memorised_canary_is_exposed_and_an_unseen_one_is_not():
+    from attacks.text import canary_windows, exposure
+
+    torch.set_num_threads(1)
+    prefix, secret, alphabet = np.array([3, 4, 5]), np.array([12, 17, 12, 15]), np.arange(10, 20)
+    x, y = canary_windows(prefix, secret, context=8, repeats=50)
+    assert x.shape == (200, 8) and y[:4].tolist() == secret.tolist() and x[0, -3:].tolist() == prefix.tolist()
+    model = make_model("lstm", input_shape=(8,), n_classes=40, seed=0)
+    before = exposure(model, prefix, secret, alphabet, context=8)
+    train_epochs(model, x, y, recipe=Recipe(epochs=20, lr=0.5), seed=0)
+    after = exposure(model, prefix, secret, alphabet, context=8)
+    assert after == pytest.approx(np.log2(10**4)) and before < 8  # ranked first of 10^4 once memorised
+    with pytest.raises(ValueError, match="alphabet"):
+        exposure(model, prefix, np.array([1, 2, 3, 4]), alphabet, context=8)
