@@ -149,6 +149,7 @@ def test_dataset_rejects_wrong_shapes_and_dtypes():
 # --- partition ---------------------------------------------------------------------------------------
 
 LABELS = np.repeat(np.arange(10), 60)  # 600 labels, 10 balanced classes, sorted like mnist_data's
+GROUPS = np.arange(len(LABELS)) % 50  # natural groups for the natural scheme (other schemes ignore them)
 
 
 def assert_disjoint_and_covering(parts, n):
@@ -162,7 +163,7 @@ def assert_disjoint_and_covering(parts, n):
 @given(n_clients=st.integers(1, 40), alpha=st.floats(0.05, 100.0), seed=st.integers(0, 2**32 - 1),
        scheme=st.sampled_from(SCHEMES))
 def test_partition_is_disjoint_and_covering(n_clients, alpha, seed, scheme):
-    parts = partition(LABELS, n_clients, scheme=scheme, alpha=alpha, seed=seed)
+    parts = partition(LABELS, n_clients, scheme=scheme, alpha=alpha, seed=seed, groups=GROUPS)
     assert len(parts) == n_clients
     assert_disjoint_and_covering(parts, len(LABELS))
     assert min(len(p) for p in parts) >= 1
@@ -205,9 +206,9 @@ def test_dirichlet_gives_up_when_min_samples_is_unreachable():
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_partition_is_deterministic(scheme):
-    a = partition(LABELS, 7, scheme=scheme, alpha=0.5, seed=11)
-    b = partition(LABELS, 7, scheme=scheme, alpha=0.5, seed=11)
-    c = partition(LABELS, 7, scheme=scheme, alpha=0.5, seed=12)
+    a = partition(LABELS, 7, scheme=scheme, alpha=0.5, seed=11, groups=GROUPS)
+    b = partition(LABELS, 7, scheme=scheme, alpha=0.5, seed=11, groups=GROUPS)
+    c = partition(LABELS, 7, scheme=scheme, alpha=0.5, seed=12, groups=GROUPS)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
 
