@@ -3,7 +3,7 @@
 The corpus is the 79 help topics of CPython 3.11.7 (``pydoc_data.topics``, from the Python
 documentation, PSF License: ``fedattn/corpora/PYDOC_TOPICS_LICENSE.txt``), vendored as
 ``fedattn/corpora/pydoc_topics.json.gz`` and checked against a stored SHA-256 when read, so results
-do not change with the Python that runs them. About 0.46 M characters, 95 k tokens: small,
+do not change with the Python that runs them. About 0.46 M characters, 120 k tokens: small,
 technical English mixed with code, and very uneven (five topics hold 43% of the text).
 
 * **Public split**: every fifth topic in name order (16 topics). The vocabulary comes from it
