@@ -109,15 +109,33 @@ def make_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, seed:
     return model
 
 
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """State keys that name a tensor an earlier key already names (Opacus' DPLSTM registers its
+    recurrent weights under two names) -> that earlier key."""
+    first: dict[int, str] = {}
+    out = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        if id(value) in first:
+            out[key] = first[id(value)]
+        else:
+            first[id(value)] = key
+    return out
+
+
 def float_state(model: nn.Module) -> dict:
-    """The model's floating-point state (parameters and float buffers) as float32 numpy arrays.
+    """The model's floating-point state (parameters and float buffers) as float32 numpy arrays,
+    each tensor once (a second name of the same tensor is left out: it would be sent twice).
 
     Integer buffers (e.g. BatchNorm's step counters) are not averaged by any rule and stay local.
     """
+    aliases = _aliases(model)
     return {k: v.detach().cpu().numpy().astype("float32", copy=True) for k, v in model.state_dict().items()
-            if v.is_floating_point()}
+            if v.is_floating_point() and k not in aliases}
 
 
 def load_float_state(model: nn.Module, state: dict) -> None:
     own = model.state_dict()
-    model.load_state_dict({**own, **{k: torch.as_tensor(v, dtype=own[k].dtype) for k, v in state.items()}})
+    merged = {**own, **{k: torch.as_tensor(v, dtype=own[k].dtype) for k, v in state.items()}}
+    for alias, key in _aliases(model).items():  # every name of a tensor gets the new value, never a stale one
+        merged[alias] = merged[key]
+    model.load_state_dict(merged)

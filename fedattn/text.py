@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CORPUS", "CORPUS_SHA256", "CONTEXT", "VOCAB_SIZE", "CorpusError", "load_topics", "tokenize",
-           "public_private", "build_vocabulary", "pydoc_topics_arrays"]
+           "public_private", "build_vocabulary", "pydoc_topics_arrays", "public_windows"]
 
 CORPUS = Path(__file__).parent / "corpora" / "pydoc_topics.json.gz"
 #: SHA-256 of the uncompressed JSON: a corpus that changed is refused, not silently used.
@@ -115,3 +115,12 @@ def pydoc_topics_arrays() -> dict[str, Any]:
             "description": f"CPython 3.11.7 help topics (PSF License): next-word prediction from {CONTEXT} tokens, "
                            f"vocabulary of {len(vocab)} from the {len(public)} public topics; {len(private)} private "
                            "topics, each cut 80/20 into train/test"}
+
+
+def public_windows() -> tuple[np.ndarray, np.ndarray]:
+    """Next-word examples of the public topics (for pretraining), with the same vocabulary."""
+    topics = load_topics()
+    public, _ = public_private(topics)
+    vocab = build_vocabulary([topics[n] for n in public])
+    pairs = [_windows(np.array([vocab.get(t, 0) for t in tokenize(topics[n])], dtype=np.int64)) for n in public]
+    return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])

@@ -86,3 +86,14 @@ def test_encrypted_fedatt_reaches_the_plaintext_perplexity(strict_keys):
     enc = run_simulation(SimulationConfig(**cfg, protection="ckks"), keys=strict_keys).rounds[-1]
     assert math.exp(enc.loss) == pytest.approx(math.exp(plain.loss), rel=1e-3)  # the release's noise only
     assert math.exp(plain.loss) < 0.5 * load_dataset("pydoc-topics").n_classes  # it learned something
+
+
+def test_the_lstm_state_names_each_tensor_once_and_loading_updates_every_name():
+    from fedattn.models import float_state, load_float_state
+
+    model = make_model("lstm", input_shape=(8,), n_classes=50, seed=0)
+    state = float_state(model)
+    assert sum(a.size for a in state.values()) == sum(p.numel() for p in model.parameters())  # no tensor twice
+    load_float_state(model, {k: v + 1.0 for k, v in state.items()})
+    assert torch.equal(model.lstm.weight_ih_l0, model.lstm.l0.ih.weight)  # Opacus' two names, one tensor
+    np.testing.assert_allclose(model.lstm.l0.ih.weight.detach().numpy(), state["lstm.weight_ih_l0"] + 1.0)
