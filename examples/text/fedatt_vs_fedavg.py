@@ -18,8 +18,7 @@ import math
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
+from common import fmt_interval
 
 # FedAtt's server step is 1.2 (the paper's code); the two controls separate attention from that step
 ARMS = {"fedavg": ("fedavg", {}), "fedavg step=1.2": ("fedavg", {"step": 1.2}),
@@ -38,12 +37,6 @@ def _run(arm: str, seed: int, rounds: int) -> dict:
             "accuracy": [r.accuracy for r in result.rounds]}
 
 
-def _interval(values: list[float]) -> str:
-    a = np.asarray(values)
-    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a))
-    return f"{a.mean():.2f} [{a.mean() - half:.2f}, {a.mean() + half:.2f}]"
-
-
 def _step(arm: str) -> float:
     return float(ARMS[arm][1].get("step", 1.2 if ARMS[arm][0] == "fedatt" else 1.0))
 
@@ -57,10 +50,10 @@ def table(runs: list[dict], seeds: int) -> str:
     lines = [f"| rule | server step | final perplexity (mean, 95% CI over {seeds} seeds) | minus FedAvg (step 1), "
              "paired | minus FedAvg at the same step, paired |", "|---|---|---|---|---|"]
     def paired(arm: str, base: str) -> str:
-        return "-" if base == arm else _interval([v - b for v, b in zip(final[arm], final[base])])
+        return "-" if base == arm else fmt_interval([v - b for v, b in zip(final[arm], final[base])], 2)
 
     for arm, values in final.items():
-        lines.append(f"| {arm} | {_step(arm):g} | {_interval(values)} | {paired(arm, 'fedavg')} | "
+        lines.append(f"| {arm} | {_step(arm):g} | {fmt_interval(values, 2)} | {paired(arm, 'fedavg')} | "
                      f"{paired(arm, same_step[_step(arm)])} |")
     return "\n".join(lines)
 

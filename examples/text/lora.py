@@ -17,8 +17,7 @@ import math
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
+from common import fmt_interval
 
 CLIENTS, ROUNDS = 10, 5
 
@@ -49,8 +48,7 @@ def _pretrained() -> float:
 
 def table(pretrained: float, runs: list[dict]) -> str:
     lora = "fedattn.adapters:lora_lstm"
-    final = np.array([r["perplexity"][-1] for r in runs if r["model"] == lora])
-    half = stats.t.ppf(0.975, len(final) - 1) * final.std(ddof=1) / math.sqrt(len(final))
+    final = [r["perplexity"][-1] for r in runs if r["model"] == lora]
     adapter = next(r for r in runs if r["model"] == lora)
     full = next(r for r in runs if r["model"] == "lstm")
     return "\n".join([
@@ -58,7 +56,7 @@ def table(pretrained: float, runs: list[dict]) -> str:
         f"| pretrained on the public topics | - | - | {pretrained:.2f} |",
         f"| LoRA adapters, {ROUNDS} rounds, {len(final)} seeds | {adapter['parameters']:,} | "
         f"{adapter['bytes_per_client']:,.0f} ({adapter['bytes_per_client'] / full['bytes_per_client']:.2%} of full) | "
-        f"{final.mean():.2f} [{final.mean() - half:.2f}, {final.mean() + half:.2f}] |",
+        f"{fmt_interval(final, 2)} |",
         f"| full model (one round, for its size) | {full['parameters']:,} | {full['bytes_per_client']:,.0f} | - |"])
 
 

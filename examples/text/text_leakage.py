@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+from common import fmt_interval
 
 PROTECTIONS = ("plain", "ckks", "ckks+dp")
 CLIENTS, ROUNDS, REPEATS = 10, 3, 20
@@ -85,12 +84,6 @@ def _run(protection: str, seed: int) -> dict:
             "exposure": exposure(model, prefix, secret, alphabet, context=CONTEXT)}
 
 
-def _interval(values: list[float]) -> str:
-    a = np.asarray(values)
-    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a))
-    return f"{a.mean():.3f} [{a.mean() - half:.3f}, {a.mean() + half:.3f}]"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -105,8 +98,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for p in PROTECTIONS:
         mine = [r for r in runs if r["protection"] == p]
-        print(f"| {p} | {_interval([float(np.mean(r['precision'])) for r in mine])} | "
-              f"{_interval([float(np.mean(r['recall'])) for r in mine])} | {_interval([r['exposure'] for r in mine])} |")
+        print(f"| {p} | {fmt_interval([float(np.mean(r['precision'])) for r in mine], 3)} | "
+              f"{fmt_interval([float(np.mean(r['recall'])) for r in mine], 3)} | {fmt_interval([r['exposure'] for r in mine], 3)} |")
 
 
 if __name__ == "__main__":
