@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CORPUS", "CORPUS_SHA256", "CONTEXT", "VOCAB_SIZE", "CorpusError", "load_topics", "tokenize",
-           "public_private", "build_vocabulary", "pydoc_topics_arrays", "public_windows"]
+           "public_private", "build_vocabulary", "vocabulary", "pydoc_topics_arrays", "public_windows"]
 
 CORPUS = Path(__file__).parent / "corpora" / "pydoc_topics.json.gz"
 #: SHA-256 of the uncompressed JSON: a corpus that changed is refused, not silently used.
@@ -85,6 +85,13 @@ def build_vocabulary(texts: list[str], size: int = VOCAB_SIZE) -> dict[str, int]
     return {"<unk>": 0, **{tok: i + 1 for i, (tok, _) in enumerate(ranked)}}
 
 
+@cache
+def vocabulary() -> dict[str, int]:
+    """The corpus's vocabulary: :func:`build_vocabulary` of the public topics (built once)."""
+    topics = load_topics()
+    return build_vocabulary([topics[n] for n in public_private(topics)[0]])
+
+
 def _windows(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(ids) <= CONTEXT:
         return np.empty((0, CONTEXT), np.float32), np.empty(0, np.int64)
@@ -97,7 +104,7 @@ def pydoc_topics_arrays() -> dict[str, Any]:
     in a :class:`~fedattn.data.Dataset`. The split is fixed by topic and position: no seed applies."""
     topics = load_topics()
     public, private = public_private(topics)
-    vocab = build_vocabulary([topics[n] for n in public])
+    vocab = vocabulary()
     xs, ys, groups, xt, yt = [], [], [], [], []
     for g, topic in enumerate(private):
         ids = np.array([vocab.get(t, 0) for t in tokenize(topics[topic])], dtype=np.int64)
@@ -121,6 +128,6 @@ def public_windows() -> tuple[np.ndarray, np.ndarray]:
     """Next-word examples of the public topics (for pretraining), with the same vocabulary."""
     topics = load_topics()
     public, _ = public_private(topics)
-    vocab = build_vocabulary([topics[n] for n in public])
+    vocab = vocabulary()
     pairs = [_windows(np.array([vocab.get(t, 0) for t in tokenize(topics[n])], dtype=np.int64)) for n in public]
     return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])

@@ -47,11 +47,9 @@ def _run(protection: str, seed: int) -> dict:
     from fedattn.parties import Client
     from fedattn.privacy import DPConfig, SampleLevelDP
     from fedattn.simulation import SimulationConfig, run_simulation
-    from fedattn.text import CONTEXT, build_vocabulary, load_topics, public_private
+    from fedattn.text import CONTEXT, vocabulary
 
-    topics = load_topics()
-    vocab = build_vocabulary([topics[n] for n in public_private(topics)[0]])
-    prefix, secret, alphabet = _canary(vocab, seed)
+    prefix, secret, alphabet = _canary(vocabulary(), seed)
     dp = DPConfig(mode="sample", noise_multiplier=1.0, clip_norm=1.0) if protection == "ckks+dp" else None
     config = SimulationConfig(dataset="pydoc-topics", model="lstm", partition="natural", clients=CLIENTS,
                               rounds=ROUNDS, protection="plain" if protection == "plain" else "ckks", seed=seed, dp=dp)
