@@ -109,17 +109,18 @@ def make_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, seed:
     return model
 
 
-def _aliases(model: nn.Module) -> dict[str, str]:
-    """State keys that name a tensor an earlier key already names (Opacus' DPLSTM registers its
-    recurrent weights under two names) -> that earlier key."""
+def _unique_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The model's state, each tensor under its first name, and every second name (Opacus' DPLSTM
+    registers its recurrent weights under two) -> that first name; one pass over the state."""
     first: dict[int, str] = {}
-    out = {}
+    state, aliases = {}, {}
     for key, value in model.state_dict(keep_vars=True).items():
         if id(value) in first:
-            out[key] = first[id(value)]
+            aliases[key] = first[id(value)]
         else:
             first[id(value)] = key
-    return out
+            state[key] = value.detach()
+    return state, aliases
 
 
 def float_state(model: nn.Module) -> dict:
@@ -128,14 +129,13 @@ def float_state(model: nn.Module) -> dict:
 
     Integer buffers (e.g. BatchNorm's step counters) are not averaged by any rule and stay local.
     """
-    aliases = _aliases(model)
-    return {k: v.detach().cpu().numpy().astype("float32", copy=True) for k, v in model.state_dict().items()
-            if v.is_floating_point() and k not in aliases}
+    state, _ = _unique_state(model)
+    return {k: v.cpu().numpy().astype("float32", copy=True) for k, v in state.items() if v.is_floating_point()}
 
 
 def load_float_state(model: nn.Module, state: dict) -> None:
-    own = model.state_dict()
+    own, aliases = _unique_state(model)
     merged = {**own, **{k: torch.as_tensor(v, dtype=own[k].dtype) for k, v in state.items()}}
-    for alias, key in _aliases(model).items():  # every name of a tensor gets the new value, never a stale one
+    for alias, key in aliases.items():  # every name of a tensor gets the new value, never a stale one
         merged[alias] = merged[key]
     model.load_state_dict(merged)
