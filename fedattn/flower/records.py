@@ -190,6 +190,10 @@ def set_of(content: RecordDict) -> ContributorSet:
     raw = None if config is None else config.get(SET_KEY)
     if not isinstance(raw, str) or len(raw) > 2**22:
         raise NotSecflMessageError("a signing request carries one contributor set")
+    return _parse_set(raw)
+
+
+def _parse_set(raw: str) -> ContributorSet:
     data = parse_json_object(raw.encode(), what="the contributor set")
     if set(data) != {"run", "round", "key_holder", "members", "receipts"} or not isinstance(data["members"], list) \
             or not isinstance(data["receipts"], list) or isinstance(data["round"], bool) or not isinstance(data["round"], int):
@@ -241,8 +245,8 @@ def released_of(content: RecordDict, *, like: Mapping[str, np.ndarray] | None) -
     if not isinstance(said, list) or not all(isinstance(c, str) for c in said):
         raise ValueError("the answer does not name whose sum it released")
     signature = config.get(SIGNATURE_KEY) if config is not None else None
-    cset = set_of(RecordDict({RELEASE_CONFIG: ConfigRecord({SET_KEY: config[SET_KEY]})})) \
-        if config is not None and SET_KEY in config else None
+    raw = config.get(SET_KEY) if config is not None else None
+    cset = _parse_set(raw) if isinstance(raw, str) and len(raw) <= 2**22 else None
     return secagg.Release(values=values, contributors=tuple(str(c) for c in said), contributor_set=cset,
                           signature=signature if isinstance(signature, str) else "")
 
