@@ -13,7 +13,7 @@ import numpy as np
 
 from .malicious import THRESHOLD_DB
 from .malicious_audit import COLUMNS, ROWS, ThreatReport, matrix
-from .report import _FIGURE_CHECK, _html_figures, _jsonable, _png, _table
+from .render import FIGURE_CHECK, html_figures, jsonable, png, table
 
 __all__ = ["write_threat_report", "findings"]
 
@@ -80,7 +80,7 @@ def _figure(report: ThreatReport) -> bytes | None:
                 ax.set_ylabel(label, fontsize=9)
     fig.suptitle("Imprint block, paper's regime, ckks: the first images of the round and what the server read",
                  fontsize=9)
-    return _png(fig)
+    return png(fig)
 
 
 def _html(report: ThreatReport, images: dict[str, tuple[bytes, str]]) -> str:
@@ -99,11 +99,11 @@ figcaption{{font-size:13px;color:#444;max-width:800px}}pre{{background:#f6f6f6;p
 clients train and what it asks the key holders to decrypt; the clients and key holders check what the
 columns switch on.</p>
 <h2>What stops what</h2><ul>{items}</ul>
-<h2>The matrix</h2>{_table(matrix(report))}
+<h2>The matrix</h2>{table(matrix(report))}
 <ul>{notes}</ul>
-<h2>Figure</h2>{_html_figures(images)}
+<h2>Figure</h2>{html_figures(images)}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(cfg, indent=1))}</pre>
-{_FIGURE_CHECK}</body></html>
+{FIGURE_CHECK}</body></html>
 """
 
 
@@ -112,7 +112,7 @@ def write_threat_report(report: ThreatReport, out: str | Path) -> dict[str, Path
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "html": out / "report.html"}
-    paths["json"].write_text(json.dumps(_jsonable({"threat": "malicious", **report.to_dict()}), indent=2,
+    paths["json"].write_text(json.dumps(jsonable({"threat": "malicious", **report.to_dict()}), indent=2,
                                         allow_nan=False))
     images = {}
     data = _figure(report)

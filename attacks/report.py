@@ -4,21 +4,15 @@ detail. Every figure has a title and a caption that says what to read from it.""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
-import math
 from pathlib import Path
-from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .audit import AuditReport  # noqa: E402
+from .audit import AuditReport
+from .render import FIGURE_CHECK, STYLE, fmt, html_figures, jsonable, png, table
 
 __all__ = ["write_report", "summary_rows", "MEANINGS", "fmt"]
 
@@ -60,16 +54,6 @@ COLLUSION = {
     "ckks+dpsgd": "the server and any one client; DP bounds what it shows",
 }
 
-
-def fmt(iv: dict[str, Any] | None, *, pct: bool = False, digits: int = 3) -> str:
-    """``mean [low, high]`` of a seed interval, or ``-``."""
-    if iv is None:
-        return "-"
-    scale, unit = (100.0, "%") if pct else (1.0, "")
-    one = (lambda v: f"{v * scale:.1f}{unit}") if pct else (lambda v: f"{v:.{digits}g}")
-    if iv.get("low") is None:
-        return f"{one(iv['mean'])} (1 seed)"
-    return f"{one(iv['mean'])} [{one(max(iv['low'], 0.0) if pct else iv['low'])}, {one(iv['high'])}]"
 
 
 def summary_rows(report: AuditReport) -> list[dict[str, str]]:
@@ -148,12 +132,6 @@ def verdict(report: AuditReport) -> list[str]:
 
 
 # ---- figures -------------------------------------------------------------------------------------
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
 
 def figure_probe(report: AuditReport) -> bytes | None:
     f = report.figures
@@ -173,7 +151,7 @@ def figure_probe(report: AuditReport) -> bytes | None:
         axes[2 * r][0].set_ylabel(f"{name}\noriginal", rotation=0, ha="right", va="center", fontsize=8)
         axes[2 * r + 1][0].set_ylabel("reconstructed", rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("Probe (worst case): one example per client, untrained model")
-    return _png(fig)
+    return png(fig)
 
 
 def figure_real_run(report: AuditReport) -> bytes | None:
@@ -196,7 +174,7 @@ def figure_real_run(report: AuditReport) -> bytes | None:
         axes[2 * r][0].set_ylabel(f"{name}\ntraining image", rotation=0, ha="right", va="center", fontsize=8)
         axes[2 * r + 1][0].set_ylabel("recovered", rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("Real run: training images the server recovered at ≥ 20 dB (first seed)")
-    return _png(fig)
+    return png(fig)
 
 
 def figure_roc(report: AuditReport) -> bytes | None:
@@ -212,7 +190,7 @@ def figure_roc(report: AuditReport) -> bytes | None:
     ax.set_ylabel("true-positive rate")
     ax.set_title("Membership on the server's view (last aggregate), log-log")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def figure_accuracy(report: AuditReport) -> bytes | None:
@@ -226,7 +204,7 @@ def figure_accuracy(report: AuditReport) -> bytes | None:
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy per round (first seed)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def figure_exposed(report: AuditReport) -> bytes | None:
@@ -241,7 +219,7 @@ def figure_exposed(report: AuditReport) -> bytes | None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("Most exposed members of the final model (plain, RMIA score)", fontsize=9)
-    return _png(fig)
+    return png(fig)
 
 
 FIGURES = {
@@ -260,14 +238,6 @@ FIGURES = {
 
 
 # ---- HTML ----------------------------------------------------------------------------------------
-def _table(rows: list[dict[str, str]]) -> str:
-    if not rows:
-        return ""
-    cols = list(rows[0])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
-
 
 def _detail_rows(report: AuditReport) -> list[dict[str, str]]:
     rows = []
@@ -288,23 +258,6 @@ def _detail_rows(report: AuditReport) -> list[dict[str, str]]:
     return rows
 
 
-def _html_figures(images: dict[str, tuple[bytes, str]], names: list[str] | None = None) -> str:
-    """The figures (all, or those named) inline, each with its caption."""
-    return "".join(
-        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for name, (data, caption) in images.items() if names is None or name in names)
-
-
-#: marks the page once every figure has loaded (a headless browser reads the marks)
-_FIGURE_CHECK = """<script>
-window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.length > 0 && imgs.every(function (i) { return i.complete && i.naturalWidth > 0; });
-  document.body.setAttribute('data-figures-ok', ok ? 'true' : 'false');
-  document.body.setAttribute('data-figures', String(imgs.length));
-});
-</script>"""
 
 
 def _html(report: AuditReport, images: dict[str, tuple[bytes, str]]) -> str:
@@ -312,7 +265,7 @@ def _html(report: AuditReport, images: dict[str, tuple[bytes, str]]) -> str:
     meanings = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in MEANINGS.items())
 
     def block(names: list[str]) -> str:
-        return _html_figures(images, names)
+        return html_figures(images, names)
 
     risk = block(["real_run.png", "most_exposed.png"]) or "<p>Nothing was recovered at 20 dB in the real run.</p>"
     figures = block([n for n in images if n not in ("real_run.png", "most_exposed.png")])
@@ -320,38 +273,23 @@ def _html(report: AuditReport, images: dict[str, tuple[bytes, str]]) -> str:
     verdicts = "".join(f"<li>{v}</li>" for v in verdict(report))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>secfl privacy audit</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:4px 8px;font-size:13px;vertical-align:top}}
-th{{background:#eee}}img{{max-width:100%}}.scroll{{overflow-x:auto;max-width:100%}}figure{{margin:1.5em 0}}
-figcaption{{font-size:13px;color:#444;max-width:800px}}dt{{font-weight:bold;margin-top:.5em}}
-pre{{background:#f6f6f6;padding:8px;font-size:12px;overflow-x:auto}}</style></head>
+<style>{STYLE}</style></head>
 <body><h1>secfl privacy audit</h1>
 <p>Dataset <b>{html.escape(str(cfg['dataset']))}</b> ({report.modality} data), {cfg['clients']} clients,
 {cfg['rounds']} rounds, seeds {', '.join(str(s) for s in report.seeds)}. Config hash
 <code>{report.config_hash[:16]}</code>; run time {report.seconds:.0f} s.</p>
 <h2>Executive summary</h2><ul>{verdicts}</ul>
-<p>Means over the seeds with 95 % t-intervals in brackets.</p>{_table(summary_rows(report))}
+<p>Means over the seeds with 95 % t-intervals in brackets.</p>{table(summary_rows(report))}
 <ul>{notes}</ul>
 <h2>Per-record risk</h2>{risk}
 <h2>Figures</h2>{figures}
-<h2>Detail, seed by seed</h2>{_table(_detail_rows(report))}
+<h2>Detail, seed by seed</h2>{table(_detail_rows(report))}
 <h2>What the numbers mean, and their limits</h2><dl>{meanings}</dl>
 <h2>Configuration and versions</h2><pre>{html.escape(json.dumps(cfg, indent=1))}</pre>
 <pre>{html.escape(json.dumps(report.versions, indent=1))}</pre>
-{_FIGURE_CHECK}</body></html>
+{FIGURE_CHECK}</body></html>
 """
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def write_report(report: AuditReport, out: str | Path) -> dict[str, Path]:
@@ -359,7 +297,7 @@ def write_report(report: AuditReport, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "html": out / "report.html"}
-    paths["json"].write_text(json.dumps(_jsonable(report.to_dict()), indent=2, allow_nan=False))
+    paths["json"].write_text(json.dumps(jsonable(report.to_dict()), indent=2, allow_nan=False))
     images = {}
     for name, (make, caption) in FIGURES.items():
         data = make(report)
