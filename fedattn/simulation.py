@@ -42,6 +42,7 @@ from ._play import play_round
 from .config import PROTECTIONS, ScriptedDropout, SimulationConfig
 from .data import Dataset, load_dataset, partition
 from .defences import Provenance, ServerAdversary, architecture_fingerprint
+from .errors import InvalidConfigError
 from .models import float_state, make_model
 from .parties import Client, Federation, ModelFactory, Party, RoundRecord, Server
 from .parties import derive_seed as _seed
@@ -83,7 +84,8 @@ def build_federation(config: SimulationConfig, *, dataset: Dataset | None = None
     # given factory, else the given clients', else config.model
     factory = model_factory or (clients[0].model_factory if clients else None) or default_factory
     dp = config.dp
-    sample_dp = SampleLevelDP(dp) if dp is not None and dp.mode == "sample" else None
+    sample_dp = _given_sample_dp(config, clients) if clients else None
+    sample_dp = sample_dp or (SampleLevelDP(dp) if dp is not None and dp.mode == "sample" else None)
     client_dp = ClientLevelDP(dp, n_clients=config.clients) if dp is not None and dp.mode == "client" else None
     if clients is None:
         shards = partition(data.y_train, config.clients, scheme=config.partition, alpha=config.alpha, seed=config.seed,
@@ -105,6 +107,21 @@ def build_federation(config: SimulationConfig, *, dataset: Dataset | None = None
     fed = Federation(config, data, secrets.token_hex(8), server, server_role, parties, sample_dp, client_dp, groups)
     _enrol(fed)
     return fed
+
+
+def _given_sample_dp(config: SimulationConfig, clients: Sequence[Client]) -> SampleLevelDP | None:
+    """The given clients' DP-SGD, which the run's epsilon must count: one object shared by all of
+    them, present exactly when ``config.dp`` is sample-level (else the run would claim a DP its
+    clients do not train with, or train with one it does not count)."""
+    given = {id(c.sample_dp): c.sample_dp for c in clients if c.sample_dp is not None}
+    wanted = config.dp is not None and config.dp.mode == "sample"
+    if wanted and (len(given) != 1 or any(c.sample_dp is None for c in clients)):
+        raise InvalidConfigError("config.dp is sample-level: give every client the same SampleLevelDP(config.dp) "
+                                 "as sample_dp, so that the run's epsilon counts their steps")
+    if given and not wanted:
+        raise InvalidConfigError("clients train with DP-SGD but config.dp is not sample-level: set config.dp to "
+                                 "their DPConfig, so that the run reports its epsilon")
+    return next(iter(given.values()), None)
 
 
 def _enrol(fed: Federation) -> None:

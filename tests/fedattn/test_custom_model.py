@@ -50,3 +50,28 @@ def test_the_command_line_trains_a_custom_model(tmp_path):
     assert result.exit_code == 0, result.output
     bad = CliRunner().invoke(app, ["train", "--model", "helpers.custom_model:nothing", "--rounds", "1"])
     assert bad.exit_code == 2 and "has no 'nothing'" in bad.output
+
+
+def test_clients_of_their_own_with_dp_sgd_are_counted_in_the_runs_epsilon(digits):
+    """Before, the run counted a DP-SGD accountant of its own that the given clients never used: ε 0."""
+    from fedattn.errors import InvalidConfigError
+    from fedattn.privacy import DPConfig, SampleLevelDP
+
+    shards = partition(digits.y_train, 2, scheme="iid", seed=0)
+    dp = DPConfig(mode="sample", noise_multiplier=1.0, clip_norm=1.0)
+    config = SimulationConfig(clients=2, rounds=1, protection="plain", aggregation="fedavg", seed=0, dp=dp)
+
+    def clients(*accountants):
+        return [Client(f"client-{i}", digits.x_train[idx], digits.y_train[idx], model_factory=lambda: make_model(
+            "mlp", input_shape=(1, 8, 8), n_classes=10, seed=0), config=config, sample_dp=a)
+            for i, (idx, a) in enumerate(zip(shards, accountants))]
+
+    shared = SampleLevelDP(dp)
+    assert run_simulation(config, dataset=digits, clients=clients(shared, shared)).epsilon() > 0.1
+    with pytest.raises(InvalidConfigError, match="same SampleLevelDP"):
+        run_simulation(config, dataset=digits, clients=clients(None, None))  # would claim a DP nobody trains with
+    with pytest.raises(InvalidConfigError, match="same SampleLevelDP"):
+        run_simulation(config, dataset=digits, clients=clients(shared, SampleLevelDP(dp)))
+    no_dp = SimulationConfig(clients=2, rounds=1, protection="plain", aggregation="fedavg", seed=0)
+    with pytest.raises(InvalidConfigError, match="config.dp is not sample-level"):
+        run_simulation(no_dp, dataset=digits, clients=clients(shared, shared))
