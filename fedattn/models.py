@@ -11,7 +11,7 @@ from torch import nn
 
 from .errors import InvalidConfigError
 
-__all__ = ["MLP", "CNN", "LSTMLanguageModel", "MODELS", "make_model", "float_state", "load_float_state"]
+__all__ = ["MLP", "CNN", "LSTMLanguageModel", "TransformerLanguageModel", "MODELS", "make_model", "float_state", "load_float_state"]
 
 
 class MLP(nn.Module):
@@ -65,11 +65,53 @@ class LSTMLanguageModel(nn.Module):
         self.head = nn.Linear(hidden, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(self.embedding(x.long()))
+        return self.forward_embedded(self.embedding(x.long()))
+
+    def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
+        """The logits from token embeddings ``(batch, context, embed)`` instead of ids (what a
+        reconstruction attack optimises: :mod:`attacks.text_reconstruction`)."""
+        out, _ = self.lstm(e)
         return self.head(out[:, -1])
 
 
-MODELS = {"mlp": MLP, "cnn": CNN, "lstm": LSTMLanguageModel}
+class TransformerLanguageModel(nn.Module):
+    """Next-word prediction with one pre-norm Transformer block built from Opacus' layers.
+
+    Untied token embedding plus a learned position embedding (both ``nn.Embedding``, which Opacus
+    clips per sample) -> LayerNorm -> ``DPMultiheadAttention`` (residual) -> LayerNorm -> a ReLU
+    feed-forward layer (residual) -> LayerNorm -> linear over the vocabulary, read at the window's
+    last position. No causal mask: the window is all context, the label is the token after it.
+    Inputs are windows of token ids (float, as every secfl dataset's), ``n_classes`` the vocabulary.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, embed: int = 32, heads: int = 4,
+                 hidden: int = 64) -> None:
+        super().__init__()
+        from opacus.layers import DPMultiheadAttention  # imported here: the image models do not need Opacus
+
+        if len(input_shape) != 1:
+            raise InvalidConfigError(f"the Transformer takes windows of token ids, shape (context,), got {input_shape}")
+        self.embedding = nn.Embedding(n_classes, embed)
+        self.position = nn.Embedding(input_shape[0], embed)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(embed), nn.LayerNorm(embed), nn.LayerNorm(embed)
+        self.attention = DPMultiheadAttention(embed, heads, batch_first=True)
+        self.feed_forward = nn.Sequential(nn.Linear(embed, hidden), nn.ReLU(), nn.Linear(hidden, embed))
+        self.head = nn.Linear(embed, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_embedded(self.embedding(x.long()))
+
+    def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
+        """The logits from token embeddings ``(batch, context, embed)`` instead of ids."""
+        positions = torch.arange(e.shape[1], device=e.device).expand(e.shape[0], -1)
+        h = e + self.position(positions)
+        q = self.norm1(h)
+        h = h + self.attention(q, q, q, need_weights=False)[0]
+        h = h + self.feed_forward(self.norm2(h))
+        return self.head(self.norm3(h)[:, -1])
+
+
+MODELS = {"mlp": MLP, "cnn": CNN, "lstm": LSTMLanguageModel, "transformer": TransformerLanguageModel}
 
 
 def _user_factory(name: str) -> Callable[..., nn.Module]:

@@ -115,8 +115,8 @@ def _demo_round(secret: secagg.SecretContext, public: secagg.PublicContext, *, c
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="digits, mnist, breast_cancer, credit (synthetic) or pydoc-topics (text: next-word prediction; use --model lstm --partition natural).")] = "digits",
-    model: Annotated[str, typer.Option(help="mlp, cnn, lstm (text), or your own as package.module:factory (called with "
+    dataset: Annotated[str, typer.Option(help="digits, mnist, breast_cancer, credit (synthetic) or pydoc-topics (text: next-word prediction; use --model lstm or transformer, --partition natural).")] = "digits",
+    model: Annotated[str, typer.Option(help="mlp, cnn, lstm or transformer (text), or your own as package.module:factory (called with "
                                                  "input_shape and n_classes).")] = "mlp",
     clients: Annotated[int, typer.Option(min=1, help="Number of clients.")] = 10,
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 10,

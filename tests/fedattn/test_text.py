@@ -59,12 +59,13 @@ def test_the_natural_partition_deals_whole_topics():
         partition(ds.y_train, 64, scheme="natural", groups=ds.groups)
 
 
-def test_the_lstm_predicts_the_next_token_and_trains_under_opacus():
+@pytest.mark.parametrize("name", ["lstm", "transformer"])
+def test_a_language_model_predicts_the_next_token_and_trains_under_opacus(name):
     from opacus import PrivacyEngine
 
     ds = load_dataset("pydoc-topics")
     torch.manual_seed(0)
-    model = make_model("lstm", input_shape=ds.input_shape, n_classes=ds.n_classes, seed=0)
+    model = make_model(name, input_shape=ds.input_shape, n_classes=ds.n_classes, seed=0)
     x, y = torch.as_tensor(ds.x_train[:64]), torch.as_tensor(ds.y_train[:64])
     assert model(x).shape == (64, ds.n_classes)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
@@ -72,8 +73,12 @@ def test_the_lstm_predicts_the_next_token_and_trains_under_opacus():
     private, optimizer, loader = PrivacyEngine().make_private(module=model, optimizer=optimizer, data_loader=loader,
                                                               noise_multiplier=1.0, max_grad_norm=1.0)
     xb, yb = next(iter(loader))
+    before = [p.detach().clone() for p in model.parameters()]
     torch.nn.functional.cross_entropy(private(xb), yb).backward()
     optimizer.step()  # per-sample gradients exist for every layer, or Opacus raises here
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # every layer was trained
+    e = model.embedding(x[:4].long())
+    torch.testing.assert_close(model.forward_embedded(e), model(x[:4]))  # the attack's entry point, same logits
 
 
 def test_encrypted_fedatt_reaches_the_plaintext_perplexity(strict_keys):
