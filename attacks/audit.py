@@ -15,6 +15,11 @@ Protections (the server is honest but curious; see :mod:`attacks.leakage` and
 * ``ckks+dp`` - CKKS plus client-level DP (clipped updates, distributed Gaussian noise, equal weights);
 * ``ckks+dpsgd`` - CKKS plus sample-level DP-SGD on every client (Opacus).
 
+A text corpus (``dataset="pydoc-topics"``) gets the text audit instead (:mod:`attacks.text_audit`:
+bag of words and canary exposure on the real run, sentence reconstruction as a probe, perplexity);
+:meth:`AuditConfig.from_mapping` fills its defaults (a Transformer, natural partition, 2 rounds,
+plain / ckks / ckks+dpsgd) where not given.
+
 Per seed (training, data split, partition, attacks all follow it): one training run per
 protection; the analytic attack on the run's own views in a sample of rounds (the headline); a
 FedSGD probe on the untrained model, one example per client (a labelled worst case); membership on
@@ -51,6 +56,7 @@ from fedattn.privacy import DPConfig
 
 from ._validation import count
 from .audit_seed import interval, one_seed, summarise
+from .text_audit import TEXT_ATTACKS, TEXT_DEFAULTS, run_text_jobs, summarise_text
 
 __all__ = ["AuditConfig", "AuditReport", "run_audit", "PROTECTIONS", "ATTACKS", "interval"]
 log = logging.getLogger(__name__)
@@ -97,9 +103,15 @@ class AuditConfig:
         bad = [p for p in self.protections if p not in PROTECTIONS]
         if bad or not self.protections:
             raise InvalidConfigError(f"unknown protection(s) {', '.join(map(str, bad)) or '(none given)'}; choose one of: {', '.join(PROTECTIONS)}")
-        bad = [a for a in self.attacks if a not in ATTACKS]
+        text = load_dataset(self.dataset, seed=self.seed).groups is not None  # unknown names fail here too
+        if text and self.model in ("mlp", "cnn"):
+            raise InvalidConfigError(f"{self.dataset!r} is text: audit a language model (model = lstm or transformer)")
+        known = TEXT_ATTACKS if text else ATTACKS
+        bad = [a for a in self.attacks if a not in known]
         if bad:
-            raise InvalidConfigError(f"unknown attack(s) {', '.join(map(str, bad))}; choose one of: {', '.join(ATTACKS)}")
+            kind = "text" if text else "image and table"
+            raise InvalidConfigError(f"unknown attack(s) {', '.join(map(str, bad))} for {kind} data; choose one of: "
+                                     f"{', '.join(known)}")
         for name in ("clients", "rounds", "local_epochs", "inversion_iterations", "probe_clients", "seeds"):
             count(getattr(self, name), name, low=1, error=InvalidConfigError)
         if self.shadow_models < 4 or self.shadow_models % 2:
@@ -111,9 +123,6 @@ class AuditConfig:
                  delta=self.dp_delta, accountant=self.dp_accountant)
         DPConfig(mode="sample", noise_multiplier=self.dpsgd_noise_multiplier, clip_norm=self.dpsgd_clip_norm)
         secagg.get_preset(self.preset)
-        if load_dataset(self.dataset, seed=self.seed).groups is not None:  # unknown names fail here too
-            raise InvalidConfigError(f"the audit's attacks are for images and tables; {self.dataset!r} is text (its "
-                                     "token leakage: docs/text.md)")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> AuditConfig:
@@ -121,6 +130,9 @@ class AuditConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidConfigError(f"unknown audit option(s) {unknown}; valid options: {sorted(known)}")
+        dataset = data.get("dataset", cls.dataset)
+        if load_dataset(dataset).groups is not None:  # text: the text audit's defaults where not given
+            data = {**TEXT_DEFAULTS, **data}
         return cls(**dict(data))
 
     @classmethod
@@ -184,14 +196,22 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> AuditReport:
-    """Run the audit that ``config`` describes and return its report (nothing is written)."""
+def run_audit(config: AuditConfig, *, progress: Progress | None = None, workers: int | None = None) -> AuditReport:
+    """Run the audit that ``config`` describes and return its report (nothing is written).
+
+    ``workers``: processes for a text audit's runs (default: the CPUs); the image and table audits
+    run in this process. Results do not depend on it.
+    """
     t_start = time.perf_counter()
     cfg = config.effective()
     say = progress or (lambda message: log.info(message))
     torch.set_num_threads(1)
     keys = secagg.generate_keys(preset=cfg.preset)
     seeds = tuple(cfg.seed + i for i in range(cfg.seeds))
+    if load_dataset(cfg.dataset, seed=cfg.seed).groups is not None:
+        text_seeds, text_figures = run_text_jobs(cfg, seeds, keys, say, workers)
+        return AuditReport(cfg.to_dict(), config.hash, seeds, _versions(), "text", summarise_text(text_seeds, cfg),
+                           tuple(text_seeds), _text_notes(cfg), time.perf_counter() - t_start, text_figures)
     per_seed: list[dict[str, Any]] = []
     figures: dict[str, Any] = {}
     for i, seed in enumerate(seeds):
@@ -214,4 +234,18 @@ def _notes(cfg: AuditConfig) -> tuple[str, ...]:
              "membership on the final model cannot separate plain from ckks: encryption does not change the model"]
     if "ckks+dp" in cfg.protections:
         notes.append("client-level DP is not audited empirically: a one-run audit would need hundreds of canary clients")
+    return tuple(notes)
+
+
+def _text_notes(cfg: AuditConfig) -> tuple[str, ...]:
+    notes = [f"{cfg.seeds} seed(s): every headline is a mean over them with a 95% t-interval"
+             + (" - a smoke run (--quick), not an audit" if cfg.quick else "")]
+    if "bag-of-words" in cfg.attacks:
+        notes.append("bag of words: the first round's view of the real run, per client against the words it used")
+    if "canary" in cfg.attacks:
+        notes.append("canary exposure: the last round's model the server can form; chance is about 1.4 bits, the "
+                     "maximum 13.3")
+    if "reconstruction" in cfg.attacks:
+        notes.append("sentence reconstruction is a probe (one window per client, untrained model): a worst case, "
+                     "not the run; read ROUGE against its chance floor")
     return tuple(notes)

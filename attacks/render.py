@@ -15,7 +15,16 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["fmt", "png", "table", "html_figures", "FIGURE_CHECK", "STYLE", "jsonable"]
+__all__ = ["COLLUSION", "fmt", "png", "table", "html_figures", "FIGURE_CHECK", "STYLE", "jsonable"]
+
+#: who, with the server, decrypts a single client's update under each protection (docs/security.md)
+COLLUSION = {
+    "plain": "nobody: the server sees it",
+    "ckks": "the server and any one client (one shared key)",
+    "ckks-threshold": "the server and 3 of the 5 committee members",
+    "ckks+dp": "the server and any one client; DP bounds what it shows",
+    "ckks+dpsgd": "the server and any one client; DP bounds what it shows",
+}
 
 #: the reports' stylesheet
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

@@ -11,8 +11,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from . import text_report
 from .audit import AuditReport
-from .render import FIGURE_CHECK, STYLE, fmt, html_figures, jsonable, png, table
+from .render import COLLUSION, FIGURE_CHECK, STYLE, fmt, html_figures, jsonable, png, table
 
 __all__ = ["write_report", "summary_rows", "MEANINGS", "fmt"]
 
@@ -45,19 +46,13 @@ MEANINGS = {
 }
 
 
-#: who, with the server, decrypts a single client's update under each protection (docs/security.md)
-COLLUSION = {
-    "plain": "nobody: the server sees it",
-    "ckks": "the server and any one client (one shared key)",
-    "ckks-threshold": "the server and 3 of the 5 committee members",
-    "ckks+dp": "the server and any one client; DP bounds what it shows",
-    "ckks+dpsgd": "the server and any one client; DP bounds what it shows",
-}
 
 
 
 def summary_rows(report: AuditReport) -> list[dict[str, str]]:
     """The executive summary, one row per protection (the CLI prints the same rows)."""
+    if report.modality == "text":
+        return text_report.summary_rows(report)
     rows = []
     for protection, s in report.summary.items():
         encrypted = protection != "plain"
@@ -294,16 +289,18 @@ def _html(report: AuditReport, images: dict[str, tuple[bytes, str]]) -> str:
 
 def write_report(report: AuditReport, out: str | Path) -> dict[str, Path]:
     """Write ``report.json``, ``report.html`` and ``figures/*.png`` into ``out``."""
+    text = report.modality == "text"
+    figures, page = (text_report.TEXT_FIGURES, text_report.page) if text else (FIGURES, _html)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "html": out / "report.html"}
     paths["json"].write_text(json.dumps(jsonable(report.to_dict()), indent=2, allow_nan=False))
     images = {}
-    for name, (make, caption) in FIGURES.items():
+    for name, (make, caption) in figures.items():
         data = make(report)
         if data is not None:
             images[name] = (data, caption)
             (out / "figures" / name).write_bytes(data)
             paths[name] = out / "figures" / name
-    paths["html"].write_text(_html(report, images))
+    paths["html"].write_text(page(report, images))
     return paths

@@ -24,13 +24,15 @@ def audit(
                                            "--force).")] = Path("audit-report"),
     config: Annotated[Path | None, typer.Option("--config", help="TOML file with any audit option ([audit] table "
                                                                  "or top level).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="digits (default), mnist, breast_cancer or credit (the audit attacks images and tables).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="digits (default), mnist, breast_cancer, credit, or pydoc-topics "
+                                                     "(text: the text audit, docs/text.md).")] = None,
+    model: Annotated[str | None, typer.Option(help="mlp (default), cnn; for text transformer (default) or lstm.")] = None,
     clients: Annotated[int | None, typer.Option(min=1, help="Clients in the federation (default 10).")] = None,
     rounds: Annotated[int | None, typer.Option(min=1, help="Federated rounds (default 5).")] = None,
     protections: Annotated[str | None, typer.Option(help="Comma-separated: plain, ckks, ckks-threshold, ckks+dp, "
                                                          "ckks+dpsgd (default all).")] = None,
-    attacks: Annotated[str | None, typer.Option(help="Comma-separated: inversion, membership, dp-audit "
-                                                     "(default all).")] = None,
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated: inversion, membership, dp-audit; for text "
+                                                     "bag-of-words, canary, reconstruction (default all).")] = None,
     seed: Annotated[int | None, typer.Option(help="First seed (default 0); the others follow it.")] = None,
     seeds: Annotated[int | None, typer.Option(min=1, help="Seeds to average over (default 3).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Attack every round of the run, not the first, middle and "
@@ -39,6 +41,8 @@ def audit(
                                                         "an audit.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out directory.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report's JSON instead of tables.")] = False,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes for the text audit's runs (default: the "
+                                                            "CPUs); results do not depend on it.")] = None,
     threat: Annotated[str, typer.Option(help="honest (an honest-but-curious server: the privacy audit) or malicious "
                                              "(a server that crafts models and release requests: attack x "
                                              "defence matrix).")] = "honest",
@@ -52,7 +56,7 @@ def audit(
         fail(f"--threat must be honest or malicious, got {threat!r}")
     if threat == "malicious":
         honest_only = {"--config": config, "--rounds": rounds, "--protections": protections, "--attacks": attacks,
-                       "--full": full or None}
+                       "--full": full or None, "--model": model, "--workers": workers}
         given = [flag for flag, value in honest_only.items() if value is not None]
         if given:
             fail(f"{', '.join(given)} belong to the honest-server audit; the malicious-server audit runs every "
@@ -60,7 +64,7 @@ def audit(
         _threat_audit(out, dataset=dataset, clients=clients, seed=seed, seeds=1 if quick else seeds, force=force,
                       as_json=as_json)
         return
-    overrides = {"dataset": dataset, "clients": clients, "rounds": rounds, "seed": seed, "seeds": seeds,
+    overrides = {"dataset": dataset, "model": model, "clients": clients, "rounds": rounds, "seed": seed, "seeds": seeds,
                  "protections": protections.split(",") if protections else None,
                  "attacks": attacks.split(",") if attacks else None, "quick": quick or None, "full": full or None}
     if quick and full:
@@ -75,7 +79,7 @@ def audit(
         fail(str(exc), names=AUDIT_FLAGS)
     with spinner() as step:
         try:
-            report = run_audit(cfg, progress=step)
+            report = run_audit(cfg, progress=step, workers=workers)
         except (FedAttnError, secagg.SecAggError) as exc:
             fail(str(exc), names=AUDIT_FLAGS)
     with written(out, force=force) as tmp:
