@@ -56,7 +56,7 @@ from fedattn.privacy import DPConfig
 
 from ._validation import count
 from .audit_seed import interval, one_seed, summarise
-from .text_audit import TEXT_ATTACKS, TEXT_DEFAULTS, run_text_jobs, summarise_text
+from .text_audit import TEXT_ATTACKS, TEXT_DEFAULTS, check_text_config, run_text_jobs, summarise_text
 
 __all__ = ["AuditConfig", "AuditReport", "run_audit", "PROTECTIONS", "ATTACKS", "interval"]
 log = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ class AuditConfig:
                  delta=self.dp_delta, accountant=self.dp_accountant)
         DPConfig(mode="sample", noise_multiplier=self.dpsgd_noise_multiplier, clip_norm=self.dpsgd_clip_norm)
         secagg.get_preset(self.preset)
+        if text:
+            check_text_config(self)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> AuditConfig:
@@ -200,7 +202,8 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None, workers:
     """Run the audit that ``config`` describes and return its report (nothing is written).
 
     ``workers``: processes for a text audit's runs (default: the CPUs); the image and table audits
-    run in this process. Results do not depend on it.
+    run in this process. Results do not depend on it. More than one starts processes by ``spawn``:
+    a script that calls this must do so under ``if __name__ == "__main__":``.
     """
     t_start = time.perf_counter()
     cfg = config.effective()
@@ -239,12 +242,14 @@ def _notes(cfg: AuditConfig) -> tuple[str, ...]:
 
 def _text_notes(cfg: AuditConfig) -> tuple[str, ...]:
     notes = [f"{cfg.seeds} seed(s): every headline is a mean over them with a 95% t-interval"
-             + (" - a smoke run (--quick), not an audit" if cfg.quick else "")]
+             + (" - a smoke run (--quick), not an audit" if cfg.quick else ""),
+             "the natural partition is the same for every seed (whole topics dealt by size); plain is FedAvg and the "
+             "encrypted protections FedAtt, so perplexity differences are not the cost of encryption alone"]
     if "bag-of-words" in cfg.attacks:
         notes.append("bag of words: the first round's view of the real run, per client against the words it used")
     if "canary" in cfg.attacks:
-        notes.append("canary exposure: the last round's model the server can form; chance is about 1.4 bits, the "
-                     "maximum 13.3")
+        notes.append("canary exposure: the last round's model the server can form, the canary in one client's text "
+                     "drawn by seed; chance is about 1.4 bits, the maximum 13.3")
     if "reconstruction" in cfg.attacks:
         notes.append("sentence reconstruction is a probe (one window per client, untrained model): a worst case, "
                      "not the run; read ROUGE against its chance floor")

@@ -24,7 +24,7 @@ from .dp_audit import audit_one_run, make_canaries
 from .inversion import gradient_of
 from .views import client_observations, released_mean
 
-__all__ = ["one_seed", "summarise", "interval"]
+__all__ = ["one_seed", "summarise", "interval", "simulation_config", "headline_value", "epsilon_entry", "probe_label"]
 
 #: the audit configuration (attacks.audit.AuditConfig), duck-typed: this module is imported by that one
 AuditConfig = Any
@@ -42,7 +42,7 @@ def interval(values: Sequence[float | None], confidence: float = 0.95) -> dict[s
     return {"mean": mean, "low": mean - half, "high": mean + half, "values": v.tolist(), "n": int(v.size)}
 
 
-def _simulation_config(cfg: AuditConfig, protection: str, seed: int) -> SimulationConfig:
+def simulation_config(cfg: AuditConfig, protection: str, seed: int) -> SimulationConfig:
     common: dict[str, Any] = dict(dataset=cfg.dataset, model=cfg.model, clients=cfg.clients, rounds=cfg.rounds,
                                   local_epochs=cfg.local_epochs, lr=cfg.lr, partition=cfg.partition, alpha=cfg.alpha,
                                   preset=cfg.preset, seed=seed, epsilon_every_round=False)
@@ -80,7 +80,7 @@ def federated_references(cfg: AuditConfig, protection: str, data: Dataset, fixed
     rng = np.random.default_rng(seed + 1)
     pool_x, pool_y = pool
     in_mask = mia.balanced_in_mask(cfg.shadow_models, len(pool_y), rng)
-    recipe = dataclasses.replace(_simulation_config(cfg, protection, seed), protection="plain", keys="shared")
+    recipe = dataclasses.replace(simulation_config(cfg, protection, seed), protection="plain", keys="shared")
     models = []
     for i, inside in enumerate(in_mask):
         shard = Dataset(f"{data.name}-reference-{i}", np.concatenate([fixed[0], pool_x[inside]]),
@@ -125,7 +125,7 @@ def canary_audit(cfg: AuditConfig, data: Dataset, keys: secagg.KeySet, seed: int
     def train(x_extra: np.ndarray, y_extra: np.ndarray) -> torch.nn.Module:
         with_canaries = dataclasses.replace(data, x_train=np.concatenate([data.x_train, x_extra]),
                                             y_train=np.concatenate([data.y_train, y_extra]))
-        sim = run_simulation(_simulation_config(cfg, "ckks+dpsgd", seed), dataset=with_canaries, keys=keys)
+        sim = run_simulation(simulation_config(cfg, "ckks+dpsgd", seed), dataset=with_canaries, keys=keys)
         accountant["epsilon"] = float(sim.epsilon() or 0.0)
         model = factory_for(cfg, data, seed)()
         load_float_state(model, sim.final_state)
@@ -165,7 +165,7 @@ def one_seed(cfg: AuditConfig, seed: int, keys: secagg.KeySet, say: Callable[[st
                                "accuracy": {}, "most_exposed": {}, "pool_x": pool_x}
     for protection in cfg.protections:
         say(f"{protection}: federated training")
-        sim = run_simulation(_simulation_config(cfg, protection, seed), dataset=data, keys=keys)
+        sim = run_simulation(simulation_config(cfg, protection, seed), dataset=data, keys=keys)
         entry = _training(sim, protection, cfg)
         figures["accuracy"][protection] = [r.accuracy for r in sim.rounds]
         views = list(sim.views)
@@ -208,16 +208,28 @@ def _training(sim: Any, protection: str, cfg: AuditConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"accuracy": rounds[-1].accuracy, "accuracy_per_round": [r.accuracy for r in rounds],
                            "bytes_per_client_per_round": float(np.mean(per_client)),
                            "seconds_train": float(sum(r.seconds_train for r in rounds))}
-    if protection in ("ckks+dp", "ckks+dpsgd"):
-        unit = "one client's whole update" if protection == "ckks+dp" else "one training example"
-        dp = sim.config.dp
-        out["epsilon"] = {"add_remove": sim.epsilon(), "replace_one": sim.epsilon(relation="replace-one"),
-                          "delta": dp.delta, "accountant": dp.accountant, "relation": f"add or remove {unit}",
-                          "amplification": "none: the server sees who uploads" if protection == "ckks+dp" else
-                          "Poisson sampling inside each client (secret from the server)"}
-    else:
-        out["epsilon"] = None  # no DP claimed
+    out["epsilon"] = epsilon_entry(sim, example="one training example")
     return out
+
+
+def epsilon_entry(sim: Any, *, example: str) -> dict[str, Any] | None:
+    """The run's DP claim (None: no DP claimed): ε for both relations, δ, the accountant, what one
+    neighbouring dataset changes (``example`` under DP-SGD, a client's update under client-level DP)."""
+    dp = sim.config.dp
+    if dp is None:
+        return None
+    client = dp.mode == "client"
+    unit = "one client's whole update" if client else example
+    return {"add_remove": sim.epsilon(), "replace_one": sim.epsilon(relation="replace-one"), "delta": dp.delta,
+            "accountant": dp.accountant, "relation": f"add or remove {unit}",
+            "amplification": "none: the server sees who uploads" if client else
+            "Poisson sampling inside each client (secret from the server)"}
+
+
+def probe_label(protection: str, clients: int, unit: str) -> str:
+    """What a probe's view is, for the report: whose gradients the server saw, a worst case."""
+    return (("each client's gradient" if protection == "plain" else "the released mean of all probe clients' "
+             "gradients") + f"; {clients} clients, one {unit} each, untrained model (worst case)")
 
 
 def _probe(cfg: AuditConfig, protection: str, factory: Callable, data: Any, probe_idx: np.ndarray,
@@ -240,8 +252,7 @@ def _probe(cfg: AuditConfig, protection: str, factory: Callable, data: Any, prob
         figures.setdefault("probe_order", {})[protection] = np.concatenate([r["_originals"] for r in rows])
     keys_ = [k for k in rows[0] if not k.startswith("_")]
     out: dict[str, Any] = {k: float(np.mean([r[k] for r in rows])) for k in keys_}
-    out["view"] = ("each client's gradient" if protection == "plain" else "the released mean of all probe clients' "
-                   "gradients") + f"; {cfg.probe_clients} clients, one example each, untrained model (worst case)"
+    out["view"] = probe_label(protection, cfg.probe_clients, "example")
     return out
 
 
@@ -261,7 +272,7 @@ HEADLINES = {
 }
 
 
-def _get(entry: Any, path: tuple[str, ...]) -> float | None:
+def headline_value(entry: Any, path: tuple[str, ...]) -> float | None:
     for key in path:
         if not isinstance(entry, dict) or key not in entry or entry[key] is None:
             return None
@@ -269,20 +280,16 @@ def _get(entry: Any, path: tuple[str, ...]) -> float | None:
     return float(entry) if isinstance(entry, (int, float)) else None
 
 
-def summarise(per_seed: list[dict[str, Any]], cfg: AuditConfig) -> dict[str, dict[str, Any]]:
-    """Per protection, each headline over the seeds (:func:`attacks.audit.interval`), and its change
-    against ``plain`` where both exist."""
-    out: dict[str, dict[str, Any]] = {}
-    for protection in cfg.protections:
-        row = {name: interval([_get(s[protection], path) for s in per_seed]) for name, path in HEADLINES.items()}
-        out[protection] = row
+def summarise(per_seed: list[dict[str, Any]], cfg: AuditConfig, *, headlines: dict[str, tuple[str, ...]] = HEADLINES,
+              changes: tuple[str, ...] = ("accuracy", "reconstructed_share", "probe_share", "aggregate_auc")
+              ) -> dict[str, dict[str, Any]]:
+    """Per protection, each of ``headlines`` over the seeds (:func:`attacks.audit.interval`), and the
+    change of each of ``changes`` against ``plain`` where both exist."""
+    out = {p: {name: interval([headline_value(s[p], path) for s in per_seed]) for name, path in headlines.items()}
+           for p in cfg.protections}
     if "plain" in out:
         for protection, row in out.items():
-            if protection == "plain":
-                continue
-            change: dict[str, float | None] = {}
-            for name in ("accuracy", "reconstructed_share", "probe_share", "aggregate_auc"):
-                mine, base = row[name], out["plain"][name]
-                change[name] = None if mine is None or base is None else mine["mean"] - base["mean"]
-            row["change_vs_plain"] = change
+            if protection != "plain":
+                row["change_vs_plain"] = {name: None if (mine := row[name]) is None or (base := out["plain"][name]) is None
+                                          else mine["mean"] - base["mean"] for name in changes}
     return out

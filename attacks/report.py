@@ -46,9 +46,6 @@ MEANINGS = {
 }
 
 
-
-
-
 def summary_rows(report: AuditReport) -> list[dict[str, str]]:
     """The executive summary, one row per protection (the CLI prints the same rows)."""
     if report.modality == "text":
@@ -253,8 +250,6 @@ def _detail_rows(report: AuditReport) -> list[dict[str, str]]:
     return rows
 
 
-
-
 def _html(report: AuditReport, images: dict[str, tuple[bytes, str]]) -> str:
     cfg = report.config
     meanings = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in MEANINGS.items())
@@ -284,7 +279,6 @@ def _html(report: AuditReport, images: dict[str, tuple[bytes, str]]) -> str:
 <pre>{html.escape(json.dumps(report.versions, indent=1))}</pre>
 {FIGURE_CHECK}</body></html>
 """
-
 
 
 def write_report(report: AuditReport, out: str | Path) -> dict[str, Path]:

@@ -3,21 +3,25 @@
 For a text corpus (a dataset with natural groups, e.g. ``pydoc-topics``) the audit trains a
 language model (``transformer`` by default) under each protection and measures, per seed:
 
-* **perplexity** of the final global model on the held-out text (what the protection costs);
+* **perplexity** of the final global model on the held-out text (the rules differ - plain is
+  FedAvg, the encrypted protections FedAtt - so a difference is not the cost of encryption alone);
 * **bag of words** (real run, first round): the embedding rows that moved in what the server sees
   - each client's update under ``plain``, the released aggregate otherwise - scored per client
   against the tokens it used (:func:`attacks.text.tokens_from_update`);
-* **canary exposure** (real run, last round): client-0's text also holds a secret sentence
-  ("the private key is" + 4 words from an alphabet of 10, 20 times); its exposure
+* **canary exposure** (real run, last round): one client's text (drawn by seed) also holds a
+  secret sentence ("the private key is" + 4 words from an alphabet of 10, 20 times); its exposure
   (:func:`attacks.text.exposure`, 10^4 candidates, at most 13.3 bits) under the model the server
-  can form: ``w + client-0's update`` under ``plain``, the new global model otherwise;
+  can form: ``w +`` that client's update under ``plain``, the new global model otherwise;
 * **sentence reconstruction** (probe, a worst case): ``probe_clients`` clients each compute the
   gradient of one training window on the untrained model (FedSGD); the server sees each gradient
   under ``plain`` and their released mean otherwise (with the protection's DP, as the image probe);
   :func:`attacks.text_reconstruction.reconstruct_windows` and ROUGE-1/2 F1 against the windows,
   beside the chance floor of random public windows.
 
-Runs are independent, so they are spread over worker processes (results do not depend on how many).
+The natural partition deals whole topics by size, so it is the same for every seed; the seed
+moves the initialisation, the training, the canary and its client, and the probe's windows.
+Runs are independent, so they are spread over worker processes (results do not depend on how
+many; each process draws its own CKKS keys).
 """
 
 from __future__ import annotations
@@ -33,18 +37,20 @@ import numpy as np
 import torch
 
 import secagg
-from fedattn.data import Dataset, load_dataset
-from fedattn.models import load_float_state
+from fedattn.data import Dataset, load_dataset, partition
+from fedattn.errors import InvalidConfigError
+from fedattn.models import load_float_state, make_model
 from fedattn.parties import Client
 from fedattn.privacy import SampleLevelDP
 from fedattn.simulation import run_simulation
 from fedattn.text import public_windows, vocabulary
 
-from .audit_seed import _simulation_config, factory_for, interval, probe_views, shards_for
+from .audit_seed import epsilon_entry, factory_for, probe_label, probe_views, shards_for, simulation_config, summarise
 from .text import bag_of_words_scores, canary_windows, exposure, tokens_from_update, used_tokens
 from .text_reconstruction import chance_rouge, reconstruct_windows, score_reconstruction
 
-__all__ = ["TEXT_ATTACKS", "TEXT_DEFAULTS", "TEXT_HEADLINES", "text_run", "run_text_jobs", "summarise_text"]
+__all__ = ["TEXT_ATTACKS", "TEXT_DEFAULTS", "TEXT_HEADLINES", "check_text_config", "text_run", "run_text_jobs",
+           "summarise_text"]
 
 TEXT_ATTACKS = ("bag-of-words", "canary", "reconstruction")
 #: what a text audit runs unless told otherwise (AuditConfig.from_mapping fills them for a text corpus)
@@ -54,24 +60,40 @@ CANARY_PREFIX, CANARY_LENGTH, CANARY_ALPHABET, CANARY_REPEATS = "the private key
 AuditConfig = Any  # attacks.audit.AuditConfig, duck-typed: that module imports this one
 
 
-def _canary(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_text_config(cfg: AuditConfig) -> None:
+    """Refuse, before any run starts, what would only fail inside a worker: a corpus other than the
+    bundled one (the canary and the chance floor use its vocabulary), a model that does not build or
+    cannot be reconstructed through, more clients than the partition can serve."""
+    if cfg.dataset != "pydoc-topics":
+        raise InvalidConfigError(f"the text audit runs on the bundled corpus pydoc-topics, not {cfg.dataset!r}")
+    data = load_dataset(cfg.dataset, seed=cfg.seed)
+    model = make_model(cfg.model, input_shape=data.input_shape, n_classes=data.n_classes, seed=cfg.seed)
+    if "reconstruction" in cfg.attacks and not callable(getattr(model, "forward_embedded", None)):
+        raise InvalidConfigError(f"model {cfg.model!r} has no forward_embedded (logits from token embeddings): the "
+                                 "reconstruction attack needs it; drop that attack or use lstm or transformer")
+    partition(data.y_train, cfg.clients, scheme=cfg.partition, alpha=cfg.alpha, seed=cfg.seed, groups=data.groups)
+
+
+def _canary(seed: int, clients: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The canary's prefix, secret and alphabet, and the client whose text holds it (drawn by seed:
+    the natural partition does not change with the seed, and its client-0 is the largest)."""
     vocab = vocabulary()
     prefix = np.array([vocab[w] for w in CANARY_PREFIX.split()], np.int64)
     rng = np.random.default_rng(seed + 41)
     alphabet = np.sort(rng.choice(np.arange(100, len(vocab)), size=CANARY_ALPHABET, replace=False))
-    return prefix, rng.choice(alphabet, size=CANARY_LENGTH), alphabet
+    return prefix, rng.choice(alphabet, size=CANARY_LENGTH), alphabet, int(rng.integers(clients))
 
 
-def _clients(cfg: AuditConfig, protection: str, data: Dataset, seed: int, canary: tuple[np.ndarray, ...]
+def _clients(cfg: AuditConfig, protection: str, data: Dataset, seed: int, canary: tuple[Any, ...]
              ) -> tuple[list[Client], list[np.ndarray]]:
-    """The run's clients, client-0 with the canary's windows added to its text."""
-    config = _simulation_config(cfg, protection, seed)
+    """The run's clients, the canary's client with the canary's windows added to its text."""
+    config = simulation_config(cfg, protection, seed)
     factory = factory_for(cfg, data, seed)
     sample_dp = SampleLevelDP(config.dp) if config.dp is not None and config.dp.mode == "sample" else None
     xs, ys = [], []
     for k, idx in enumerate(shards_for(cfg, data, seed).values()):
         x, y = data.x_train[idx], data.y_train[idx]
-        if k == 0:
+        if k == canary[3]:
             cx, cy = canary_windows(canary[0], canary[1], context=data.input_shape[0], repeats=CANARY_REPEATS)
             x, y = np.concatenate([x, cx]), np.concatenate([y, cy])
         xs.append(x)
@@ -90,14 +112,15 @@ def _reconstruction(cfg: AuditConfig, protection: str, data: Dataset, keys: seca
     originals = np.concatenate([x.astype(np.int64), y[:, None]], axis=1)
     scores, guesses = [], []
     for observed, sl in probe_views(cfg, protection, model, x, y, keys, seed):  # type: ignore[arg-type]
+        if protection == "ckks+dpsgd":  # a DP-SGD step is lr times the noised gradient; the attacker knows lr
+            observed = {n: a / cfg.lr for n, a in observed.items()}
         guess = reconstruct_windows(model, observed, batch_size=len(y[sl]), context=context, seed=seed)
         scores.append((score_reconstruction(guess, originals[sl]), len(y[sl])))
         guesses.append(guess)
     chance = chance_rouge(originals, public_windows()[0][:, 0].astype(np.int64), seed=seed)
     out: dict[str, Any] = {k: float(sum(s[k] * n for s, n in scores) / len(y)) for k in ("rouge1", "rouge2")}
     out |= {f"{k}_chance": v for k, v in chance.items()}
-    out["view"] = ("each client's gradient" if protection == "plain" else "the released mean of all probe clients' "
-                   "gradients") + f"; {cfg.probe_clients} clients, one window each, untrained model (worst case)"
+    out["view"] = probe_label(protection, cfg.probe_clients, "window")
     return out, {"originals": originals, "reconstructed": np.concatenate(guesses)}
 
 
@@ -108,19 +131,15 @@ def text_run(cfg: AuditConfig, protection: str, seed: int, keys: secagg.KeySet |
     if keys is None and protection != "plain":
         keys = secagg.generate_keys(preset=cfg.preset)
     data = load_dataset(cfg.dataset, seed=seed)
-    canary = _canary(seed)
+    canary = _canary(seed, cfg.clients)
     clients, xs = _clients(cfg, protection, data, seed, canary)
-    sim = run_simulation(_simulation_config(cfg, protection, seed), dataset=data, keys=keys, clients=clients)
+    sim = run_simulation(simulation_config(cfg, protection, seed), dataset=data, keys=keys, clients=clients)
     rounds = sim.rounds
     entry: dict[str, Any] = {
         "perplexity": math.exp(rounds[-1].loss), "perplexity_per_round": [math.exp(r.loss) for r in rounds],
         "bytes_per_client_per_round": float(np.mean([r.bytes_sent / max(1, len(r.participants)) for r in rounds])),
-        "seconds_train": float(sum(r.seconds_train for r in rounds)), "epsilon": None}
-    if sim.config.dp is not None:
-        entry["epsilon"] = {"add_remove": sim.epsilon(), "delta": sim.config.dp.delta,
-                            "accountant": sim.config.dp.accountant,
-                            "relation": "add or remove one training window" if sim.config.dp.mode == "sample"
-                            else "add or remove one client's whole update"}
+        "seconds_train": float(sum(r.seconds_train for r in rounds)),
+        "epsilon": epsilon_entry(sim, example="one training window")}
     views = [v for v in sim.views if v.aggregate is not None or v.client_updates is not None]
     figures: dict[str, Any] = {"perplexity": entry["perplexity_per_round"]}
     if "bag-of-words" in cfg.attacks and views:
@@ -135,16 +154,17 @@ def text_run(cfg: AuditConfig, protection: str, seed: int, keys: secagg.KeySet |
                                  "view": "each client's update" if first.client_updates is not None
                                  else "the released aggregate"}
     if "canary" in cfg.attacks and views:
-        last = views[-1]
-        if last.client_updates is not None:  # plain: the server forms client-0's own model
-            formed = {n: last.model_sent[n] + last.client_updates["client-0"][n] for n in last.model_sent}
+        last, owner = views[-1], f"client-{canary[3]}"
+        if last.client_updates is not None:  # plain: the server forms the canary's client's own model
+            formed = {n: last.model_sent[n] + last.client_updates[owner][n] for n in last.model_sent}
         else:
             formed = dict(last.model_after)
         model = factory_for(cfg, data, seed)()
         load_float_state(model, formed)
         entry["canary"] = {"exposure": exposure(model, canary[0], canary[1], canary[2], context=data.input_shape[0]),
                            "max_exposure": CANARY_LENGTH * math.log2(CANARY_ALPHABET), "round": last.round,
-                           "model": "w + client-0's update" if last.client_updates is not None else "the global model"}
+                           "client": owner, "windows": int(len(xs[canary[3]])),
+                           "model": f"w + {owner}'s update" if last.client_updates is not None else "the global model"}
     if "reconstruction" in cfg.attacks:
         entry["reconstruction"], figures["reconstruction"] = _reconstruction(cfg, protection, data, keys, seed)
     return entry, figures
@@ -165,9 +185,13 @@ def run_text_jobs(cfg: AuditConfig, seeds: tuple[int, ...], keys: secagg.KeySet,
         say(f"{len(jobs)} runs over {workers} processes")
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(text_run, cfg, p, seed): (seed, p) for seed, p in jobs}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                say(f"{len(results)}/{len(jobs)} runs done (seed {futures[future][0]}: {futures[future][1]})")
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    say(f"{len(results)}/{len(jobs)} runs done (seed {futures[future][0]}: {futures[future][1]})")
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # one run failed: the others would be thrown away anyway
+                raise
     per_seed = [{p: results[seed, p][0] for p in cfg.protections} for seed in seeds]
     first = {p: results[seeds[0], p][1] for p in cfg.protections}
     return per_seed, {"text": first, "vocabulary": {i: w for w, i in vocabulary().items()}}
@@ -187,23 +211,7 @@ TEXT_HEADLINES = {
 }
 
 
-def _get(entry: Any, path: tuple[str, ...]) -> float | None:
-    for key in path:
-        if not isinstance(entry, dict) or entry.get(key) is None:
-            return None
-        entry = entry[key]
-    return float(entry) if isinstance(entry, (int, float)) else None
-
-
 def summarise_text(per_seed: list[dict[str, Any]], cfg: AuditConfig) -> dict[str, dict[str, Any]]:
     """Per protection, each text headline over the seeds, and its change against ``plain``."""
-    out = {p: {name: interval([_get(s[p], path) for s in per_seed]) for name, path in TEXT_HEADLINES.items()}
-           for p in cfg.protections}
-    if "plain" in out:
-        for p, row in out.items():
-            if p != "plain":
-                row["change_vs_plain"] = {
-                    name: None if (mine := row[name]) is None or (base := out["plain"][name]) is None
-                    else mine["mean"] - base["mean"]
-                    for name in ("perplexity", "bag_of_words_recall", "canary_exposure", "rouge1", "rouge2")}
-    return out
+    return summarise(per_seed, cfg, headlines=TEXT_HEADLINES,
+                     changes=("perplexity", "bag_of_words_recall", "canary_exposure", "rouge1", "rouge2"))

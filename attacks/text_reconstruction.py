@@ -40,7 +40,7 @@ from torch import nn
 
 from ._validation import count
 
-__all__ = ["ReconstructionConfig", "reconstruct_windows", "rouge_n", "score_reconstruction", "chance_rouge"]
+__all__ = ["ReconstructionConfig", "reconstruct_windows", "rouge_n", "assign", "score_reconstruction", "chance_rouge"]
 log = logging.getLogger(__name__)
 
 
@@ -78,11 +78,14 @@ def _flat(observed: Mapping[str, np.ndarray], names: list[str]) -> torch.Tensor:
 def _labels(model: nn.Module, observed: Mapping[str, np.ndarray], batch: int, context: int, embedding: str,
             rng: np.random.Generator) -> np.ndarray:
     """The batch's next tokens from the output bias gradient (see the module docstring)."""
-    bias_name = [n for n, _ in _params(model) if n.endswith("bias")][-1]
+    vocab = len(observed[embedding])
+    bias_name = next((n for n, p in reversed(_params(model)) if n.endswith("bias") and p.shape == (vocab,)), None)
+    if bias_name is None:
+        raise ValueError("sentence reconstruction reads the next words from the output layer's bias gradient; the "
+                         "model has no bias the size of its vocabulary")
     g = np.asarray(observed[bias_name], np.float64)
     if batch == 1:
         return np.array([int(np.argmin(g))])
-    vocab = len(observed[embedding])
     with torch.no_grad():
         probe = torch.as_tensor(rng.integers(0, vocab, (256, context)), dtype=torch.float32)
         p_mean = torch.softmax(model(probe), -1).mean(0).numpy().astype(np.float64)
@@ -190,14 +193,22 @@ def reconstruct_windows(model: nn.Module, observed: Mapping[str, np.ndarray], *,
     return np.concatenate([ids, labels[:, None]], axis=1)
 
 
-def score_reconstruction(reconstructed: np.ndarray, originals: np.ndarray) -> dict[str, float]:
-    """Mean ROUGE-1 and ROUGE-2 F1 of each original window against the reconstruction assigned to it
-    one-to-one (the assignment that maximises the summed ROUGE-1 + ROUGE-2)."""
+def assign(reconstructed: np.ndarray, originals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The one-to-one assignment of reconstructions to originals that maximises the summed ROUGE-1 +
+    ROUGE-2: (index of the reconstruction assigned to each original, -1 for none; their ROUGE-1 and
+    ROUGE-2, an ``(originals, 2)`` array, 0 where none)."""
     rec, orig = np.asarray(reconstructed, np.int64), np.asarray(originals, np.int64)
     scores = np.array([[[rouge_n(r, o, n) for n in (1, 2)] for r in rec] for o in orig])
     rows, cols = linear_sum_assignment(-scores.sum(-1))
-    matched = np.zeros((len(orig), 2))
-    matched[rows] = scores[rows, cols]
+    index, matched = np.full(len(orig), -1), np.zeros((len(orig), 2))
+    index[rows], matched[rows] = cols, scores[rows, cols]
+    return index, matched
+
+
+def score_reconstruction(reconstructed: np.ndarray, originals: np.ndarray) -> dict[str, float]:
+    """Mean ROUGE-1 and ROUGE-2 F1 of each original window against the reconstruction assigned to it
+    one-to-one (:func:`assign`)."""
+    matched = assign(reconstructed, originals)[1]
     return {"rouge1": float(matched[:, 0].mean()), "rouge2": float(matched[:, 1].mean())}
 
 

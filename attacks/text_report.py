@@ -12,29 +12,32 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .render import COLLUSION, FIGURE_CHECK, STYLE, fmt, html_figures, png, table
-from .text_reconstruction import rouge_n
+from .text_reconstruction import assign
 
 __all__ = ["TEXT_MEANINGS", "TEXT_FIGURES", "summary_rows", "verdict", "page"]
 
 AuditReport = Any  # attacks.audit.AuditReport, duck-typed: attacks.report imports this module
 
 TEXT_MEANINGS = {
-    "perplexity": "exp of the final global model's next-word cross-entropy on the held-out text (lower is better).",
     "bag of words (real run)": "Precision / recall of the tokens read off the embedding rows that moved in the "
                                "first round's view - each client's update under plain, the released aggregate "
                                "otherwise - against each client's own tokens, averaged over the clients. Under "
                                "encryption recall stays high (every client's words are in the sum); precision "
                                "falls to the share of the union a client used.",
     "canary exposure (real run)": "A secret sentence (the private key is + 4 words from an alphabet of 10) placed "
-                                  "20 times in client-0's text; log2(candidates) - log2(rank of the secret) under "
-                                  "the last round's model the server can form (w + client-0's update under plain, "
-                                  "the global model otherwise). 13.3 bits: the secret ranked first; about 1.4: "
+                                  "20 times in one client's text (drawn by seed); log2(candidates) - log2(rank of "
+                                  "the secret) under the last round's model the server can form (w + that client's "
+                                  "update under plain, the global model otherwise). 13.3 bits: the secret ranked first; about 1.4: "
                                   "chance.",
     "sentence ROUGE (probe)": "A FedSGD round on the untrained model, one window per client; the TAG/LAMP-style "
                               "attack reconstructs the windows from each gradient (plain) or from their released "
                               "mean; ROUGE-1 / ROUGE-2 F1 against the originals, beside the same scores for random "
                               "public windows (chance). A worst case for the clients, not the run.",
-    "ε claimed": "The accountant's ε at δ for the relation named (DP-SGD: one training window).",
+    "ε claimed": "The accountant's ε at δ for the relation named: one training window under DP-SGD, one client's "
+                 "whole update under client-level DP. An upper bound for that relation only.",
+    "perplexity": "exp of the final global model's next-word cross-entropy on the held-out text (lower is better). "
+                  "The rules differ (plain is FedAvg, ckks FedAtt), so a difference is not the cost of encryption "
+                  "alone.",
     "change vs plain": "The protection's mean minus plain's, over the same seeds.",
 }
 
@@ -55,11 +58,16 @@ def summary_rows(report: AuditReport) -> list[dict[str, str]]:
             "canary exposure (real run)": f"{fmt(s['canary_exposure'])} bits of 13.3",
             "sentence ROUGE (probe)": f"ROUGE-1 {fmt(s['rouge1'])} (chance {fmt(s['rouge1_chance'])}), ROUGE-2 "
                                       f"{fmt(s['rouge2'])} (chance {fmt(s['rouge2_chance'])})",
-            "ε claimed": "no DP claimed" if s["epsilon"] is None else fmt(s["epsilon"]),
+            "ε claimed": "no DP claimed" if s["epsilon"] is None else f"{fmt(s['epsilon'])} ({_relation(report, protection)})",
             "change vs plain": "-" if not change else ", ".join(
                 f"{k.replace('_', ' ')} {v:+.3g}" for k, v in change.items() if v is not None),
         })
     return rows
+
+
+def _relation(report: AuditReport, protection: str) -> str:
+    eps = next((e[protection]["epsilon"] for e in report.per_seed if e[protection].get("epsilon")), None)
+    return "" if eps is None else f"{eps['relation']}, δ = {eps['delta']:g}, {eps['accountant']}"
 
 
 def verdict(report: AuditReport) -> list[str]:
@@ -121,19 +129,20 @@ TEXT_FIGURES = {
 
 
 def sentences(report: AuditReport, shown: int = 3) -> list[dict[str, str]]:
-    """The probe's first windows per protection and the reconstruction closest to each (first seed)."""
+    """The probe's first windows per protection and the reconstruction assigned to each, as scored (first seed)."""
     words = report.figures.get("vocabulary") or {}
     rows = []
     for protection, f in (report.figures.get("text") or {}).items():
         rec = f.get("reconstruction")
         if not rec:
             continue
-        for original in rec["originals"][:shown]:
-            best = max(rec["reconstructed"], key=lambda r: rouge_n(r, original, 1) + rouge_n(r, original, 2))
+        index, _ = assign(rec["reconstructed"], rec["originals"])
+        for original, k in zip(rec["originals"][:shown], index):
+            best = rec["reconstructed"][k] if k >= 0 else np.zeros_like(original)
             rows.append({"protection": protection,
                          "window | next word": " ".join(words.get(int(t), "?") for t in original[:-1]) + " | "
                                                + words.get(int(original[-1]), "?"),
-                         "closest reconstruction": " ".join(words.get(int(t), "?") for t in best[:-1]) + " | "
+                         "its reconstruction": " ".join(words.get(int(t), "?") for t in best[:-1]) + " | "
                                                    + words.get(int(best[-1]), "?")})
     return rows
 

@@ -121,7 +121,11 @@ def _given_sample_dp(config: SimulationConfig, clients: Sequence[Client]) -> Sam
     if given and not wanted:
         raise InvalidConfigError("clients train with DP-SGD but config.dp is not sample-level: set config.dp to "
                                  "their DPConfig, so that the run reports its epsilon")
-    return next(iter(given.values()), None)
+    shared = next(iter(given.values()), None)
+    if shared is not None and shared.config != config.dp:
+        raise InvalidConfigError("the clients' SampleLevelDP has a DPConfig other than config.dp: the run's epsilon "
+                                 "would be labelled with the wrong noise, delta or accountant; build it from config.dp")
+    return shared
 
 
 def _enrol(fed: Federation) -> None:

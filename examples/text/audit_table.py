@@ -31,8 +31,10 @@ def main() -> None:
         cells = [fmt_interval(s[key]["values"], digits) if s.get(key) else "-" for key, digits in COLUMNS.values()]
         print(f"| {protection} | " + " | ".join(cells) + " |")
     chance = next(iter(report["summary"].values()))
-    print(f"\nChance (random public windows): ROUGE-1 {fmt_interval(chance['rouge1_chance']['values'], 3)}, "
-          f"ROUGE-2 {fmt_interval(chance['rouge2_chance']['values'], 3)}. {report['config']['clients']} clients, "
+    if chance.get("rouge1_chance"):  # the reconstruction probe ran
+        print(f"\nChance (random public windows): ROUGE-1 {fmt_interval(chance['rouge1_chance']['values'], 3)}, "
+              f"ROUGE-2 {fmt_interval(chance['rouge2_chance']['values'], 3)}.")
+    print(f"\n{report['config']['clients']} clients, "
           f"{report['config']['rounds']} rounds, model {report['config']['model']}, seeds "
           f"{', '.join(map(str, report['seeds']))}; ε at δ = {report['config']['dp_delta']:g}; "
           f"{report['seconds']:.0f} s.")

@@ -9,7 +9,7 @@ import pytest
 from attacks.audit import AuditConfig, run_audit
 from attacks.report import summary_rows, write_report
 from attacks.text_audit import TEXT_DEFAULTS, text_run
-from fedattn.errors import InvalidConfigError
+from fedattn.errors import InvalidConfigError, PartitionError
 
 SMALL = {"dataset": "pydoc-topics", "clients": 4, "rounds": 1, "seeds": 2, "probe_clients": 2,
          "protections": ["plain", "ckks"]}
@@ -31,6 +31,12 @@ def test_a_text_corpus_gets_the_text_audits_defaults_and_bad_options_are_refused
         AuditConfig.from_mapping({"dataset": "pydoc-topics", "attacks": ["inversion"]})
     with pytest.raises(InvalidConfigError, match="for image and table data"):
         AuditConfig.from_mapping({"attacks": ["canary"]})
+    with pytest.raises(InvalidConfigError, match="unknown model"):  # before any worker starts
+        AuditConfig.from_mapping({"dataset": "pydoc-topics", "model": "gpt"})
+    with pytest.raises(InvalidConfigError, match="forward_embedded"):
+        AuditConfig.from_mapping({"dataset": "pydoc-topics", "model": "helpers.custom_model:bag_of_words"})
+    with pytest.raises(PartitionError, match="63 natural groups"):
+        AuditConfig.from_mapping({"dataset": "pydoc-topics", "clients": 64})
 
 
 def test_the_server_reads_each_clients_words_under_plain_and_their_union_under_ckks(text_report):
@@ -49,7 +55,25 @@ def test_the_probe_reconstructs_sentences_above_chance_from_one_clients_gradient
     s = report.summary["plain"]
     assert s["rouge1"]["mean"] > s["rouge1_chance"]["mean"] + 0.3
     assert s["rouge1"]["n"] == 2 and s["rouge1"]["low"] is not None  # an interval over the two seeds
-    assert 0 < s["canary_exposure"]["mean"] <= 13.3 and s["perplexity"]["mean"] < 1413
+    canaries = [seed["plain"]["canary"] for seed in report.per_seed]
+    assert all(c["model"] == f"w + {c['client']}'s update" and c["windows"] > 0 for c in canaries)
+
+
+def test_training_lowers_perplexity_below_the_untrained_models(text_report):
+    import math
+
+    import torch
+
+    from fedattn.data import load_dataset
+    from fedattn.models import make_model
+
+    report, _ = text_report
+    ds = load_dataset("pydoc-topics")
+    model = make_model("transformer", input_shape=ds.input_shape, n_classes=ds.n_classes, seed=report.seeds[0])
+    with torch.no_grad():
+        logits = model(torch.as_tensor(ds.x_test))
+    untrained = math.exp(float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(ds.y_test))))
+    assert report.per_seed[0]["plain"]["perplexity"] < 0.5 * untrained
 
 
 def test_results_do_not_depend_on_the_process_that_ran_them(text_report):

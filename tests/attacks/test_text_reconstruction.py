@@ -49,15 +49,6 @@ def test_one_windows_gradient_gives_the_window_back_far_above_chance(case):
     assert (guesses[:, -1] == y).all()  # the next word, from the output bias gradient
 
 
-def test_a_gradient_of_other_windows_does_not_give_these_back(case):
-    model, x, y, originals = case
-    ds = load_dataset("pydoc-topics")
-    other = gradient_of(model, ds.x_test[:1], ds.y_test[:1])  # a window none of the originals share
-    guess = tr.reconstruct_windows(model, other, batch_size=1, context=8, seed=0,
-                                config=tr.ReconstructionConfig(continuous_steps=30, discrete_steps=50))
-    assert max(tr.rouge_n(guess[0], o, 2) for o in originals) < 0.3
-
-
 def test_a_mean_of_windows_still_gives_their_words(case):
     model, x, y, originals = case
     guesses = tr.reconstruct_windows(model, gradient_of(model, x, y), batch_size=len(y), context=8, seed=0)

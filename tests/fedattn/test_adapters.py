@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedattn.adapters import LoRALSTM, lora_lstm, pretrained_lstm_state
+from fedattn.adapters import BASE_HIDDEN, LoRALSTM, lora_lstm
 from fedattn.data import load_dataset
-from fedattn.models import LSTMLanguageModel, float_state, load_float_state, make_model
+from fedattn.models import float_state, make_model
 from fedattn.training import Recipe, train_epochs
 
 
@@ -18,9 +18,9 @@ def test_only_the_adapter_is_state_and_it_starts_as_the_pretrained_model():
     model = make_model("fedattn.adapters:lora_lstm", input_shape=ds.input_shape, n_classes=ds.n_classes, seed=3)
     state = float_state(model)
     assert sorted(state) == ["head.a.weight", "head.b.weight"] and not state["head.b.weight"].any()
-    assert sum(a.size for a in state.values()) == 4 * 64 + ds.n_classes * 4
-    base = LSTMLanguageModel(ds.input_shape, ds.n_classes)
-    load_float_state(base, pretrained_lstm_state(ds.n_classes))
+    assert sum(a.size for a in state.values()) == 4 * BASE_HIDDEN + ds.n_classes * 4
+    base = make_model("fedattn.adapters:pretrained_lstm", input_shape=ds.input_shape, n_classes=ds.n_classes, seed=5)
+    assert sum(a.size for a in float_state(base).values()) > 40 * sum(a.size for a in state.values())  # full tuning
     x = torch.as_tensor(ds.x_test[:256])
     with torch.no_grad():
         torch.testing.assert_close(model(x), base(x))

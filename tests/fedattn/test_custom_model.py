@@ -72,6 +72,9 @@ def test_clients_of_their_own_with_dp_sgd_are_counted_in_the_runs_epsilon(digits
         run_simulation(config, dataset=digits, clients=clients(None, None))  # would claim a DP nobody trains with
     with pytest.raises(InvalidConfigError, match="same SampleLevelDP"):
         run_simulation(config, dataset=digits, clients=clients(shared, SampleLevelDP(dp)))
+    with pytest.raises(InvalidConfigError, match="other than config.dp"):
+        other = SampleLevelDP(DPConfig(mode="sample", noise_multiplier=1.0, clip_norm=1.0, delta=1e-3))
+        run_simulation(config, dataset=digits, clients=clients(other, other))
     no_dp = SimulationConfig(clients=2, rounds=1, protection="plain", aggregation="fedavg", seed=0)
     with pytest.raises(InvalidConfigError, match="config.dp is not sample-level"):
         run_simulation(no_dp, dataset=digits, clients=clients(shared, shared))

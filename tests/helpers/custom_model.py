@@ -24,3 +24,19 @@ class WideCNN(nn.Module):
 
 def wide_cnn(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     return WideCNN(input_shape, n_classes)
+
+
+class BagOfWords(nn.Module):
+    """A next-word model of one's own with no ``forward_embedded``: mean of the window's embeddings."""
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(n_classes, 16)
+        self.head = nn.Linear(16, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(x.long()).mean(1))
+
+
+def bag_of_words(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    return BagOfWords(input_shape, n_classes)
