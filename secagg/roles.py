@@ -288,6 +288,7 @@ class RoundAggregate:
         self.keep_uploads = keep_uploads
         self._accepted: dict[str, Receipt] = {}
         self._sums: dict[int, np.ndarray] = {}  # enrolment group -> its accepted first halves, added
+        self._terms: dict[int, int] = {}  # enrolment group -> uploads added into its sum since its last reduction
         self._bodies: dict[str, bytes] = {}
 
     @property
@@ -342,10 +343,13 @@ class RoundAggregate:
         group = agg.roster.group_index(receipt.client_id)
         # folded into its enrolment group's sum as it arrives: a release covers whole groups, so the
         # server never needs a single upload again (unless it keeps them for a circuit)
-        if group in self._sums:
-            self.ring.add_into(self._sums[group], polys)
+        if group in self._sums:  # added without reducing (one pass, not three) while a uint64 holds the sum
+            if self._terms[group] == self.ring.lazy_terms:
+                self._reduced(group)
+            self.ring.add_lazy(self._sums[group], polys)
+            self._terms[group] += 1
         else:
-            self._sums[group] = polys
+            self._sums[group], self._terms[group] = polys, 1
         self._accepted[receipt.client_id] = receipt
         if self.keep_uploads:
             self._bodies[receipt.client_id] = kept
@@ -359,10 +363,10 @@ class RoundAggregate:
         if set(members) == {c for g in groups for c in roster.groups[g]}:
             first, *rest = sorted(groups)
             if not rest:
-                return self._sums[first]
-            total = self._sums[first].copy()
+                return self._reduced(first)
+            total = self._reduced(first).copy()
             for g in rest:
-                self.ring.add_into(total, self._sums[g])
+                self.ring.add_into(total, self._reduced(g))
             return total
         if not self.keep_uploads:
             raise EmptyAggregationError("a set that cuts an enrolment group cannot be summed: the server folds whole "
@@ -371,6 +375,13 @@ class RoundAggregate:
         for m in members:
             self.ring.add_into(total, self.ring.unpack_many(self._bodies[m], self.chunks, what="an accepted upload"))
         return total
+
+    def _reduced(self, group: int) -> np.ndarray:
+        """The group's sum as residues (reduced in place if uploads were added lazily)."""
+        if self._terms[group] > 1:
+            self.ring.reduce(self._sums[group])
+            self._terms[group] = 1
+        return self._sums[group]
 
     def complete_groups(self, among: Iterable[str] | None = None) -> tuple[str, ...]:
         """The accepted clients whose whole enrolment group was accepted (and is in ``among``)."""

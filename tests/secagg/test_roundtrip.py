@@ -121,3 +121,19 @@ def test_parallel_matches_serial(strict_keys):
             c0 = ring.unpack(body[j * ring.residue_bytes:(j + 1) * ring.residue_bytes], what="c0")
             a = ring.uniform(second_half(b"s" * 32, chunk=j, preset=ring.preset, label=b"shared:c"))
             np.testing.assert_allclose(ring.decrypt(c0, a, strict_keys.secret), x[j * ring.n:(j + 1) * ring.n], atol=1e-12)
+
+
+def test_the_server_adds_lazily_and_reduces_before_a_sum_could_overflow(compact_keys, rng):
+    """Compact's 60-bit prime lets 16 residues share a uint64: 40 uploads in one group force two
+    reductions (a sum of 40 random residues overflows 64 bits), and the release must be the exact sum."""
+    ring = Ring(compact_keys.secret.preset)
+    assert ring.lazy_terms == 16 and Ring(secagg.get_preset("strict")).lazy_terms == 256
+    worst = np.array([[q - 1] * ring.n for q in ring.primes], np.uint64)  # the largest residues there are
+    acc = worst.copy()
+    for _ in range(ring.lazy_terms - 1):
+        ring.add_lazy(acc, worst)
+    expected = [(ring.lazy_terms * (q - 1)) % q for q in ring.primes]
+    assert [int(v) for v in ring.reduce(acc)[:, 0]] == expected  # 16 terms: no overflow before reducing
+    updates = {f"c{k}": {"w": rng.uniform(-1, 1, 300).astype(np.float32)} for k in range(40)}
+    out = secagg.local_round(compact_keys, updates, group_size=40)
+    np.testing.assert_allclose(out.values["w"], np.sum([u["w"] for u in updates.values()], axis=0), atol=1e-3)
