@@ -316,11 +316,16 @@ class KeyHolder:
         ring, preset = self.ring, self.secret.preset
         out = np.empty(chunks * ring.n, dtype=np.float64)
         size = ring.residue_bytes
+        seeds = [(bytes.fromhex(r.seed), seed_label(r.client_id)) for r in receipts]
         for j in range(chunks):
-            a = ring.zeros()
-            for r in receipts:
-                a = ring.add(a, ring.uniform(second_half(bytes.fromhex(r.seed), chunk=j, preset=preset,
-                                                         label=seed_label(r.client_id))))
+            a, terms = ring.zeros(), 0
+            for seed, label in seeds:  # added lazily, reduced when a uint64 is full and at the end
+                if terms == ring.lazy_terms:
+                    ring.reduce(a)
+                    terms = 1
+                ring.add_lazy(a, ring.uniform(second_half(seed, chunk=j, preset=preset, label=label)))
+                terms += 1
+            ring.reduce(a)
             c0 = ring.unpack(req.body[j * size:(j + 1) * size], what=f"summed ciphertext {j}")
             out[j * ring.n:(j + 1) * ring.n] = ring.decrypt(c0, a, self.secret)
         return out[:req.layout.total]

@@ -125,7 +125,8 @@ def test_parallel_matches_serial(strict_keys):
 
 def test_the_server_adds_lazily_and_reduces_before_a_sum_could_overflow(compact_keys, rng):
     """Compact's 60-bit prime lets 16 residues share a uint64: 40 uploads in one group force two
-    reductions (a sum of 40 random residues overflows 64 bits), and the release must be the exact sum."""
+    reductions at the server and at the key holder's rebuilt second half (a sum of 40 random residues
+    overflows 64 bits), and the release must be the exact sum."""
     ring = Ring(compact_keys.secret.preset)
     assert ring.lazy_terms == 16 and Ring(secagg.get_preset("strict")).lazy_terms == 256
     worst = np.array([[q - 1] * ring.n for q in ring.primes], np.uint64)  # the largest residues there are
