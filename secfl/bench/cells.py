@@ -342,8 +342,10 @@ def figure(cell: dict[str, Any], metric: str) -> float | None:
     return cell["peak_rss"]["server"] if metric == "server_peak_rss" else cell.get(metric)
 
 
-def scaling(cells: Sequence[dict[str, Any]], *, ref_clients: int, ref_params: int) -> dict[str, Any]:
-    """Per method: log-log slopes of each cost vs parameters (at ``ref_clients``) and vs clients (at ``ref_params``)."""
+def scaling(cells: Sequence[dict[str, Any]], *, ref_clients: int, ref_params: int,
+            wide_params: int | None = None) -> dict[str, Any]:
+    """Per method: log-log slopes of each cost vs parameters (at ``ref_clients``), vs clients (at
+    ``ref_params``) and, where the grid has them, vs clients at ``wide_params`` (many small updates)."""
     out: dict[str, Any] = {}
     for method in dict.fromkeys(c["method"] for c in cells):
         mine = [c for c in cells if c["method"] == method]
@@ -355,6 +357,10 @@ def scaling(cells: Sequence[dict[str, Any]], *, ref_clients: int, ref_params: in
             "vs_params_top": {m: fit_slope([c["params"] for c in top], [figure(c, m) for c in top]) for m in SCALED},
             "vs_clients": {m: fit_slope([c["clients"] for c in by_c], [figure(c, m) for c in by_c]) for m in SCALED},
         }
+        wide = sorted((c for c in mine if c["params"] == wide_params), key=lambda c: c["clients"])
+        if wide_params is not None and wide_params != ref_params and len(wide) >= 2:
+            out[method]["vs_clients_wide"] = {m: fit_slope([c["clients"] for c in wide], [figure(c, m) for c in wide])
+                                              for m in SCALED}
     return out
 
 
@@ -393,10 +399,13 @@ def targets(cells: Sequence[dict[str, Any]], *, params: int = 1_000_000, clients
 # ---- the grid ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BenchConfig:
-    """A grid: ``sizes`` at ``ref_clients`` clients, plus ``clients`` at ``ref_params`` values."""
+    """A grid: ``sizes`` at ``ref_clients`` clients, plus ``clients`` at ``ref_params`` values, plus
+    ``wide_clients`` at ``wide_params`` values (many clients with small updates; none if empty)."""
 
     sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000, 10_000_000)
     clients: tuple[int, ...] = (2, 10, 50)
+    wide_params: int = 100_000
+    wide_clients: tuple[int, ...] = ()
     ref_clients: int = 10
     ref_params: int = 1_000_000
     methods: tuple[str, ...] = METHODS
@@ -415,19 +424,21 @@ class BenchConfig:
                 _positive_int(name, v)
         if min(self.clients) < 2 or self.ref_clients < 2:
             raise ValueError(f"clients must be at least 2 (an aggregate of one client hides nothing), got {self.clients}")
-        for name in ("ref_clients", "ref_params", "repeats", "budget", "round_repeats"):
+        if any(c < 2 for c in self.wide_clients):
+            raise ValueError(f"wide_clients must be at least 2, got {self.wide_clients}")
+        for name in ("ref_clients", "ref_params", "wide_params", "repeats", "budget", "round_repeats"):
             _positive_int(name, getattr(self, name))
         for m in self.methods:
             make_method(m)  # ValueError naming the argument for an unknown method
 
     def cells(self) -> list[tuple[int, int]]:
         grid = [(p, self.ref_clients) for p in self.sizes] + [(self.ref_params, c) for c in self.clients]
-        return sorted(set(grid))
+        return sorted(set(grid + [(self.wide_params, c) for c in self.wide_clients]))
 
 
 QUICK = BenchConfig(sizes=(10_000, 100_000, 1_000_000), clients=(2, 10), ref_params=100_000, repeats=1,
                     budget=2_000_000, rounds=(RoundSpec("mlp", "client-scored", "strict"),), round_repeats=1)
-FULL = BenchConfig(repeats=5, round_repeats=5, rounds=tuple(RoundSpec(m, "client-scored", p) for m in ("mlp", "cnn") for p in ("strict", "compact"))
+FULL = BenchConfig(repeats=5, round_repeats=5, wide_clients=(10, 100), rounds=tuple(RoundSpec(m, "client-scored", p) for m in ("mlp", "cnn") for p in ("strict", "compact"))
                    + (RoundSpec("mlp", "server-scored", "deep"),))
 
 
@@ -509,7 +520,8 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
                         "during the server step"),
         "skipped": skipped, "cells": cells, "rounds": rounds,
         "targets": targets(cells, params=at, clients=config.ref_clients),
-        "scaling": scaling(cells, ref_clients=config.ref_clients, ref_params=config.ref_params),
+        "scaling": scaling(cells, ref_clients=config.ref_clients, ref_params=config.ref_params,
+                           wide_params=config.wide_params if config.wide_clients else None),
     }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from .cells import figure
 
-__all__ = ["write_outputs", "markdown", "targets_text", "scaling_text", "rounds_text", "check_block", "replace_block", "cell_rows", "CELL_COLUMNS", "START", "END"]
+__all__ = ["write_outputs", "markdown", "targets_text", "scaling_text", "wide_text", "rounds_text", "check_block", "replace_block", "cell_rows", "CELL_COLUMNS", "START", "END"]
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 ORDER = ("plaintext", "flower-secagg+", "flare-tenseal", "secagg-compact", "secagg-strict", "secagg-threshold")
@@ -184,6 +184,29 @@ def scaling_text(result: dict[str, Any]) -> str:
         slopes += [_slope(sc["vs_clients"][m]) for m in ("server_s", "server_peak_rss")]
         lines.append(f"| {name} | " + " | ".join(slopes) + f" | {_mb(peak.get((name, cfg['ref_params'], most)))} | "
                      f"{_mb(peak.get((name, largest, cfg['ref_clients'])))} |")
+    wide = cfg.get("wide_clients") or []
+    if len(wide) >= 2:
+        lines += ["", wide_text(result)]
+    return "\n".join(lines)
+
+
+def wide_text(result: dict[str, Any]) -> str:
+    """Many clients with small updates: the server's time and memory from the fewest clients to the most."""
+    cfg = result["config"]
+    p, lo, hi = cfg["wide_params"], min(cfg["wide_clients"]), max(cfg["wide_clients"])
+    at = {(c["method"], c["clients"]): c for c in result["cells"] if c["params"] == p}
+    lines = [f"**Many clients**: {p:,} parameters per client, {lo} and {hi} clients; a slope above 1 would mean "
+             "a cost that grows faster than the number of clients", "",
+             f"| method | server, {lo} clients (CPU) | server, {hi} clients (CPU) | server s vs clients "
+             f"| server peak RSS, {hi} clients | server peak RSS vs clients |", "|---|---|---|---|---|---|"]
+    for name in _methods(result):
+        a, b = at.get((name, lo)), at.get((name, hi))
+        sc = result["scaling"][name].get("vs_clients_wide")
+        if a is None or b is None or sc is None:
+            continue
+        lines.append(f"| {name} | {_s(a['server_s'])} ({_s(a['server_cpu_s'])}) | {_s(b['server_s'])} "
+                     f"({_s(b['server_cpu_s'])}) | {_slope(sc['server_s'])} | {_mb(b['peak_rss']['server'])} | "
+                     f"{_slope(sc['server_peak_rss'])} |")
     return "\n".join(lines)
 
 

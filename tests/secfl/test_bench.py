@@ -145,3 +145,22 @@ def test_a_missing_baseline_package_is_a_skipped_row_not_an_error(monkeypatch):
                                   "reason": "skipped: flwr is not installed (install secfl[flower])"}]
     assert ["flower-secagg+", "", "", "skipped: flwr is not installed (install secfl[flower])"] == report.cell_rows(result)[-1][:4]
     assert "skipped: flwr is not installed" in report.markdown(result)
+
+
+def test_many_small_clients_get_their_own_slope_and_table():
+    """The wide cells (many clients, small updates) are fitted apart from the 1M-parameter series."""
+    def cell(params, clients, server_s, rss):
+        return {"method": "secagg-strict", "params": params, "clients": clients, "server_s": server_s,
+                "server_cpu_s": server_s, "client_s": 0.1, "key_holder_s": 0.1, "bytes_per_client": 4 * params,
+                "peak_rss": {"server": rss, "client": 1, "key_holder": 1}}
+
+    cells = [cell(1_000_000, 2, 0.02, 10), cell(1_000_000, 10, 0.1, 10),
+             cell(100_000, 10, 0.01, 5e6), cell(100_000, 100, 0.1, 5e6)]  # linear in clients, flat memory
+    sc = bench.scaling(cells, ref_clients=10, ref_params=1_000_000, wide_params=100_000)["secagg-strict"]
+    assert sc["vs_clients_wide"]["server_s"]["slope"] == pytest.approx(1.0)
+    assert sc["vs_clients_wide"]["server_peak_rss"]["slope"] == pytest.approx(0.0, abs=1e-9)
+    assert "vs_clients_wide" not in bench.scaling(cells, ref_clients=10, ref_params=1_000_000)["secagg-strict"]
+    result = {"config": {"wide_params": 100_000, "wide_clients": [10, 100]}, "cells": cells,
+              "scaling": {"secagg-strict": sc}}
+    text = report.wide_text(result)
+    assert "100,000 parameters per client, 10 and 100 clients" in text and "| secagg-strict |" in text
