@@ -453,6 +453,8 @@ def config_for(*, quick: bool, command: str, sizes: Sequence[int] | None = None,
         changes.update(sizes=tuple(sizes), ref_params=max(sizes))
     if clients:
         changes.update(clients=tuple(clients), ref_clients=max(clients))
+    if sizes or clients:  # a grid of one's own: no many-clients series beside it
+        changes["wide_clients"] = ()
     if methods:
         changes["methods"] = tuple(methods)
     if not rounds:
