@@ -243,8 +243,9 @@ def _notes(cfg: AuditConfig) -> tuple[str, ...]:
 def _text_notes(cfg: AuditConfig) -> tuple[str, ...]:
     notes = [f"{cfg.seeds} seed(s): every headline is a mean over them with a 95% t-interval"
              + (" - a smoke run (--quick), not an audit" if cfg.quick else ""),
-             "the natural partition is the same for every seed (whole topics dealt by size); plain is FedAvg and the "
-             "encrypted protections FedAtt, so perplexity differences are not the cost of encryption alone"]
+             "the natural partition is the same for every seed (whole topics dealt by size); the rules differ (plain: "
+             "FedAvg; ckks, ckks-threshold, ckks+dpsgd: FedAtt; ckks+dp: equal-weight FedAvg), so perplexity "
+             "differences are not the cost of encryption alone"]
     if "bag-of-words" in cfg.attacks:
         notes.append("bag of words: the first round's view of the real run, per client against the words it used")
     if "canary" in cfg.attacks:
