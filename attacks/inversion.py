@@ -41,7 +41,7 @@ from torch import nn
 from ._validation import count
 
 __all__ = ["AttackerKnowledge", "InversionResult", "InversionError", "gradient_of", "fedavg_update",
-           "recover_labels", "analytic_first_layer", "dlg", "inverting_gradients", "invert_fedavg_update"]
+           "recover_labels", "labels_from_bias", "analytic_first_layer", "dlg", "inverting_gradients", "invert_fedavg_update"]
 log = logging.getLogger(__name__)
 
 
@@ -159,7 +159,7 @@ def recover_labels(model: nn.Module, observed: Mapping[str, np.ndarray], *, batc
     gradient of class ``c`` is ``mean_j p_jc - count_c / n``; the mean softmax is estimated on
     random inputs of the model's input shape, and counts are rounded to sum to ``n``.
     """
-    bias_name, n_classes = _last_bias(model)
+    bias_name, _ = _last_bias(model)
     if bias_name not in observed:
         raise InversionError(f"the observation lacks {bias_name!r}")
     g = np.asarray(observed[bias_name], np.float64)
@@ -168,13 +168,19 @@ def recover_labels(model: nn.Module, observed: Mapping[str, np.ndarray], *, batc
     with torch.no_grad():
         probe = torch.rand((256, *input_shape), generator=torch.Generator().manual_seed(seed))
         p_mean = torch.softmax(model(probe), -1).mean(0).numpy().astype(np.float64)
-    raw = np.clip(batch_size * (p_mean - g), 0.0, None)
+    return labels_from_bias(g, p_mean, batch_size)
+
+
+def labels_from_bias(bias_grad: np.ndarray, mean_softmax: np.ndarray, batch_size: int) -> np.ndarray:
+    """The labels of a batch from its mean output-bias gradient and the model's mean softmax: class
+    ``c`` occurs about ``n * (mean_softmax_c - bias_grad_c)`` times, rounded so the counts sum to ``n``."""
+    raw = np.clip(batch_size * (mean_softmax - bias_grad), 0.0, None)
     counts = np.floor(raw).astype(int)
     for c in np.argsort(-(raw - counts))[: max(0, batch_size - counts.sum())]:
         counts[c] += 1
     while counts.sum() > batch_size:
         counts[np.argmax(counts)] -= 1
-    return np.repeat(np.arange(n_classes), counts)
+    return np.repeat(np.arange(len(bias_grad)), counts)
 
 
 def analytic_first_layer(model: nn.Module, observed: Mapping[str, np.ndarray], *, input_shape: tuple[int, ...],

@@ -39,6 +39,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from ._validation import count
+from .inversion import labels_from_bias
 
 __all__ = ["ReconstructionConfig", "reconstruct_windows", "rouge_n", "assign", "score_reconstruction", "chance_rouge"]
 log = logging.getLogger(__name__)
@@ -89,13 +90,7 @@ def _labels(model: nn.Module, observed: Mapping[str, np.ndarray], batch: int, co
     with torch.no_grad():
         probe = torch.as_tensor(rng.integers(0, vocab, (256, context)), dtype=torch.float32)
         p_mean = torch.softmax(model(probe), -1).mean(0).numpy().astype(np.float64)
-    raw = np.clip(batch * (p_mean - g), 0.0, None)
-    counts = np.floor(raw).astype(int)
-    for c in np.argsort(-(raw - counts))[: max(0, batch - counts.sum())]:
-        counts[c] += 1
-    while counts.sum() > batch:
-        counts[np.argmax(counts)] -= 1
-    return np.repeat(np.arange(len(g)), counts)
+    return labels_from_bias(g, p_mean, batch)
 
 
 def _candidates(observed: Mapping[str, np.ndarray], embedding: str, limit: int) -> np.ndarray:
