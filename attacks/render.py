@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["COLLUSION", "fmt", "png", "table", "html_figures", "FIGURE_CHECK", "STYLE", "jsonable"]
+__all__ = ["COLLUSION", "fmt", "png", "per_round", "table", "html_figures", "FIGURE_CHECK", "STYLE", "jsonable"]
 
 #: who, with the server, decrypts a single client's update under each protection (docs/security.md)
 COLLUSION = {
@@ -90,3 +90,17 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
+
+
+def per_round(series: dict[str, Any], *, ylabel: str, title: str) -> bytes | None:
+    """One line per protection of a value after each round, as PNG bytes (None: nothing to draw)."""
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for name, values in series.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    return png(fig)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import text_report
 from .audit import AuditReport
-from .render import COLLUSION, FIGURE_CHECK, STYLE, fmt, html_figures, jsonable, png, table
+from .render import COLLUSION, FIGURE_CHECK, STYLE, fmt, html_figures, jsonable, per_round, png, table
 
 __all__ = ["write_report", "summary_rows", "MEANINGS", "fmt"]
 
@@ -186,17 +186,8 @@ def figure_roc(report: AuditReport) -> bytes | None:
 
 
 def figure_accuracy(report: AuditReport) -> bytes | None:
-    acc = report.figures.get("accuracy") or {}
-    if not acc:
-        return None
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    for name, values in acc.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy per round (first seed)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
-    return png(fig)
+    return per_round(report.figures.get("accuracy") or {}, ylabel="test accuracy",
+                     title="Accuracy per round (first seed)")
 
 
 def figure_exposed(report: AuditReport) -> bytes | None:

@@ -11,7 +11,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .render import COLLUSION, FIGURE_CHECK, STYLE, fmt, html_figures, png, table
+from .render import COLLUSION, FIGURE_CHECK, STYLE, fmt, html_figures, per_round, png, table
 from .text_reconstruction import assign
 
 __all__ = ["TEXT_MEANINGS", "TEXT_FIGURES", "summary_rows", "verdict", "page"]
@@ -109,16 +109,7 @@ def _bars(report: AuditReport) -> bytes | None:
 
 def _perplexity(report: AuditReport) -> bytes | None:
     runs = {p: f["perplexity"] for p, f in (report.figures.get("text") or {}).items() if f.get("perplexity")}
-    if not runs:
-        return None
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    for name, values in runs.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
-    ax.set_xlabel("round")
-    ax.set_ylabel("test perplexity")
-    ax.set_title("Perplexity per round (first seed)")
-    ax.legend(fontsize=8)
-    return png(fig)
+    return per_round(runs, ylabel="test perplexity", title="Perplexity per round (first seed)")
 
 
 TEXT_FIGURES = {
