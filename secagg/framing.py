@@ -102,7 +102,7 @@ def frame_signed(magic: bytes, version: int, header: dict[str, Any], body: bytes
     body's digest), so it carries no checksum of its own: ``magic | version | header length |
     header | body``."""
     head = canonical_json(header)
-    return b"".join([_PREFIX.pack(magic, version, len(head)), head, bytes(body)])
+    return b"".join([_PREFIX.pack(magic, version, len(head)), head, body])  # one copy of the body, not two
 
 
 def unframe_signed(

@@ -1,6 +1,6 @@
-"""Encryption on several cores.
+"""Encryption and the server's fold on several cores.
 
-SEAL's Python bindings hold the GIL, so threads do not help. Worker processes are started as
+SEAL's Python bindings hold the GIL, so threads do not help encryption. Worker processes are started as
 ``python -m secagg._worker`` (not through :mod:`multiprocessing`, whose ``spawn`` and
 ``forkserver`` methods re-import the caller's main script and hang scripts without a
 ``__main__`` guard; ``fork`` is unsafe once other libraries have started threads). Each worker
@@ -8,6 +8,10 @@ receives the secret context once, through a pipe (never a file), then ranges of 
 encrypt. (Decryption stays serial: SEAL objects cannot cross processes, and a worker would have
 to parse each ciphertext again.) Workers
 are kept per key set, so only the first large update of a process pays the start-up (~1 s).
+
+The server's work on an upload is hashing, unpacking and adding residues: hashlib and numpy
+release the GIL for buffers of this size, so :func:`map_ranges` runs it on threads, each on its
+own range of ciphertexts, without copying an upload to another process.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -30,9 +35,15 @@ from .errors import SecAggError
 
 #: Auto mode parallelises updates of at least this many ciphertexts (2M values at N=8192).
 PARALLEL_MIN_CHUNKS = 256
+#: Auto mode folds uploads of at least this many ciphertexts on threads (256k values at N=8192):
+#: below it, handing ranges to threads costs more than it saves.
+THREADS_MIN_CHUNKS = 32
+#: Ciphertexts encoded together (one FFT call): 16 x N complex values, 2 MiB at N = 8192.
+ENCODE_BATCH = 16
 
 _LEN = struct.Struct("<Q")
 _workers: dict[str, list[_Worker]] = {}
+_threads: dict[int, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
 
 
@@ -54,10 +65,38 @@ def choose_workers(n_chunks: int, workers: int | None) -> int:
     return min(chosen, _cap[-1]) if _cap else chosen
 
 
+def choose_threads(n_chunks: int, workers: int | None) -> int:
+    """Threads for the server's fold of ``n_chunks`` ciphertexts: ``workers`` (at most one per
+    ciphertext), or in auto mode (``None``) every available core up to 4 from
+    :data:`THREADS_MIN_CHUNKS` ciphertexts; never more than a :func:`worker_limit` in force."""
+    if workers is None:
+        chosen = min(4, available_cores()) if n_chunks >= THREADS_MIN_CHUNKS else 1
+    else:
+        chosen = max(1, min(integer("workers", workers, minimum=1), n_chunks))
+    return min(chosen, _cap[-1]) if _cap else chosen
+
+
+def map_ranges(fn: Callable[[int, int], Any], n_items: int, workers: int) -> list[Any]:
+    """``fn(first, last)`` for ``workers`` contiguous ranges covering ``0..n_items-1``, on threads
+    (in this thread when ``workers`` is 1); the results in range order. Every range has finished
+    before this returns or raises (a failed range raises its exception, the first in range order),
+    so no thread still writes to the caller's arrays afterwards."""
+    parts = _split(n_items, max(1, workers))
+    if len(parts) <= 1:
+        return [fn(0, n_items)]
+    with _lock:
+        pool = _threads.get(len(parts))
+        if pool is None:
+            pool = _threads[len(parts)] = ThreadPoolExecutor(len(parts), thread_name_prefix="secagg-fold")
+    futures = [pool.submit(fn, a, b) for a, b in parts]
+    wait(futures)
+    return [f.result() for f in futures]
+
+
 @contextlib.contextmanager
 def worker_limit(n: int) -> Iterator[None]:
-    """At most ``n`` encryption processes inside the block (``1``: all in this process, e.g. to
-    measure one core's CPU time)."""
+    """At most ``n`` encryption processes, and server threads, inside the block (``1``: all in this
+    process and thread, e.g. to measure one core's CPU time)."""
     _cap.append(integer("worker limit", n, minimum=1))
     try:
         yield
@@ -142,29 +181,34 @@ def _discard(context: Any, n_workers: int) -> None:
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
-    edges = np.linspace(0, n, parts + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    edges = [n * i // parts for i in range(parts + 1)]  # integers: this runs for every upload the server folds
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, first: int, last: int) -> bytes:
-    """Chunks ``first..last-1`` of ``vector`` encrypted and packed (the unit of work of one process)."""
+def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, first: int, last: int) -> np.ndarray:
+    """Chunks ``first..last-1`` of ``vector`` encrypted and packed (the unit of work of one process),
+    as one uint8 array: each ciphertext is packed straight into its place."""
     from .ring import Ring, second_half
 
     ring = Ring(secret.preset)
-    per_ct = ring.n
-    buf = np.zeros(per_ct, dtype=np.float64)
-    parts = []
-    for j in range(first, last):
-        chunk = vector[(j - first) * per_ct:(j - first + 1) * per_ct]
-        buf[:chunk.size] = chunk
-        buf[chunk.size:] = 0.0
-        a = ring.uniform(second_half(seed, chunk=j, preset=secret.preset, label=label))
-        parts.append(ring.pack(ring.encrypt(buf, secret, a)))
-    return b"".join(parts)
+    per_ct, size, count = ring.n, ring.residue_bytes, last - first
+    out = np.empty(count * size, dtype=np.uint8)
+    for b0 in range(0, count, ENCODE_BATCH):  # encoded a batch at a time: one FFT call per batch
+        b1 = min(count, b0 + ENCODE_BATCH)
+        values = np.zeros((b1 - b0) * per_ct, dtype=np.float64)
+        part = vector[b0 * per_ct:b1 * per_ct]
+        values[:part.size] = part
+        messages = ring.encode_coeff(values.reshape(b1 - b0, per_ct))
+        for k in range(b0, b1):
+            a = ring.uniform(second_half(seed, chunk=first + k, preset=secret.preset, label=label))
+            c0 = ring.encrypt(values[(k - b0) * per_ct:(k - b0 + 1) * per_ct], secret, a, message=messages[k - b0])
+            ring.pack_many(c0[None], out=out[k * size:(k + 1) * size])
+    return out
 
 
-def encrypt(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, workers: int | None = None) -> bytes:
-    """Every chunk of ``vector`` encrypted under second halves derived from ``seed``, packed, in order."""
+def encrypt(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, workers: int | None = None) -> np.ndarray:
+    """Every chunk of ``vector`` encrypted under second halves derived from ``seed``, packed, in
+    order: one uint8 array."""
     per_ct = secret.preset.values_per_ciphertext
     n_chunks = max(1, -(-vector.size // per_ct))
     n_workers = choose_workers(n_chunks, workers)
@@ -172,7 +216,7 @@ def encrypt(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, worke
         return encrypt_range(vector, secret, seed=seed, label=label, first=0, last=n_chunks)
     parts = _split(n_chunks, n_workers)
     payloads = [(vector[a * per_ct:b * per_ct], seed, label, a, b) for a, b in parts]
-    return b"".join(_run(secret, len(parts), "encrypt", payloads))
+    return np.concatenate(_run(secret, len(parts), "encrypt", payloads))
 
 
 @atexit.register
@@ -183,3 +227,6 @@ def shutdown() -> None:
             for w in pool:
                 w.close()
         _workers.clear()
+        for threads in _threads.values():
+            threads.shutdown(wait=True)
+        _threads.clear()

@@ -13,12 +13,13 @@ function says "coefficient form". The primes are below 2^61, so a sum of two res
 ``uint64`` and modular addition is exact in numpy.
 
 What SEAL still does (through its Python bindings, which save and load only through files): the
-CKKS encoding (:meth:`Ring.encode`), the NTT, and products with the secret key - a decryption of
-``(x, y)`` is ``x + y*s``. Encrypting ``m`` with a given ``a``:
+NTT, decoding, and products with the secret key - a decryption of ``(x, y)`` is ``x + y*s``.
+Encrypting ``m`` with a given ``a``:
 
 1. ``e`` is sampled here (centred binomial, ``eta = 21``: standard deviation 3.24, the HE
-   standard's 3.2 within 2 %) and ``a`` is expanded from its seed, both in coefficient form;
-2. SEAL loads ``(e, -a)``, transforms it to NTT form and adds the encoded ``m``: ``(m + e, -a)``;
+   standard's 3.2 within 2 %), ``m`` is encoded here (:mod:`secagg.encoding`, SEAL's encoding in
+   numpy) and ``a`` is expanded from its seed, all in coefficient form;
+2. SEAL loads ``(m + e, -a)`` and transforms it to NTT form;
 3. SEAL decrypts that ciphertext under ``s``: ``m + e - a*s``, which is ``c0``.
 
 Randomness: ``a`` comes from AES-256 in counter mode keyed by SHAKE-256 of the seed and its place
@@ -49,6 +50,7 @@ import tenseal.sealapi as sealapi
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import sealio
+from .encoding import encode_coeff
 from .errors import PayloadError
 from .keys import PublicContext, SecretContext, seal_context
 from .presets import CBD_ETA, ERROR_STD, Preset
@@ -144,18 +146,25 @@ class Ring:
             raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
         return out
 
-    def pack_many(self, polys: np.ndarray) -> bytes:
-        """:meth:`pack` of every polynomial of a ``(count, limbs, N)`` array, one after the other."""
-        count = polys.shape[0]
-        parts = []
+    def pack_many(self, polys: np.ndarray, out: np.ndarray | None = None) -> bytes | np.ndarray:
+        """:meth:`pack` of every polynomial of a ``(count, limbs, N)`` array, one after the other:
+        bytes, or written into ``out`` (a uint8 array of ``count * residue_bytes``) and returned."""
+        count, size = polys.shape[0], self.residue_bytes
+        target = np.empty(count * size, dtype=np.uint8) if out is None else out
+        if target.shape != (count * size,) or target.dtype != np.uint8:
+            raise ValueError(f"out must be a uint8 array of {count * size} bytes")
+        rows, offset = target.reshape(count, size), 0
         for i, bits in enumerate(self.bits):
             width = -(-bits // 8)
-            raw = np.ascontiguousarray(polys[:, i].astype("<u8")).view(np.uint8).reshape(count, self.n, 8)
-            parts.append(raw[:, :, :width].reshape(count, -1))
-        return np.concatenate(parts, axis=1).tobytes()
+            # each residue's low `width` bytes, read in place (little-endian uint64 rows)
+            raw = polys[:, i].astype("<u8", copy=False).view(np.uint8).reshape(count, self.n, 8)
+            rows[:, offset:offset + width * self.n].reshape(count, self.n, width)[...] = raw[:, :, :width]
+            offset += width * self.n
+        return target.tobytes() if out is None else target
 
-    def unpack_many(self, blob: bytes | memoryview, count: int, *, what: str) -> np.ndarray:
-        """The inverse of :meth:`pack_many` for ``count`` polynomials, each residue checked below its prime.
+    def unpack_many(self, blob: bytes | memoryview, count: int, *, what: str, out: np.ndarray | None = None) -> np.ndarray:
+        """The inverse of :meth:`pack_many` for ``count`` polynomials, each residue checked below its
+        prime; into ``out`` (a ``(count, limbs, N)`` uint64 array) when given.
 
         Each residue is read as the 8 bytes starting at its place (a strided view of the bytes, padded
         by 8) and masked to its width: one pass over the data per prime, no byte shuffling."""
@@ -170,7 +179,10 @@ class Ring:
         # padded copy of its own bytes, the others are read in place
         tail = np.zeros(size + 8, dtype=np.uint8)
         tail[:size] = data[(count - 1) * size:]
-        out = np.empty((count, self.limbs, self.n), dtype=np.uint64)
+        if out is None:
+            out = np.empty((count, self.limbs, self.n), dtype=np.uint64)
+        elif out.shape != (count, self.limbs, self.n) or out.dtype != np.uint64:
+            raise ValueError(f"out must be a uint64 array of shape {(count, self.limbs, self.n)}")
         offset = 0
         for i, bits in enumerate(self.bits):
             width = -(-bits // 8)
@@ -232,19 +244,27 @@ class Ring:
         return out
 
     # ---- SEAL objects --------------------------------------------------------------------------
+    def _blob(self, prefix: bytes, *polys: np.ndarray) -> bytearray:
+        """A template's header followed by ``polys`` as little-endian uint64, in one buffer."""
+        size = self.limbs * self.n
+        blob = bytearray(len(prefix) + 8 * size * len(polys))
+        blob[:len(prefix)] = prefix
+        body = np.frombuffer(blob, dtype="<u8", offset=len(prefix))
+        for i, poly in enumerate(polys):
+            body[i * size:(i + 1) * size] = poly.reshape(-1)
+        return blob
+
     def ciphertext(self, c0: np.ndarray, c1: np.ndarray, *, ntt: bool = True) -> sealapi.Ciphertext:
-        prefix = self._ct_prefix if ntt else self._ct_prefix_coeff
-        blob = prefix + c0.astype("<u8").tobytes() + c1.astype("<u8").tobytes()
-        return sealio.load(sealapi.Ciphertext, self.seal, blob, max_inflated=len(blob), what="a ciphertext")
+        blob = self._blob(self._ct_prefix if ntt else self._ct_prefix_coeff, c0, c1)
+        return sealio.load_own(sealapi.Ciphertext, self.seal, blob, what="a ciphertext")
 
     def plaintext(self, a: np.ndarray) -> sealapi.Plaintext:
-        blob = self._pt_prefix + a.astype("<u8").tobytes()
-        return sealio.load(sealapi.Plaintext, self.seal, blob, max_inflated=len(blob), what="a plaintext")
+        return sealio.load_own(sealapi.Plaintext, self.seal, self._blob(self._pt_prefix, a), what="a plaintext")
 
     def plaintext_array(self, plain: sealapi.Plaintext) -> np.ndarray:
-        raw = sealio.inflate(sealio.dump(plain), max_inflated=len(self._pt_prefix) + 8 * self.limbs * self.n,
-                             what="a plaintext")
-        return np.frombuffer(raw[len(raw) - 8 * self.limbs * self.n:], dtype="<u8").reshape(self.limbs, self.n).copy()
+        size = 8 * self.limbs * self.n
+        raw = sealio.dump_own(plain, max_inflated=len(self._pt_prefix) + size)
+        return np.frombuffer(raw, dtype="<u8", count=size // 8, offset=len(raw) - size).reshape(self.limbs, self.n).copy()
 
     def encode(self, values: np.ndarray) -> sealapi.Plaintext:
         """``N`` real values, two per complex slot, at the preset's scale (NTT form)."""
@@ -259,11 +279,20 @@ class Ring:
         return out
 
     # ---- the two operations that need a secret -------------------------------------------------
-    def encrypt(self, values: np.ndarray, secret: SecretContext, a: np.ndarray) -> np.ndarray:
-        """``c0 = m + e - a*s`` for ``N`` values and a second half ``a`` (coefficient form)."""
-        ct = self.ciphertext(self.error(), self.neg(a), ntt=False)
+    def encode_coeff(self, values: np.ndarray) -> np.ndarray:
+        """``N`` real values (or ``(count, N)``), two per complex slot, at the preset's scale, as
+        residues in coefficient form (:mod:`secagg.encoding`)."""
+        return encode_coeff(values, scale=self.scale, primes=self.primes)
+
+    def encrypt(self, values: np.ndarray, secret: SecretContext, a: np.ndarray, *,
+                message: np.ndarray | None = None) -> np.ndarray:
+        """``c0 = m + e - a*s`` for ``N`` values and a second half ``a`` (coefficient form); ``m`` is
+        encoded with numpy and added to ``e`` before the one NTT (``message``: ``values`` already
+        encoded by :meth:`encode_coeff`)."""
+        if message is None:
+            message = self.encode_coeff(values)
+        ct = self.ciphertext(self.add(self.error(), message), self.neg(a), ntt=False)
         self.evaluator.transform_to_ntt_inplace(ct)
-        self.evaluator.add_plain_inplace(ct, self.encode(values))
         out = sealapi.Plaintext()
         secret.decryptor.decrypt(ct, out)  # (m + e) + (-a) * s
         return self.plaintext_array(out)
@@ -340,8 +369,8 @@ class Ring:
 
     def _first_half(self, ct: sealapi.Ciphertext) -> np.ndarray:
         polys = 8 * self.limbs * self.n
-        raw = sealio.inflate(sealio.dump(ct), max_inflated=len(self._ct_prefix) + 2 * polys, what="a ciphertext")
-        return np.frombuffer(raw[len(raw) - 2 * polys:len(raw) - polys], dtype="<u8").reshape(self.limbs, self.n).copy()
+        raw = sealio.dump_own(ct, max_inflated=len(self._ct_prefix) + 2 * polys)
+        return np.frombuffer(raw, dtype="<u8", count=polys // 8, offset=len(raw) - 2 * polys).reshape(self.limbs, self.n).copy()
 
     def full_ciphertext(self, c0: np.ndarray, a: np.ndarray) -> sealapi.Ciphertext:
         """``(c0, a)`` as a SEAL ciphertext at the data level, for server-side circuits."""

@@ -73,8 +73,17 @@ from .errors import (
 from .holder import DEFAULT_MIN_CONTRIBUTORS, WEIGHTS_ENTRY, KeyHolder, Release, seed_label
 from .keys import PublicContext, SecretContext
 from .ledger import Ledger, MemoryLedger
-from .messages import ContributorSet, Receipt, decode_upload, encode_request, encode_upload, validate_run
-from .messages import digest as body_digest
+from .messages import (
+    ContributorSet,
+    Receipt,
+    body_digest,
+    chunk_digests,
+    decode_upload,
+    encode_request,
+    encode_upload,
+    root_digest,
+    validate_run,
+)
 from .packing import Layout, as_arrays
 from .ring import Ring, second_half
 from .signing import ClientIdentity, Roster
@@ -168,8 +177,9 @@ class Uploader:
         body = parallel.encrypt(vector, self.secret, seed=seed, label=label, workers=self.workers)
         receipt = Receipt(client_id=self.client_id, run=run, round=rnd, commitment=commitment, keys=keys,
                           preset=self.secret.preset.name, layout_hash=layout.hash,
-                          seed=seed.hex() if named is None else named, body_digest=body_digest(body)).sign(self.identity)
-        data = encode_upload(receipt, body)
+                          seed=seed.hex() if named is None else named,
+                          body_digest=body_digest(body.data, self.ring.residue_bytes)).sign(self.identity)
+        data = encode_upload(receipt, body.data)
         self.ledger.record_upload(run, rnd, receipt.digest, data)
         return data
 
@@ -251,9 +261,13 @@ class Aggregator:
             :class:`secagg.epoch.Epoch`; a secret context is refused.
         roster: the clients' verification keys and enrolment groups.
         max_payload_bytes: uploads above this are rejected before anything is parsed.
+        workers: threads that check and fold an upload, each a range of its ciphertexts; ``None``
+            picks them (:func:`secagg.parallel.choose_threads`: up to 4 cores for uploads of 32
+            ciphertexts or more, capped by :func:`secagg.worker_limit`).
     """
 
-    def __init__(self, public: PublicContext | Epoch, *, roster: Roster, max_payload_bytes: int | None = None) -> None:
+    def __init__(self, public: PublicContext | Epoch, *, roster: Roster, max_payload_bytes: int | None = None,
+                 workers: int | None = None) -> None:
         if not isinstance(public, (PublicContext, Epoch)):
             raise KeyMismatchError(f"the server holds the public context only (server.ctx), got {type(public).__name__}")
         self.threshold = isinstance(public, Epoch)
@@ -262,6 +276,7 @@ class Aggregator:
         self.public = public
         self.roster = roster
         self.max_payload_bytes = max_payload_bytes
+        self.workers = None if workers is None else integer("workers", workers, minimum=1)
         self.ring = Ring(public.preset)
 
     def open_round(self, *, run: str, round: int, layout: Layout, commitment: str | None = None,
@@ -285,11 +300,13 @@ class RoundAggregate:
         self.run, self.round, self.layout, self.commitment = run, round, layout, commitment
         self.ring = aggregator.ring
         self.chunks = layout.chunks(self.ring.n)
+        self._threads = parallel.choose_threads(self.chunks, aggregator.workers)
         self.keep_uploads = keep_uploads
         self._accepted: dict[str, Receipt] = {}
         self._sums: dict[int, np.ndarray] = {}  # enrolment group -> its accepted first halves, added
         self._terms: dict[int, int] = {}  # enrolment group -> uploads added into its sum since its last reduction
         self._bodies: dict[str, bytes] = {}
+        self._scratch: np.ndarray | None = None  # where uploads are unpacked before they are added
 
     @property
     def contributors(self) -> tuple[str, ...]:
@@ -335,25 +352,57 @@ class RoundAggregate:
         if len(body) != self.chunks * self.ring.residue_bytes:
             raise PayloadError(f"{receipt.client_id!r}'s upload holds {len(body)} bytes of ciphertexts; this round's "
                                f"layout needs {self.chunks * self.ring.residue_bytes}")
-        kept = bytes(body)  # a copy first: later writes to the caller's buffer cannot reach what is checked
-        if body_digest(kept) != receipt.body_digest:
-            raise SignatureError(f"{receipt.client_id!r}: the ciphertexts do not match their signed digest; they were "
-                                 "altered")
-        polys = self.ring.unpack_many(kept, self.chunks, what=f"the ciphertexts of {receipt.client_id!r}")
-        group = agg.roster.group_index(receipt.client_id)
-        # folded into its enrolment group's sum as it arrives: a release covers whole groups, so the
-        # server never needs a single upload again (unless it keeps them for a circuit)
-        if group in self._sums:  # added without reducing (one pass, not three) while a uint64 holds the sum
-            if self._terms[group] == self.ring.lazy_terms:
-                self._reduced(group)
-            self.ring.add_lazy(self._sums[group], polys)
-            self._terms[group] += 1
-        else:
-            self._sums[group], self._terms[group] = polys, 1
+        # a copy first, unless the caller's buffer is immutable: later writes to it cannot reach what is checked
+        kept = body if isinstance(body.obj, bytes) else memoryview(bytes(body))
+        self._fold(receipt, kept)
         self._accepted[receipt.client_id] = receipt
         if self.keep_uploads:
-            self._bodies[receipt.client_id] = kept
+            self._bodies[receipt.client_id] = bytes(kept)
         return receipt
+
+    def _fold(self, receipt: Receipt, kept: memoryview) -> None:
+        """Check an upload's ciphertexts (digest, residues) and add them into its enrolment group's
+        sum, a range of ciphertexts per thread; nothing is added unless all of it checks out."""
+        group = self.aggregator.roster.group_index(receipt.client_id)
+        fresh = group not in self._sums
+        if fresh:  # the first upload of its group becomes the group's sum
+            polys = np.empty((self.chunks, self.ring.limbs, self.ring.n), np.uint64)
+        else:  # later ones are unpacked into one buffer, reused (no fresh pages per upload)
+            if self._scratch is None:
+                self._scratch = np.empty((self.chunks, self.ring.limbs, self.ring.n), np.uint64)
+            polys = self._scratch
+        workers, what = self._threads, f"the ciphertexts of {receipt.client_id!r}"
+        checked = parallel.map_ranges(lambda a, b: self._check_range(kept, polys, a, b, what), self.chunks, workers)
+        if root_digest(b"".join(d for d, _ in checked), unit=self.ring.residue_bytes, size=len(kept)) != receipt.body_digest:
+            raise SignatureError(f"{receipt.client_id!r}: the ciphertexts do not match their signed digest; they were "
+                                 "altered")
+        for _, error in checked:
+            if error is not None:
+                raise error
+        # folded as it arrives: a release covers whole groups, so the server never needs a single
+        # upload again (unless it keeps them for a circuit)
+        if fresh:
+            self._sums[group], self._terms[group] = polys, 1
+            return
+        if self._terms[group] == self.ring.lazy_terms:  # added without reducing while a uint64 holds the sum
+            self._reduced(group)
+        total = self._sums[group]
+        parallel.map_ranges(lambda a, b: self.ring.add_lazy(total[a:b], polys[a:b]), self.chunks, workers)
+        self._terms[group] += 1
+
+    def _check_range(self, kept: memoryview, polys: np.ndarray, first: int, last: int,
+                     what: str) -> tuple[bytes, PayloadError | None]:
+        """Ciphertexts ``first..last-1`` of an upload: their digests, and their residues unpacked into
+        ``polys`` and range-checked (the error is returned, to be raised after the digest: an altered
+        upload is reported as altered, not as malformed)."""
+        unit = self.ring.residue_bytes
+        piece = kept[first * unit:last * unit]
+        digests = chunk_digests(piece, unit, 0, last - first)
+        try:
+            self.ring.unpack_many(piece, last - first, what=what, out=polys[first:last])
+        except PayloadError as error:
+            return digests, error
+        return digests, None
 
     def _member_sum(self, members: tuple[str, ...]) -> np.ndarray:
         """The first halves of ``members`` added: the sums of their groups when they are whole
@@ -379,7 +428,8 @@ class RoundAggregate:
     def _reduced(self, group: int) -> np.ndarray:
         """The group's sum as residues (reduced in place if uploads were added lazily)."""
         if self._terms[group] > 1:
-            self.ring.reduce(self._sums[group])
+            acc = self._sums[group]
+            parallel.map_ranges(lambda a, b: self.ring.reduce(acc[a:b]), self.chunks, self._threads)
             self._terms[group] = 1
         return self._sums[group]
 
@@ -405,9 +455,12 @@ class RoundAggregate:
     def request(self, cset: ContributorSet, signatures: Mapping[str, str]) -> bytes:
         """The release request: the members' first halves added, their receipts and their
         signatures of ``cset``."""
-        body = self.ring.pack_many(self._member_sum(cset.members))
+        total, size = self._member_sum(cset.members), self.ring.residue_bytes
+        body = np.empty(self.chunks * size, dtype=np.uint8)
+        parallel.map_ranges(lambda a, b: self.ring.pack_many(total[a:b], out=body[a * size:b * size]), self.chunks,
+                            self._threads)
         return encode_request(cset, layout=self.layout, receipts=[self._accepted[m] for m in cset.members],
-                              signatures=signatures, kind="sum", body=body)
+                              signatures=signatures, kind="sum", body=body.data)
 
     def circuit_request(self, cset: ContributorSet, signatures: Mapping[str, str], *, hi: float,
                         temperature: float) -> bytes:

@@ -122,6 +122,36 @@ def load(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | m
     return obj  # type: ignore[no-any-return]  # SEAL's bindings are untyped
 
 
+def load_own(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | bytearray, *, what: str) -> T:
+    """Load an uncompressed blob this process assembled itself (a template's header and numpy
+    arrays, see :class:`secagg.ring.Ring`): no header to distrust, so no inflation and no copy;
+    SEAL's own checks still apply."""
+    obj: Any = factory()
+    path = _scratch_path()
+    try:
+        with open(path, "wb") as fh:
+            fh.write(blob)
+        obj.load(context, path)
+    except Exception as exc:  # SEAL's C++ exceptions arrive as several Python types
+        raise PayloadError(f"{what} was rejected by SEAL ({type(exc).__name__}: {exc})") from None
+    finally:
+        _unlink(path)
+    return obj  # type: ignore[no-any-return]  # SEAL's bindings are untyped
+
+
+def dump_own(obj: Any, *, max_inflated: int) -> bytes:
+    """The uncompressed bytes after the header of a SEAL object this process made (SEAL's zstd
+    output of our own object: decompressed in one call, bounded all the same)."""
+    blob = dump(obj)
+    compr = blob[5] if len(blob) >= _SEAL_HEADER.size else -1  # magic, header size, major, minor, then the mode
+    body = blob[_SEAL_HEADER.size:]
+    if compr == _COMPR_ZSTD:
+        return zstandard.ZstdDecompressor().decompress(body, max_output_size=max_inflated)
+    if compr != _COMPR_NONE:
+        raise PayloadError(f"SEAL wrote an object with compression mode {compr}")
+    return body
+
+
 def poly_bytes(poly_modulus_degree: int, n_primes: int) -> int:
     """Uncompressed bytes of one RNS polynomial."""
     return poly_modulus_degree * n_primes * 8

@@ -84,6 +84,8 @@ class SecAgg(Method):
         self.name = f"secagg-{preset}"  # type: ignore[misc]
         self.label = f"secagg, preset {preset!r}"  # type: ignore[misc]
         self.keys: secagg.KeySet | None = None
+        #: the server's fold threads (None: secagg's choice; :func:`secagg.worker_limit` caps it)
+        self.server_workers: int | None = None
 
     def setup(self, *, shapes: dict[str, tuple[int, ...]], clients: int) -> None:
         super().setup(shapes=shapes, clients=clients)
@@ -116,7 +118,7 @@ class SecAgg(Method):
 
     def server(self, payloads: list[Payload], timer: Timer) -> bytes:
         assert self.keys is not None
-        aggregator = secagg.Aggregator(self.keys.public, roster=self.roster)
+        aggregator = secagg.Aggregator(self.keys.public, roster=self.roster, workers=self.server_workers)
         state = aggregator.open_round(run=self.run, round=0, layout=self.layout)
         for p in payloads:
             with timer("deserialise"):  # signature, digest and residue checks of one upload

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from .cells import figure
+from .threads import THREADS_TARGET
 
-__all__ = ["write_outputs", "markdown", "targets_text", "scaling_text", "wide_text", "rounds_text", "check_block", "replace_block", "cell_rows", "CELL_COLUMNS", "START", "END"]
+__all__ = ["write_outputs", "markdown", "targets_text", "scaling_text", "threads_text", "wide_text", "rounds_text", "check_block", "replace_block", "cell_rows", "CELL_COLUMNS", "START", "END"]
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 ORDER = ("plaintext", "flower-secagg+", "flare-tenseal", "secagg-compact", "secagg-strict", "secagg-threshold")
@@ -122,7 +123,8 @@ def markdown(result: dict[str, Any], *, json_path: str = "bench-out/bench.json")
             f"times are medians of {cfg['repeats']} repetitions interleaved across the methods, every method on one "
             "core (CPU seconds beside wall seconds); peak memory comes from each method run again alone in a fresh "
             "process.")
-    return "\n".join([head, "", targets_text(result), "", scaling_text(result), *(["", rounds_text(result)] if result["rounds"] else [])])
+    return "\n".join([head, "", targets_text(result), *(["", threads_text(result)] if result.get("server_threads") else []),
+                      "", scaling_text(result), *(["", rounds_text(result)] if result["rounds"] else [])])
 
 
 def targets_text(result: dict[str, Any]) -> str:
@@ -164,6 +166,29 @@ def targets_text(result: dict[str, Any]) -> str:
             parts.append(f"against Flower SecAgg+: client {row['client_vs_flower']:.1f}×, server "
                          f"{row['server_vs_flower']:.1f}×, bytes {row['bytes_vs_flower']:.2f}× its figures")
         lines.append(f"- `{name}`: " + "; ".join(parts) + ".")
+    return "\n".join(lines)
+
+
+def threads_text(result: dict[str, Any]) -> str:
+    """The secagg servers on several fold threads, against one (:mod:`secfl.bench.threads`)."""
+    rows = result["server_threads"]
+    counts = sorted({int(n) for r in rows for n in r["by_threads"]})
+    first = rows[0]
+    lines = [f"**The server on threads**: {first['params']:,} parameters × {first['clients']} clients, each upload "
+             f"checked and added a range of ciphertexts per thread; medians of {first['repeats']} interleaved "
+             f"repetitions on {result['machine']['usable_cores']} usable cores. Target: 2 threads ≥ "
+             f"{THREADS_TARGET}× one.", "",
+             "| method | " + " | ".join(f"{n} thread{'s' if n > 1 else ''} (CPU)" for n in counts) + " | "
+             + " | ".join(f"speedup, {n}" for n in counts if n > 1) + " |",
+             "|---|" + "---|" * (2 * len(counts) - 1)]
+    for r in rows:
+        by = r["by_threads"]
+        times = [f"{_s(by[str(n)]['server_s'])} ({_s(by[str(n)]['server_cpu_s'])})" for n in counts]
+        speed = []
+        for n in counts[1:]:
+            mark = "" if n != 2 else (" (met)" if r["speedup"][str(n)] >= THREADS_TARGET else " (**missed**)")
+            speed.append(f"{r['speedup'][str(n)]:.2f}×{mark}")
+        lines.append(f"| {r['method']} | " + " | ".join(times + speed) + " |")
     return "\n".join(lines)
 
 

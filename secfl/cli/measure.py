@@ -158,7 +158,7 @@ def bench(
     """Measure what encryption costs next to plaintext, NVIDIA FLARE's TenSEAL usage and Flower SecAgg+,
     in one run: seconds, bytes, peak memory, error, scaling slopes; write bench.json and plots."""
 
-    from secfl.bench import cells as b
+    from secfl.bench import grid as b
     from secfl.bench import report
 
     args = [f"--{k} {v}" for k, v in (("out", out), ("markdown", markdown), ("methods", methods), ("sizes", sizes),

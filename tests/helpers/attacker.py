@@ -223,7 +223,8 @@ def forged_upload(keys, identity, arrays: dict, *, run: str, round: int, commitm
     """What an enrolled client can send without proofs of well-formedness: ``arrays`` (ratio form
     included, under ``secagg.WEIGHTS_ENTRY``) encrypted and signed with no range check at all."""
     from secagg import parallel
-    from secagg.messages import Receipt, digest, encode_upload
+    from secagg.messages import Receipt, body_digest, encode_upload
+    from secagg.ring import Ring
 
     layout = secagg.Layout.of(arrays)
     seed = bytes(range(32))
@@ -231,7 +232,7 @@ def forged_upload(keys, identity, arrays: dict, *, run: str, round: int, commitm
                             workers=1)
     receipt = Receipt(client_id=identity.client_id, run=run, round=round, commitment=commitment,
                       keys=keys.secret.fingerprint, preset=keys.secret.preset.name, layout_hash=layout.hash,
-                      seed=seed.hex(), body_digest=digest(body)).sign(identity)
+                      seed=seed.hex(), body_digest=body_digest(body, Ring(keys.secret.preset).residue_bytes)).sign(identity)
     return encode_upload(receipt, body)
 
 

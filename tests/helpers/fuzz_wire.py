@@ -43,7 +43,9 @@ from fedattn.round import ClientMessage
 from fedattn.rules import FedAvg
 from helpers import SmallFederation
 from secagg.framing import canonical_json, frame_signed, parse_json_object
-from secagg.messages import FORMAT_VERSION, UPLOAD_MAGIC, Receipt, decode_upload, digest
+from secagg.messages import FORMAT_VERSION, UPLOAD_MAGIC, Receipt, body_digest, decode_upload
+from secagg.presets import PRESETS
+from secagg.ring import Ring
 
 RULE = FedAvg(equal_weights=True)
 _PREFIX = struct.Struct("<8sHI")
@@ -112,7 +114,7 @@ def one_input(data: bytes) -> str:
             upload = _insider(header, bytes(body), fed)
         else:
             edited = _edit(bytes(body), script)
-            upload = _insider({**receipt.to_dict(), "body_digest": digest(edited)}, edited, fed)
+            upload = _insider({**receipt.to_dict(), "body_digest": body_digest(edited, Ring(PRESETS[receipt.preset]).residue_bytes)}, edited, fed)
     return _serve(fed, upload, other, insider=mode >= 2)
 
 

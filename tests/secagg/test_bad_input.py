@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 import secagg
 from secagg import errors
 from secagg.framing import frame_signed
-from secagg.messages import FORMAT_VERSION, UPLOAD_MAGIC, Receipt, decode_upload, digest
+from secagg.messages import FORMAT_VERSION, UPLOAD_MAGIC, Receipt, body_digest, decode_upload
+from secagg.presets import PRESETS
+from secagg.ring import Ring
 
 RUN, COMMIT = "run-1", "ab" * 32
 
@@ -36,7 +38,8 @@ def _resign(wire: bytes, identity, *, body=None, **changes) -> bytes:
     """What an enrolled client can send: any header it likes, validly signed with its own key."""
     receipt, old_body = decode_upload(wire)
     body = bytes(old_body) if body is None else body
-    fields = {**receipt.signed_fields(), "body_digest": digest(body), **changes}
+    fields = {**receipt.signed_fields(), "body_digest": body_digest(body, Ring(PRESETS[receipt.preset]).residue_bytes),
+              **changes}
     unsigned = Receipt(**fields)  # signed with the insider's own key, whatever the header claims
     signed = {**unsigned.to_dict(), "signature": identity.key.sign(unsigned.signed_bytes()).hex()}
     return frame_signed(UPLOAD_MAGIC, FORMAT_VERSION, signed, body)

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from secfl.bench import cells as bench
-from secfl.bench import report
+from secfl.bench import grid, report
 from secfl.bench.baselines import Timer, make_method
 from secfl.cli import app
 
@@ -37,10 +37,10 @@ def test_peak_rss_sees_native_allocations():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    config = bench.BenchConfig(sizes=(10_000,), clients=(2,), ref_clients=2, ref_params=10_000, repeats=1,
+    config = grid.BenchConfig(sizes=(10_000,), clients=(2,), ref_clients=2, ref_params=10_000, repeats=1,
                                methods=("plaintext", "secagg-compact", "flare-tenseal"), fresh_processes=False,
-                               command="pytest tiny grid")
-    result = bench.run_bench(config)
+                               server_threads=(1, 2), command="pytest tiny grid")
+    result = grid.run_bench(config)
     out = tmp_path_factory.mktemp("bench")
     return result, report.write_outputs(result, out)
 
@@ -63,6 +63,12 @@ def test_tiny_grid_writes_bench_json_with_every_figure(tiny):
     row = data["targets"]["methods"]["secagg-compact"]
     assert row["client_vs_flare"] == pytest.approx(by["secagg-compact"]["client_s"] / by["flare-tenseal"]["client_s"])
     assert all(paths[k].stat().st_size > 1000 for k in ("time_vs_params", "bytes_vs_params", "time_vs_clients"))
+    [threads] = data["server_threads"]  # the secagg server on 1 and 2 fold threads, at the targets' cell
+    assert threads["method"] == "secagg-compact" and (threads["params"], threads["clients"]) == (10_000, 2)
+    assert set(threads["by_threads"]) == {"1", "2"} and threads["speedup"]["1"] == 1.0
+    assert threads["speedup"]["2"] == pytest.approx(threads["by_threads"]["1"]["server_s"]
+                                                    / threads["by_threads"]["2"]["server_s"])
+    assert "| secagg-compact |" in report.threads_text(data)
 
 
 def test_performance_block_has_the_generated_shape(tiny):
@@ -115,9 +121,9 @@ def test_cli_bench_writes_json_plots_and_the_markdown_block(tmp_path):
 
 def test_bad_input_names_the_argument(tmp_path):
     with pytest.raises(ValueError, match="methods: unknown method 'nope'"):
-        bench.BenchConfig(methods=("nope",))
+        grid.BenchConfig(methods=("nope",))
     with pytest.raises(ValueError, match="sizes must be a positive integer"):
-        bench.BenchConfig(sizes=(0,))
+        grid.BenchConfig(sizes=(0,))
     with pytest.raises(ValueError, match="params must be a positive integer"):
         bench.measure_cell("plaintext", params=-5, clients=2)
     with pytest.raises(ValueError, match="clients must be at least 2"):
@@ -137,9 +143,9 @@ def test_a_missing_baseline_package_is_a_skipped_row_not_an_error(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flwr" else real(name, *a))
-    config = bench.BenchConfig(sizes=(1_000,), clients=(2,), ref_clients=2, ref_params=1_000, repeats=1,
+    config = grid.BenchConfig(sizes=(1_000,), clients=(2,), ref_clients=2, ref_params=1_000, repeats=1,
                                methods=("plaintext", "flower-secagg+"), fresh_processes=False)
-    result = bench.run_bench(config)
+    result = grid.run_bench(config)
     assert [c["method"] for c in result["cells"]] == ["plaintext"]
     assert result["skipped"] == [{"method": "flower-secagg+",
                                   "reason": "skipped: flwr is not installed (install secfl[flower])"}]
