@@ -1,11 +1,12 @@
-"""CKKS encoding in numpy: SEAL's slots, and exact residues of integers up to 2^75."""
+"""numpy's share of a ciphertext: CKKS encoding (SEAL's slots, exact residues of integers up to
+2^75) and the expansion of a second half from its key."""
 
 import numpy as np
 import pytest
 
 import secagg
 from secagg import encoding
-from secagg.ring import Ring
+from secagg.ring import Ring, _aes_stream
 
 
 def _rounded(values, scale):
@@ -44,3 +45,30 @@ def test_a_coefficient_beyond_the_bound_is_refused():
         encoding.encode_coeff(np.full(16, 1.0), scale=2.0**80, primes=[(1 << 55) - 55])
     with pytest.raises(ValueError, match="not finite"):
         encoding.encode_coeff(np.array([np.nan] + [0.0] * 15), scale=2.0**40, primes=[(1 << 55) - 55])
+
+
+def _first_accepted(ring, key):
+    """The definition: per prime, the first N words of the key's AES-CTR streams (masked to the
+    prime's bits) that lie below the prime, refilling with the next counter block."""
+    out = ring.zeros()
+    for i, (q, bits) in enumerate(zip(ring.primes, ring.bits)):
+        accepted, refill = [], 0
+        while len(accepted) < ring.n:
+            words = _aes_stream(key, (i << 96) | (refill << 64), 8 * (ring.n - len(accepted) + 64)) & np.uint64((1 << bits) - 1)
+            accepted += [w for w in words.tolist() if w < q][:ring.n - len(accepted)]
+            refill += 1
+        out[i] = accepted
+    return out
+
+
+def test_the_second_half_is_the_first_accepted_words_with_or_without_rejections():
+    """deep's 40-bit primes reject one word in ~170,000: over 40 keys some polynomial needs the
+    rejection path, the rest take the direct one; both must give the definition's words."""
+    ring = Ring(secagg.get_preset("deep"))
+    rejected = 0
+    for k in range(40):
+        key = bytes([k]) * 32
+        rejected += any(int((_aes_stream(key, i << 96, 8 * ring.n) & np.uint64((1 << b) - 1)).max()) >= q
+                        for i, (q, b) in enumerate(zip(ring.primes, ring.bits)))
+        assert np.array_equal(ring.uniform(key), _first_accepted(ring, key))
+    assert 0 < rejected < 40
