@@ -101,8 +101,13 @@ def frame_signed(magic: bytes, version: int, header: dict[str, Any], body: bytes
     """A container whose integrity comes from a signature inside ``header`` (which names the
     body's digest), so it carries no checksum of its own: ``magic | version | header length |
     header | body``."""
+    return b"".join([frame_signed_head(magic, version, header), body])  # one copy of the body, not two
+
+
+def frame_signed_head(magic: bytes, version: int, header: dict[str, Any]) -> bytes:
+    """What precedes the body in :func:`frame_signed`'s container (to stream a body after it)."""
     head = canonical_json(header)
-    return b"".join([_PREFIX.pack(magic, version, len(head)), head, body])  # one copy of the body, not two
+    return _PREFIX.pack(magic, version, len(head)) + head
 
 
 def unframe_signed(

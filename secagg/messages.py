@@ -30,7 +30,7 @@ from .parallel import choose_threads, map_ranges
 from .signing import ClientIdentity, Roster, validate_client_id
 
 __all__ = ["Receipt", "ContributorSet", "Request", "UPLOAD_MAGIC", "REQUEST_MAGIC", "FORMAT_VERSION", "MAX_RUN_LENGTH",
-           "digest", "body_digest", "chunk_digests", "root_digest", "encode_upload", "decode_upload", "encode_request", "decode_request"]
+           "digest", "body_digest", "chunk_digests", "root_digest", "request_header", "encode_upload", "decode_upload", "encode_request", "decode_request"]
 
 UPLOAD_MAGIC = b"SECFLUP2"
 REQUEST_MAGIC = b"SECFLRQ2"
@@ -46,6 +46,8 @@ RECEIPT_BYTES = 1536
 #: A release request's body is hashed in pieces of this size (:func:`body_digest`), about one
 #: ciphertext's, so that :func:`secagg.parallel.choose_threads` applies to pieces as to ciphertexts.
 REQUEST_UNIT = 2**17
+#: The digest units a release request may name (pieces of 1 KiB to 64 MiB).
+MIN_DIGEST_UNIT, MAX_DIGEST_UNIT = 2**10, 2**26
 
 
 def digest(data: bytes | memoryview) -> str:
@@ -231,17 +233,26 @@ def decode_upload(data: bytes | bytearray | memoryview, *, max_bytes: int | None
     return Receipt.from_dict(header, what="the upload's header"), body
 
 
-def _request_digest(body: bytes | memoryview) -> str:
-    return body_digest(body, REQUEST_UNIT, workers=choose_threads(-(-len(body) // REQUEST_UNIT), None))
+def _request_digest(body: bytes | memoryview, unit: int) -> str:
+    return body_digest(body, unit, workers=choose_threads(-(-len(body) // unit), None))
+
+
+def request_header(cset: ContributorSet, *, layout: Layout, receipts: Sequence[Receipt], signatures: Mapping[str, str],
+                   kind: str, body_digest: str, digest_unit: int, blob_sizes: Sequence[int] = ()) -> dict[str, Any]:
+    """A release request's header; ``body_digest`` is :func:`body_digest` of the body in pieces of
+    ``digest_unit`` bytes (to stream a request, see :meth:`secagg.RoundAggregate.write_request`)."""
+    return {"format": "secfl.release-request", "kind": kind, "set": asdict(cset) | {
+        "members": list(cset.members), "receipts": list(cset.receipts)}, "layout": layout.to_list(),
+        "receipts": [r.to_dict() for r in receipts], "signatures": dict(signatures), "body_digest": body_digest,
+        "digest_unit": digest_unit, "blob_sizes": list(blob_sizes)}
 
 
 def encode_request(cset: ContributorSet, *, layout: Layout, receipts: Sequence[Receipt], signatures: Mapping[str, str],
-                   kind: str, body: bytes | memoryview, blob_sizes: Sequence[int] = ()) -> bytes:
-    header = {"format": "secfl.release-request", "kind": kind, "set": asdict(cset) | {
-        "members": list(cset.members), "receipts": list(cset.receipts)}, "layout": layout.to_list(),
-        "receipts": [r.to_dict() for r in receipts], "signatures": dict(signatures),
-        "body_digest": _request_digest(body),
-        "blob_sizes": list(blob_sizes)}
+                   kind: str, body: bytes | memoryview, blob_sizes: Sequence[int] = (),
+                   digest_unit: int = REQUEST_UNIT) -> bytes:
+    header = request_header(cset, layout=layout, receipts=receipts, signatures=signatures, kind=kind,
+                            body_digest=_request_digest(body, digest_unit), digest_unit=digest_unit,
+                            blob_sizes=blob_sizes)
     return frame_signed(REQUEST_MAGIC, FORMAT_VERSION, header, body)
 
 
@@ -286,7 +297,10 @@ def decode_request(data: bytes | bytearray | memoryview, *, max_members: int, ma
         if not isinstance(signature, str) or len(signature) != 128:
             raise PayloadError(f"{what}: a set signature must be 128 hex digits")
         signatures[str(member)] = signature
-    if header.get("body_digest") != _request_digest(body):
+    unit = header.get("digest_unit")
+    if not (isinstance(unit, int) and not isinstance(unit, bool) and MIN_DIGEST_UNIT <= unit <= MAX_DIGEST_UNIT):
+        raise PayloadError(f"{what}: its digest unit is missing or outside {MIN_DIGEST_UNIT}..{MAX_DIGEST_UNIT} bytes")
+    if header.get("body_digest") != _request_digest(body, unit):
         raise PayloadError(f"{what}: its body does not match its digest (altered or truncated in transit)")
     sizes = header.get("blob_sizes")
     if not isinstance(sizes, list) or len(sizes) > 1_000_000 or not all(

@@ -202,7 +202,7 @@ def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes,
         for k in range(b0, b1):
             a = ring.uniform(second_half(seed, chunk=first + k, preset=secret.preset, label=label))
             c0 = ring.encrypt(values[(k - b0) * per_ct:(k - b0 + 1) * per_ct], secret, a, message=messages[k - b0])
-            ring.pack_many(c0[None], out=out[k * size:(k + 1) * size])
+            ring.pack_into(c0[None], out[k * size:(k + 1) * size])
     return out
 
 

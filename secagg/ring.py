@@ -42,8 +42,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import tenseal.sealapi as sealapi
@@ -52,13 +50,13 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from . import sealio
 from .encoding import encode_coeff
 from .errors import PayloadError
-from .keys import PublicContext, SecretContext, seal_context
+from .keys import SecretContext, seal_context
 from .presets import CBD_ETA, ERROR_STD, Preset
+from .templates import key_template, seal_tools, templates
 
 __all__ = ["Ring", "second_half", "CBD_ETA", "ERROR_STD"]
 
 
-_SEAL_HEADER = struct.Struct("<HBBBBHQ")
 _NTT_FLAG_OFFSET = 16 + 32  # SEAL header, then the parms_id (4 x u64), then is_ntt_form (u8)
 _DOMAIN = b"secfl/second-half/v1\x00"
 
@@ -93,9 +91,9 @@ class Ring:
         self.n = preset.poly_modulus_degree
         self.limbs = len(self.primes)
         self.bits = [p.bit_length() for p in self.primes]
-        self.encoder, self.evaluator = _seal_tools(preset)  # shared: building them costs ~0.15 ms per Ring
+        self.encoder, self.evaluator = seal_tools(preset)  # shared: building them costs ~0.15 ms per Ring
         self.scale = 2.0**preset.scale_bits
-        ct_prefix, pt_prefix, pt_unit_prefix = _templates(preset)
+        ct_prefix, pt_prefix, pt_unit_prefix = templates(preset)
         self._ct_prefix = ct_prefix
         self._ct_prefix_coeff = ct_prefix[:_NTT_FLAG_OFFSET] + b"\x00" + ct_prefix[_NTT_FLAG_OFFSET + 1:]
         self._pt_prefix = pt_prefix
@@ -145,52 +143,62 @@ class Ring:
             raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
         return out
 
-    def pack_many(self, polys: np.ndarray, out: np.ndarray | None = None) -> bytes | np.ndarray:
-        """:meth:`pack` of every polynomial of a ``(count, limbs, N)`` array, one after the other:
-        bytes, or written into ``out`` (a uint8 array of ``count * residue_bytes``) and returned."""
+    def pack_many(self, polys: np.ndarray) -> bytes:
+        """:meth:`pack` of every polynomial of a ``(count, limbs, N)`` array, one after the other."""
+        return self.pack_into(polys, np.empty(polys.shape[0] * self.residue_bytes, dtype=np.uint8)).tobytes()
+
+    def pack_into(self, polys: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`pack_many` written into ``out`` (a uint8 array of ``count * residue_bytes``), returned."""
         count, size = polys.shape[0], self.residue_bytes
-        target = np.empty(count * size, dtype=np.uint8) if out is None else out
-        if target.shape != (count * size,) or target.dtype != np.uint8:
+        if out.shape != (count * size,) or out.dtype != np.uint8:
             raise ValueError(f"out must be a uint8 array of {count * size} bytes")
-        rows, offset = target.reshape(count, size), 0
+        rows, offset = out.reshape(count, size), 0
         for i, bits in enumerate(self.bits):
             width = -(-bits // 8)
             # each residue's low `width` bytes, read in place (little-endian uint64 rows)
             raw = polys[:, i].astype("<u8", copy=False).view(np.uint8).reshape(count, self.n, 8)
             rows[:, offset:offset + width * self.n].reshape(count, self.n, width)[...] = raw[:, :, :width]
             offset += width * self.n
-        return target.tobytes() if out is None else target
+        return out
 
-    def unpack_many(self, blob: bytes | memoryview, count: int, *, what: str, out: np.ndarray | None = None) -> np.ndarray:
+    def unpack_many(self, blob: bytes | memoryview, count: int, *, what: str, out: np.ndarray | None = None,
+                    start: int | None = None) -> np.ndarray:
         """The inverse of :meth:`pack_many` for ``count`` polynomials, each residue checked below its
-        prime; into ``out`` (a ``(count, limbs, N)`` uint64 array) when given.
+        prime; into ``out`` (a ``(count, limbs, N)`` uint64 array) when given. With ``start``, the
+        polynomials are ``blob[start:start + count * residue_bytes]`` of a larger buffer.
 
-        Each residue is read as the 8 bytes starting at its place (a strided view of the bytes, padded
-        by 8) and masked to its width: one pass over the data per prime, no byte shuffling."""
+        Each residue is read as the 8 bytes starting at its place (a strided view of the bytes) and
+        masked to its width: one pass over the data per prime, no byte shuffling. The final residue's
+        8 bytes would run past the end of the buffer: where they do, the last polynomial goes through
+        a padded copy of its own bytes, the others are read in place."""
         size = self.residue_bytes
-        if len(blob) != count * size:
-            raise PayloadError(f"{what} holds {len(blob)} bytes; {count} polynomials of preset {self.preset.name!r} "
-                               f"have {count * size}")
+        begin = 0 if start is None else start
+        stop = len(blob) if start is None else begin + count * size
+        if stop - begin != count * size or stop > len(blob) or begin < 0:
+            raise PayloadError(f"{what} holds {len(blob) if start is None else max(0, len(blob) - begin)} bytes; "
+                               f"{count} polynomials of preset {self.preset.name!r} have {count * size}")
         if count == 0:
             return np.empty((0, self.limbs, self.n), dtype=np.uint64)
         data = np.frombuffer(blob, dtype=np.uint8)
-        # the last polynomial's final residue would read past the end: that polynomial goes through a
-        # padded copy of its own bytes, the others are read in place
-        tail = np.zeros(size + 8, dtype=np.uint8)
-        tail[:size] = data[(count - 1) * size:]
         if out is None:
             out = np.empty((count, self.limbs, self.n), dtype=np.uint64)
         elif out.shape != (count, self.limbs, self.n) or out.dtype != np.uint64:
             raise ValueError(f"out must be a uint64 array of shape {(count, self.limbs, self.n)}")
+        in_place = count if stop + 8 <= len(data) else count - 1
+        if in_place < count:
+            tail = np.zeros(size + 8, dtype=np.uint8)
+            tail[:size] = data[stop - size:stop]
         offset = 0
         for i, bits in enumerate(self.bits):
             width = -(-bits // 8)
             mask = np.uint64((1 << (8 * width)) - 1) if width < 8 else np.uint64(2**64 - 1)
-            if count > 1:
-                view = np.ndarray((count - 1, self.n), dtype="<u8", buffer=data, offset=offset, strides=(size, width))
-                np.bitwise_and(view, mask, out=out[:-1, i])
-            last = np.ndarray((self.n,), dtype="<u8", buffer=tail, offset=offset, strides=(width,))
-            np.bitwise_and(last, mask, out=out[-1, i])
+            if in_place:
+                view = np.ndarray((in_place, self.n), dtype="<u8", buffer=data, offset=begin + offset,
+                                  strides=(size, width))
+                np.bitwise_and(view, mask, out=out[:in_place, i])
+            if in_place < count:
+                last = np.ndarray((self.n,), dtype="<u8", buffer=tail, offset=offset, strides=(width,))
+                np.bitwise_and(last, mask, out=out[-1, i])
             if int(out[:, i].max()) >= self.primes[i]:  # one reduction pass, no boolean array
                 raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
             offset += width * self.n
@@ -342,7 +350,7 @@ class Ring:
         """A SEAL decryptor whose "secret key" is ``key`` (data-level residues, NTT form): its
         decryption of ``(x, y)`` is ``x + y * key``, the product done by SEAL in 128-bit arithmetic.
         The special prime's limb, unused at the data level, is zero."""
-        prefix, key_limbs = _key_template(self.preset)
+        prefix, key_limbs = key_template(self.preset)
         full = np.zeros((key_limbs, self.n), dtype="<u8")
         full[:self.limbs] = key
         blob = prefix + full.tobytes()
@@ -382,50 +390,3 @@ class Ring:
         self.evaluator.transform_to_ntt_inplace(ct)
         self.evaluator.add_plain_inplace(ct, self.plaintext(c0))
         return ct
-
-
-@lru_cache(maxsize=16)
-def _seal_tools(preset: Preset) -> tuple[sealapi.CKKSEncoder, sealapi.Evaluator]:
-    """A preset's encoder and evaluator (no key in either; SEAL's bindings hold the GIL, so threads
-    never use one at the same time)."""
-    context = seal_context(preset)
-    return sealapi.CKKSEncoder(context), sealapi.Evaluator(context)
-
-
-@lru_cache(maxsize=16)
-def _templates(preset: Preset) -> tuple[bytes, bytes, bytes]:
-    """The serialised metadata SEAL writes before a data-level ciphertext's and plaintext's residues
-    (the plaintext at the preset's scale, and at scale 1)."""
-    ctx = seal_context(preset)
-    keygen = sealapi.KeyGenerator(ctx)  # a throwaway key: only the object's layout is taken
-    public = sealapi.PublicKey()
-    keygen.create_public_key(public)
-    encoder = sealapi.CKKSEncoder(ctx)
-    plain = sealapi.Plaintext()
-    encoder.encode(0.0, ctx.first_parms_id(), 2.0**preset.scale_bits, plain)
-    ct = sealapi.Ciphertext()
-    sealapi.Encryptor(ctx, public).encrypt(plain, ct)
-    limbs = len(ctx.first_context_data().parms().coeff_modulus())
-    polys = 8 * limbs * preset.poly_modulus_degree
-    unit = sealapi.Plaintext()
-    encoder.encode(0.0, ctx.first_parms_id(), 1.0, unit)
-    ct_raw = sealio.inflate(sealio.dump(ct), max_inflated=4 * polys, what="a template")
-    pt_raw = sealio.inflate(sealio.dump(plain), max_inflated=4 * polys, what="a template")
-    unit_raw = sealio.inflate(sealio.dump(unit), max_inflated=4 * polys, what="a template")
-    return ct_raw[:len(ct_raw) - 2 * polys], pt_raw[:len(pt_raw) - polys], unit_raw[:len(unit_raw) - polys]
-
-
-@lru_cache(maxsize=16)
-def _key_template(preset: Preset) -> tuple[bytes, int]:
-    """The serialised metadata before a secret key's residues, and its number of limbs (key level)."""
-    ctx = seal_context(preset)
-    limbs = len(ctx.key_context_data().parms().coeff_modulus())
-    raw = sealio.inflate(sealio.dump(sealapi.KeyGenerator(ctx).secret_key()),
-                         max_inflated=4 * 8 * limbs * preset.poly_modulus_degree, what="a template")
-    return raw[:len(raw) - 8 * limbs * preset.poly_modulus_degree], limbs
-
-
-def context_of(context: Any) -> PublicContext | SecretContext:
-    if not isinstance(context, (PublicContext, SecretContext)):
-        raise TypeError(f"expected a PublicContext or SecretContext, got {type(context).__name__}")
-    return context

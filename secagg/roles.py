@@ -45,51 +45,42 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from . import parallel, sealio
+from . import parallel
 from ._check import integer
 from .epoch import Epoch
 from .errors import (
     AuthenticationError,
-    DuplicateUploadError,
-    EmptyAggregationError,
     InvalidUpdateError,
     KeyMismatchError,
-    LayoutMismatchError,
     LedgerError,
     MissingSecretKeyError,
-    ModelInconsistencyError,
     NonFiniteValueError,
-    PayloadError,
     ReleaseRefusedError,
     ReplayError,
-    SignatureError,
     ValueOutOfRangeError,
 )
 from .holder import DEFAULT_MIN_CONTRIBUTORS, WEIGHTS_ENTRY, KeyHolder, Release, seed_label
-from .keys import PublicContext, SecretContext
+from .keys import SecretContext
 from .ledger import Ledger, MemoryLedger
 from .messages import (
     ContributorSet,
     Receipt,
     body_digest,
-    chunk_digests,
-    decode_upload,
-    encode_request,
     encode_upload,
-    root_digest,
     validate_run,
 )
 from .packing import Layout, as_arrays
-from .ring import Ring, second_half
+from .ring import Ring
+from .server import FOLD_BLOCK, Aggregator, RoundAggregate
 from .signing import ClientIdentity, Roster
 from .threshold import ROUND_LABEL, round_seed
 
-__all__ = ["Uploader", "Aggregator", "RoundAggregate", "KeyHolder", "Release", "WEIGHTS_ENTRY",
+__all__ = ["Uploader", "Aggregator", "RoundAggregate", "FOLD_BLOCK", "KeyHolder", "Release", "WEIGHTS_ENTRY",
            "DEFAULT_MIN_CONTRIBUTORS", "max_payload_bytes"]
 
 _HEX = re.compile(r"^[0-9a-f]{1,256}$")
@@ -250,244 +241,3 @@ def _apply_weights(arrays: dict[str, np.ndarray], weights: float | Mapping[str, 
     out = {n: (arrays[n] * w[i]).astype(arrays[n].dtype) for i, n in enumerate(names)}
     out[WEIGHTS_ENTRY] = w
     return out
-
-
-# ---- the server ---------------------------------------------------------------------------------
-class Aggregator:
-    """The server's half: authenticates uploads and adds first halves, with public material only.
-
-    Args:
-        public: the public context (``server.ctx``), or with threshold keys the public
-            :class:`secagg.epoch.Epoch`; a secret context is refused.
-        roster: the clients' verification keys and enrolment groups.
-        max_payload_bytes: uploads above this are rejected before anything is parsed.
-        workers: threads that check and fold an upload, each a range of its ciphertexts; ``None``
-            picks them (:func:`secagg.parallel.choose_threads`: up to 4 cores for uploads of 32
-            ciphertexts or more, capped by :func:`secagg.worker_limit`).
-    """
-
-    def __init__(self, public: PublicContext | Epoch, *, roster: Roster, max_payload_bytes: int | None = None,
-                 workers: int | None = None) -> None:
-        if not isinstance(public, (PublicContext, Epoch)):
-            raise KeyMismatchError(f"the server holds the public context only (server.ctx), got {type(public).__name__}")
-        self.threshold = isinstance(public, Epoch)
-        if not isinstance(roster, Roster):
-            raise AuthenticationError("the server accepts signed uploads only: give it the roster")
-        self.public = public
-        self.roster = roster
-        self.max_payload_bytes = max_payload_bytes
-        self.workers = None if workers is None else integer("workers", workers, minimum=1)
-        self.ring = Ring(public.preset)
-
-    def open_round(self, *, run: str, round: int, layout: Layout, commitment: str | None = None,
-                   keep_uploads: bool = False) -> RoundAggregate:
-        """A round's state; ``layout`` is what every upload of it must have (from the round's
-        configuration, never from a vote among uploads). ``commitment``, when the server knows what
-        its clients should have committed to, refuses an upload that commits to anything else: one
-        client's false commitment then cannot make the key holder refuse the whole round. Uploads
-        are folded into their enrolment group's sum as they arrive; ``keep_uploads`` also keeps each
-        one (the server-scored circuit needs them)."""
-        return RoundAggregate(self, run=validate_run(run), round=integer("round", round), layout=layout,
-                              commitment=commitment, keep_uploads=keep_uploads)
-
-
-class RoundAggregate:
-    """One round on the server: the accepted uploads, then the contributor set and its request."""
-
-    def __init__(self, aggregator: Aggregator, *, run: str, round: int, layout: Layout,
-                 commitment: str | None = None, keep_uploads: bool = False) -> None:
-        self.aggregator = aggregator
-        self.run, self.round, self.layout, self.commitment = run, round, layout, commitment
-        self.ring = aggregator.ring
-        self.chunks = layout.chunks(self.ring.n)
-        self._threads = parallel.choose_threads(self.chunks, aggregator.workers)
-        self.keep_uploads = keep_uploads
-        self._accepted: dict[str, Receipt] = {}
-        self._sums: dict[int, np.ndarray] = {}  # enrolment group -> its accepted first halves, added
-        self._terms: dict[int, int] = {}  # enrolment group -> uploads added into its sum since its last reduction
-        self._bodies: dict[str, bytes] = {}
-        self._scratch: np.ndarray | None = None  # where uploads are unpacked before they are added
-
-    @property
-    def contributors(self) -> tuple[str, ...]:
-        return tuple(self._accepted)
-
-    def receipt(self, client_id: str) -> Receipt:
-        return self._accepted[client_id]
-
-    def upload_body(self, client_id: str) -> bytes:
-        """An accepted upload's ciphertext bytes (rounds opened with ``keep_uploads=True`` only)."""
-        return self._bodies[client_id]
-
-    def receive(self, data: bytes | bytearray | memoryview) -> Receipt:
-        """Authenticate and check one upload; all or nothing: a refused upload changes nothing.
-
-        Raises:
-            SecAggError subclasses: malformed, oversized, foreign, forged, replayed, duplicated or
-            mismatched (key set, preset, layout) uploads, each with its own class.
-        """
-        agg = self.aggregator
-        receipt, body = decode_upload(data, max_bytes=agg.max_payload_bytes)
-        receipt.verify(agg.roster)  # nothing the client wrote is believed before this
-        if receipt.run != self.run or receipt.round != self.round:
-            raise ReplayError(f"{receipt.client_id!r} signed this upload for another run or round: a replayed or "
-                              "stale upload was dropped")
-        if receipt.keys != agg.public.fingerprint or receipt.preset != agg.public.preset.name:
-            raise KeyMismatchError(f"{receipt.client_id!r} encrypted under another key set or preset; provision that "
-                                   "client with the current keys")
-        if receipt.layout_hash != self.layout.hash:
-            raise LayoutMismatchError(f"{receipt.client_id!r} sent an update for another model architecture than the "
-                                      "one this round trains; it was dropped")
-        if self.commitment is not None and receipt.commitment != self.commitment:
-            raise ModelInconsistencyError(f"{receipt.client_id!r} committed to another model or configuration than the "
-                                          "one this server sent; its upload was dropped")
-        if bool(receipt.seed) == agg.threshold:
-            raise PayloadError(f"{receipt.client_id!r}'s upload names no second-half seed" if not agg.threshold else
-                               f"{receipt.client_id!r}'s upload names a seed; this round's second half is common")
-        if receipt.client_id in self._accepted:
-            raise DuplicateUploadError(f"a second upload from {receipt.client_id!r} this round was dropped; the first "
-                                       "one counts")
-        if not agg.threshold and any(r.seed == receipt.seed for r in self._accepted.values()):
-            raise DuplicateUploadError(f"{receipt.client_id!r} reuses another upload's seed; it was dropped")
-        if len(body) != self.chunks * self.ring.residue_bytes:
-            raise PayloadError(f"{receipt.client_id!r}'s upload holds {len(body)} bytes of ciphertexts; this round's "
-                               f"layout needs {self.chunks * self.ring.residue_bytes}")
-        # a copy first, unless the caller's buffer is immutable: later writes to it cannot reach what is checked
-        kept = body if isinstance(body.obj, bytes) else memoryview(bytes(body))
-        self._fold(receipt, kept)
-        self._accepted[receipt.client_id] = receipt
-        if self.keep_uploads:
-            self._bodies[receipt.client_id] = bytes(kept)
-        return receipt
-
-    def _fold(self, receipt: Receipt, kept: memoryview) -> None:
-        """Check an upload's ciphertexts (digest, residues) and add them into its enrolment group's
-        sum, a range of ciphertexts per thread; nothing is added unless all of it checks out."""
-        group = self.aggregator.roster.group_index(receipt.client_id)
-        fresh = group not in self._sums
-        if fresh:  # the first upload of its group becomes the group's sum
-            polys = np.empty((self.chunks, self.ring.limbs, self.ring.n), np.uint64)
-        else:  # later ones are unpacked into one buffer, reused (no fresh pages per upload)
-            if self._scratch is None:
-                self._scratch = np.empty((self.chunks, self.ring.limbs, self.ring.n), np.uint64)
-            polys = self._scratch
-        workers, what = self._threads, f"the ciphertexts of {receipt.client_id!r}"
-        checked = parallel.map_ranges(lambda a, b: self._check_range(kept, polys, a, b, what), self.chunks, workers)
-        if root_digest(b"".join(d for d, _ in checked), unit=self.ring.residue_bytes, size=len(kept)) != receipt.body_digest:
-            raise SignatureError(f"{receipt.client_id!r}: the ciphertexts do not match their signed digest; they were "
-                                 "altered")
-        for _, error in checked:
-            if error is not None:
-                raise error
-        # folded as it arrives: a release covers whole groups, so the server never needs a single
-        # upload again (unless it keeps them for a circuit)
-        if fresh:
-            self._sums[group], self._terms[group] = polys, 1
-            return
-        if self._terms[group] == self.ring.lazy_terms:  # added without reducing while a uint64 holds the sum
-            self._reduced(group)
-        total = self._sums[group]
-        parallel.map_ranges(lambda a, b: self.ring.add_lazy(total[a:b], polys[a:b]), self.chunks, workers)
-        self._terms[group] += 1
-
-    def _check_range(self, kept: memoryview, polys: np.ndarray, first: int, last: int,
-                     what: str) -> tuple[bytes, PayloadError | None]:
-        """Ciphertexts ``first..last-1`` of an upload: their digests, and their residues unpacked into
-        ``polys`` and range-checked (the error is returned, to be raised after the digest: an altered
-        upload is reported as altered, not as malformed)."""
-        unit = self.ring.residue_bytes
-        piece = kept[first * unit:last * unit]
-        digests = chunk_digests(piece, unit, 0, last - first)
-        try:
-            self.ring.unpack_many(piece, last - first, what=what, out=polys[first:last])
-        except PayloadError as error:
-            return digests, error
-        return digests, None
-
-    def _member_sum(self, members: tuple[str, ...]) -> np.ndarray:
-        """The first halves of ``members`` added: the sums of their groups when they are whole
-        groups, else (kept uploads only) upload by upload."""
-        roster = self.aggregator.roster
-        groups = {roster.group_index(m) for m in members}
-        if set(members) == {c for g in groups for c in roster.groups[g]}:
-            first, *rest = sorted(groups)
-            if not rest:
-                return self._reduced(first)
-            total = self._reduced(first).copy()
-            for g in rest:
-                self.ring.add_into(total, self._reduced(g))
-            return total
-        if not self.keep_uploads:
-            raise EmptyAggregationError("a set that cuts an enrolment group cannot be summed: the server folds whole "
-                                        "groups only")
-        total = np.zeros((self.chunks, self.ring.limbs, self.ring.n), np.uint64)
-        for m in members:
-            self.ring.add_into(total, self.ring.unpack_many(self._bodies[m], self.chunks, what="an accepted upload"))
-        return total
-
-    def _reduced(self, group: int) -> np.ndarray:
-        """The group's sum as residues (reduced in place if uploads were added lazily)."""
-        if self._terms[group] > 1:
-            acc = self._sums[group]
-            parallel.map_ranges(lambda a, b: self.ring.reduce(acc[a:b]), self.chunks, self._threads)
-            self._terms[group] = 1
-        return self._sums[group]
-
-    def complete_groups(self, among: Iterable[str] | None = None) -> tuple[str, ...]:
-        """The accepted clients whose whole enrolment group was accepted (and is in ``among``)."""
-        present = set(self._accepted) if among is None else set(self._accepted) & set(among)
-        return tuple(sorted(c for g in self.aggregator.roster.complete_groups(present) for c in g))
-
-    def contributor_set(self, *, key_holder: str, among: Iterable[str] | None = None) -> ContributorSet:
-        """The set to propose: every accepted upload of a complete enrolment group (a group with a
-        member missing sits the round out), to be released by ``key_holder``.
-
-        Raises:
-            EmptyAggregationError: no enrolment group is complete.
-        """
-        members = self.complete_groups(among)
-        if not members:
-            raise EmptyAggregationError(f"round {self.round}: no enrolment group has all its members' uploads "
-                                        f"({len(self._accepted)} accepted); nothing can be released")
-        return ContributorSet.of(run=self.run, round=self.round, key_holder=key_holder,
-                                 receipts=[self._accepted[m] for m in members])
-
-    def request(self, cset: ContributorSet, signatures: Mapping[str, str]) -> bytes:
-        """The release request: the members' first halves added, their receipts and their
-        signatures of ``cset``."""
-        total, size = self._member_sum(cset.members), self.ring.residue_bytes
-        body = np.empty(self.chunks * size, dtype=np.uint8)
-        parallel.map_ranges(lambda a, b: self.ring.pack_many(total[a:b], out=body[a * size:b * size]), self.chunks,
-                            self._threads)
-        return encode_request(cset, layout=self.layout, receipts=[self._accepted[m] for m in cset.members],
-                              signatures=signatures, kind="sum", body=body.data)
-
-    def circuit_request(self, cset: ContributorSet, signatures: Mapping[str, str], *, hi: float,
-                        temperature: float) -> bytes:
-        """The server-scored protocol's request: the members' full ciphertexts (second halves rebuilt
-        from their public seeds) through :func:`secagg.circuit.score_and_combine`, serialised. A key
-        holder cannot rebuild this output; it decrypts it only when configured to trust the server."""
-        from .circuit import score_and_combine
-
-        public = self.aggregator.public
-        if not isinstance(public, PublicContext):
-            raise KeyMismatchError("the server-scored circuit needs a shared key set's evaluation keys; threshold keys "
-                                   "serve the client-scored protocol only")
-        ring, preset = self.ring, public.preset
-        if not self.keep_uploads:
-            raise EmptyAggregationError("the server-scored circuit needs every upload: open the round with "
-                                        "keep_uploads=True")
-        clients = []
-        for member in cset.members:
-            seed = bytes.fromhex(self._accepted[member].seed)
-            polys = ring.unpack_many(self._bodies[member], self.chunks, what="an accepted upload")
-            clients.append([ring.full_ciphertext(polys[j], ring.uniform(second_half(seed, chunk=j, preset=preset,
-                                                                                    label=seed_label(member))))
-                            for j in range(self.chunks)])
-        out = score_and_combine(clients, public, layout=self.layout, hi=hi, temperature=temperature)
-        blobs = [sealio.dump(ct) for ct in out]
-        return encode_request(cset, layout=self.layout, receipts=[self._accepted[m] for m in cset.members],
-                              signatures=signatures, kind="circuit", body=b"".join(blobs),
-                              blob_sizes=[len(b) for b in blobs])
-
-

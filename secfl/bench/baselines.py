@@ -33,14 +33,14 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 import secagg
 from secagg.unsafe import decrypt_raw
 
-from .method import PHASES, ROLE_PHASES, Method, Payload, Timer, Update
+from .method import PHASES, ROLE_PHASES, Method, Payload, Timer, Update, read_request, stream_request
 from .threshold import SecAggThreshold
 
 __all__ = ["Timer", "Method", "METHODS", "PHASES", "ROLE_PHASES", "make_method", "method_unavailable"]
@@ -116,7 +116,7 @@ class SecAgg(Method):
         with timer("serialise"):
             return [wire]
 
-    def server(self, payloads: list[Payload], timer: Timer) -> bytes:
+    def server(self, payloads: list[Payload], timer: Timer) -> BinaryIO:
         assert self.keys is not None
         aggregator = secagg.Aggregator(self.keys.public, roster=self.roster, workers=self.server_workers)
         state = aggregator.open_round(run=self.run, round=0, layout=self.layout)
@@ -127,8 +127,8 @@ class SecAgg(Method):
         # each member signs the set (client work, one Ed25519 signature each: not the server's time)
         keys = {m: self.ids[m] for m in cset.members}
         signatures = {m: cset.sign(keys[m]) for m in cset.members}
-        with timer("aggregate"):  # the first halves added, the request serialised
-            return state.request(cset, signatures)
+        with timer("aggregate"):  # the first halves added, the request streamed out (written to a file)
+            return stream_request(state, cset, signatures)
 
     def _holder(self) -> secagg.KeyHolder:
         assert self.keys is not None
@@ -136,10 +136,10 @@ class SecAgg(Method):
         ledger.claim_round(self.run, 0, self.commitment)
         return secagg.KeyHolder(self.keys.secret, identity=self.ids["client-0"], roster=self.roster, ledger=ledger)
 
-    def key_holder(self, aggregate: bytes, timer: Timer) -> tuple[Update, Update]:
+    def key_holder(self, aggregate: BinaryIO, timer: Timer) -> tuple[Update, Update]:
         holder = self._holder()
-        with timer("decrypt"):  # receipts and signatures verified, second halves rebuilt, decrypted
-            raw = decrypt_raw(holder, aggregate)
+        with timer("decrypt"):  # the request read, receipts and signatures verified, second halves rebuilt, decrypted
+            raw = decrypt_raw(holder, read_request(aggregate))
         with timer("release"):  # flooding and rounding, as KeyHolder.release does after decrypt_raw
             preset = self.preset
             sigma = preset.noise_std() * math.sqrt(self.clients)

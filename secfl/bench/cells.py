@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import sys
@@ -274,7 +275,7 @@ def measure_cell(method: str, *, params: int, clients: int, repeats: int = 3, bu
     for r in server_runs:
         r.output = None  # the key holder step starts without earlier aggregates in memory
     payloads.clear()  # nor the clients' payloads
-    agg_bytes = sum(len(b) for b in aggregate) if isinstance(aggregate, list) else len(aggregate) if isinstance(aggregate, bytes) else None
+    agg_bytes = _size(aggregate)
     kh_runs = [run_role(lambda t: m.key_holder(aggregate, t)) for _ in range(reps)]
     out, raw = kh_runs[-1].output
     ref = cell.reference()
@@ -298,6 +299,17 @@ def measure_cell(method: str, *, params: int, clients: int, repeats: int = 3, bu
     log.info("%s %s params x %d clients: client %.3f s, server %.3f s", method, params, clients,
              result["client_s"], result["server_s"])
     return result
+
+
+def _size(aggregate: Any) -> int | None:
+    """Bytes of a server's aggregate: bytes, a list of them, or a file it streamed them to."""
+    if isinstance(aggregate, list):
+        return sum(len(b) for b in aggregate)
+    if isinstance(aggregate, bytes):
+        return len(aggregate)
+    if hasattr(aggregate, "fileno"):
+        return os.fstat(aggregate.fileno()).st_size
+    return None
 
 
 def _cell_subprocess(spec: dict[str, Any]) -> dict[str, Any]:

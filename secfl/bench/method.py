@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
-__all__ = ["Timer", "Method", "Update", "Payload", "PHASES", "ROLE_PHASES"]
+__all__ = ["Timer", "Method", "Update", "Payload", "PHASES", "ROLE_PHASES", "stream_request", "read_request"]
 
 Update = dict[str, np.ndarray]
 Payload = list[bytes]
@@ -66,3 +67,18 @@ class Method(ABC):
     def notes(self, params: int) -> str:
         """What a reader of the figures at ``params`` values should know."""
         return ""
+
+
+def stream_request(state: Any, cset: Any, signatures: dict[str, str]) -> BinaryIO:
+    """A secagg server's release request, streamed to a temporary file as a server sends it (never
+    whole in memory: :meth:`secagg.RoundAggregate.write_request`); the key holder reads it back."""
+    sink = tempfile.TemporaryFile()
+    state.write_request(cset, signatures, sink)
+    sink.flush()
+    return sink
+
+
+def read_request(aggregate: BinaryIO) -> bytes:
+    """What a key holder receives: the request :func:`stream_request` wrote (readable again)."""
+    aggregate.seek(0)
+    return aggregate.read()

@@ -12,6 +12,8 @@ members' partials run in parallel, so a round waits for one partial plus the com
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import numpy as np
 
 import secagg
@@ -19,7 +21,7 @@ from secagg.committee import Committee, HolderKeys, deal
 from secagg.epoch import HolderShares, check_ceremony
 from secagg.threshold import CommitteeMember
 
-from .method import Method, Payload, Timer, Update
+from .method import Method, Payload, Timer, Update, read_request, stream_request
 
 COMMITTEE, THRESHOLD = 5, 3
 
@@ -65,7 +67,7 @@ class SecAggThreshold(Method):
         with timer("serialise"):
             return [wire]
 
-    def server(self, payloads: list[Payload], timer: Timer) -> bytes:
+    def server(self, payloads: list[Payload], timer: Timer) -> BinaryIO:
         state = secagg.Aggregator(self.epoch, roster=self.roster).open_round(run=self.run, round=0, layout=self.layout)
         for p in payloads:
             with timer("deserialise"):
@@ -73,15 +75,16 @@ class SecAggThreshold(Method):
         cset = state.contributor_set(key_holder=self.quorum[0])
         signatures = {m: cset.sign(self.ids[m]) for m in cset.members}  # the clients' work, untimed
         with timer("aggregate"):
-            return state.request(cset, signatures)
+            return stream_request(state, cset, signatures)
 
-    def key_holder(self, aggregate: bytes, timer: Timer) -> tuple[Update, Update | None]:
+    def key_holder(self, stream: BinaryIO, timer: Timer) -> tuple[Update, Update | None]:
         members = {m: CommitteeMember(shares=self.shares[m], keys=self.holder_keys[m], identity=self.ids[m],
                                       epoch=self.epoch, roster=self.roster, ledger=secagg.MemoryLedger(),
                                       min_contributors=1) for m in self.quorum}
         for m in self.quorum:  # each member "uploaded" this round itself: its commitment is the round's
             members[m].ledger.claim_round(self.run, 0, self.commitment)
         with timer("decrypt"):  # every quorum member's partial, then the combiner's checks and sum
+            aggregate = read_request(stream)
             partials = {m: members[m].partial(aggregate, quorum=self.quorum) for m in self.quorum}
             out = members[self.quorum[0]].combine(aggregate, quorum=self.quorum, partials=partials)
         with timer("release"):

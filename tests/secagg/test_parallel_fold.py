@@ -1,11 +1,13 @@
-"""The server's fold on threads: the same request as one thread, and an upload refused in any range
-of its ciphertexts adds nothing."""
+"""The server's fold on threads: the same request as one thread, an upload refused in any range of
+its ciphertexts adds nothing, and a streamed request is the request."""
+
+import io
 
 import numpy as np
 import pytest
 
 import secagg
-from secagg import errors
+from secagg import errors, server
 from secagg.framing import frame_signed
 from secagg.messages import (
     FORMAT_VERSION,
@@ -36,18 +38,27 @@ def world(compact_keys):
     return ids, roster, layout, wires
 
 
-def _request(keys, world, workers, extra=()):
+def _request(keys, world, workers, extra=(), *, first="c0", stream=False):
     ids, roster, layout, wires = world
     state = secagg.Aggregator(keys.public, roster=roster, workers=workers).open_round(run=RUN, round=0, layout=layout)
+    for bad, error in extra if first is None else ():  # refused as their group's first upload
+        with pytest.raises(error):
+            state.receive(bad)
+        assert state.contributors == ()
     state.receive(wires["c0"])
-    for bad, error in extra:  # refused while their group's sum holds c0's upload
+    for bad, error in extra if first is not None else ():  # refused while their group's sum holds c0's upload
         with pytest.raises(error):
             state.receive(bad)
         assert state.contributors == ("c0",)
     for c in ("c1", "c2"):
         state.receive(wires[c])
     cset = state.contributor_set(key_holder="c0")
-    return state.request(cset, {m: cset.sign(ids[m]) for m in cset.members})
+    signatures = {m: cset.sign(ids[m]) for m in cset.members}
+    if not stream:
+        return state.request(cset, signatures)
+    sink = io.BytesIO()
+    assert state.write_request(cset, signatures, sink) == len(sink.getvalue())
+    return sink.getvalue()
 
 
 def _resign(wire, identity, body):
@@ -68,10 +79,13 @@ def test_a_thread_count_below_one_is_refused(compact_keys, world):
         secagg.Aggregator(compact_keys.public, roster=world[1], workers=0)
 
 
-def test_an_upload_refused_in_its_last_range_adds_nothing(compact_keys, world):
+@pytest.mark.parametrize("block", [16, 1])
+def test_an_upload_refused_in_its_last_range_adds_nothing(compact_keys, world, block, monkeypatch):
     """Three threads check a range of the 5 ciphertexts each; each bad upload is bad in its last
     ciphertext only: had a range that passed been added before all were checked, the group's sum
-    (which holds c0's upload) and so the request would differ."""
+    (which holds c0's upload) and so the request would differ. With blocks of one ciphertext, the
+    refusal comes after other blocks of the same range were added, and takes them back."""
+    monkeypatch.setattr(server, "FOLD_BLOCK", block)
     ids, _, _, wires = world
     ring = Ring(compact_keys.secret.preset)
     _, body = decode_upload(wires["c1"])
@@ -81,6 +95,18 @@ def test_an_upload_refused_in_its_last_range_adds_nothing(compact_keys, world):
     beyond[4 * ring.residue_bytes:4 * ring.residue_bytes + 8] = b"\xff" * 8  # a residue >= its prime
     extra = [(bytes(tampered), errors.SignatureError), (_resign(wires["c1"], ids["c1"], bytes(beyond)), errors.PayloadError)]
     assert _request(compact_keys, world, 3, extra) == _request(compact_keys, world, 1)
+    assert _request(compact_keys, world, 3, extra, first=None) == _request(compact_keys, world, 1)
+
+
+@pytest.mark.parametrize(("workers", "block"), [(1, 16), (2, 16), (2, 2)])
+def test_a_streamed_request_is_the_request(compact_keys, world, workers, block, monkeypatch):
+    """Packed a block at a time, twice (to hash, then to write): the same bytes as in memory, and
+    the key holder's parser accepts them."""
+    monkeypatch.setattr(server, "FOLD_BLOCK", block)
+    streamed = _request(compact_keys, world, workers, stream=True)
+    assert streamed == _request(compact_keys, world, 1)
+    ids, roster, _, _ = world
+    assert secagg.messages.decode_request(streamed, max_members=len(roster)).cset.members == ("c0", "c1", "c2")
 
 
 def test_the_body_digest_covers_every_piece_and_its_place():

@@ -1,0 +1,56 @@
+"""SEAL objects of a preset that hold no key, built once per process: its encoder and evaluator,
+and the metadata SEAL writes before a ciphertext's, a plaintext's and a secret key's residues (so
+that :class:`secagg.ring.Ring` can hand SEAL numpy arrays as SEAL's own serialised objects)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import tenseal.sealapi as sealapi
+
+from . import sealio
+from .keys import seal_context
+from .presets import Preset
+
+__all__ = ["seal_tools", "templates", "key_template"]
+
+
+@lru_cache(maxsize=16)
+def seal_tools(preset: Preset) -> tuple[sealapi.CKKSEncoder, sealapi.Evaluator]:
+    """A preset's encoder and evaluator (no key in either; SEAL's bindings hold the GIL, so threads
+    never use one at the same time)."""
+    context = seal_context(preset)
+    return sealapi.CKKSEncoder(context), sealapi.Evaluator(context)
+
+
+@lru_cache(maxsize=16)
+def templates(preset: Preset) -> tuple[bytes, bytes, bytes]:
+    """The serialised metadata SEAL writes before a data-level ciphertext's and plaintext's residues
+    (the plaintext at the preset's scale, and at scale 1)."""
+    ctx = seal_context(preset)
+    keygen = sealapi.KeyGenerator(ctx)  # a throwaway key: only the object's layout is taken
+    public = sealapi.PublicKey()
+    keygen.create_public_key(public)
+    encoder = sealapi.CKKSEncoder(ctx)
+    plain = sealapi.Plaintext()
+    encoder.encode(0.0, ctx.first_parms_id(), 2.0**preset.scale_bits, plain)
+    ct = sealapi.Ciphertext()
+    sealapi.Encryptor(ctx, public).encrypt(plain, ct)
+    limbs = len(ctx.first_context_data().parms().coeff_modulus())
+    polys = 8 * limbs * preset.poly_modulus_degree
+    unit = sealapi.Plaintext()
+    encoder.encode(0.0, ctx.first_parms_id(), 1.0, unit)
+    ct_raw = sealio.inflate(sealio.dump(ct), max_inflated=4 * polys, what="a template")
+    pt_raw = sealio.inflate(sealio.dump(plain), max_inflated=4 * polys, what="a template")
+    unit_raw = sealio.inflate(sealio.dump(unit), max_inflated=4 * polys, what="a template")
+    return ct_raw[:len(ct_raw) - 2 * polys], pt_raw[:len(pt_raw) - polys], unit_raw[:len(unit_raw) - polys]
+
+
+@lru_cache(maxsize=16)
+def key_template(preset: Preset) -> tuple[bytes, int]:
+    """The serialised metadata before a secret key's residues, and its number of limbs (key level)."""
+    ctx = seal_context(preset)
+    limbs = len(ctx.key_context_data().parms().coeff_modulus())
+    raw = sealio.inflate(sealio.dump(sealapi.KeyGenerator(ctx).secret_key()),
+                         max_inflated=4 * 8 * limbs * preset.poly_modulus_degree, what="a template")
+    return raw[:len(raw) - 8 * limbs * preset.poly_modulus_degree], limbs
