@@ -249,13 +249,31 @@ register_preset(Preset(
     description="additive, 2.0x float32; one 60-bit prime shared by precision, headroom and flooding",
 ))
 register_preset(Preset(
+    name="compact-lean",
+    poly_modulus_degree=8192,
+    coeff_modulus_bits=(48,),
+    scale_bits=40,
+    max_abs=4.0,
+    flood_bits=12,
+    description="compact's precision and flooding in one 48-bit prime: 1.5x float32, sums of at most 32 members",
+))
+register_preset(Preset(
     name="strict",
     poly_modulus_degree=8192,
     coeff_modulus_bits=(56, 56, 60),
     scale_bits=72,
     max_abs=4.0,
     flood_bits=40,
-    description="additive (default), 3.8x float32; 2^40 noise flooding at 4.8e-8 x sqrt(clients) precision cost",
+    description="additive (default), 3.5x float32; 2^40 noise flooding at 4.8e-8 x sqrt(clients) precision cost",
+))
+register_preset(Preset(
+    name="strict-lean",
+    poly_modulus_degree=8192,
+    coeff_modulus_bits=(40, 40, 60),
+    scale_bits=72,
+    max_abs=4.0,
+    flood_bits=40,
+    description="strict's precision and flooding in an 80-bit data modulus: 2.5x float32, sums of at most 32 members",
 ))
 register_preset(Preset(
     name="deep",

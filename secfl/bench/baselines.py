@@ -306,8 +306,12 @@ _FACTORIES: dict[str, Callable[[], Method]] = {
     "secagg-threshold": SecAggThreshold,
     "flare-tenseal": FlareTenSEAL,
     "flower-secagg+": FlowerSecAggPlus,
+    "secagg-compact-lean": lambda: SecAgg("compact-lean"),
+    "secagg-strict-lean": lambda: SecAgg("strict-lean"),
 }
-METHODS = tuple(_FACTORIES)
+#: the presets for sums of at most 32 members: measured at the targets' cell only (see grid)
+LEAN = ("secagg-compact-lean", "secagg-strict-lean")
+METHODS = tuple(m for m in _FACTORIES if m not in LEAN)
 
 
 def method_unavailable(name: str) -> str | None:
@@ -323,5 +327,5 @@ def method_unavailable(name: str) -> str | None:
 def make_method(name: str, **options: Any) -> Method:
     """A fresh, not yet set-up method object (``options`` go to its constructor)."""
     if name not in _FACTORIES:
-        raise ValueError(f"methods: unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+        raise ValueError(f"methods: unknown method {name!r}; choose one of: {', '.join(_FACTORIES)}")
     return _FACTORIES[name](**options)

@@ -371,7 +371,7 @@ def scaling(cells: Sequence[dict[str, Any]], *, ref_clients: int, ref_params: in
 
 
 #: bytes per float32 each preset aims at, and times against FLARE as provisioned (one core each)
-BYTES_TARGET = {"secagg-compact": 1.5, "secagg-strict": 2.5}
+BYTES_TARGET = {"secagg-compact": 1.5, "secagg-strict": 2.5, "secagg-compact-lean": 1.5, "secagg-strict-lean": 2.5}
 TIME_TARGET, ALL_TARGET = 0.25, 0.4
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .baselines import METHODS, make_method, method_unavailable
+from .baselines import LEAN, METHODS, make_method, method_unavailable
 from .cells import SCHEMA, _cell_subprocess, _positive_int, measure_cell, measure_interleaved, scaling, targets
 from .rounds import RoundSpec, measure_round
 from .threads import measure_server_threads
@@ -42,6 +42,9 @@ class BenchConfig:
     ref_clients: int = 10
     ref_params: int = 1_000_000
     methods: tuple[str, ...] = METHODS
+    #: methods measured at the targets' cell only, beside the others (the lean presets: their
+    #: modulus holds sums of at most 32 members, so the grid's larger cells do not apply)
+    target_methods: tuple[str, ...] = ()
     repeats: int = 3
     budget: int = 10_000_000
     rounds: tuple[RoundSpec, ...] = field(default_factory=tuple)
@@ -63,17 +66,22 @@ class BenchConfig:
             raise ValueError(f"wide_clients must be at least 2, got {self.wide_clients}")
         for name in ("ref_clients", "ref_params", "wide_params", "repeats", "budget", "round_repeats"):
             _positive_int(name, getattr(self, name))
-        for m in self.methods:
+        for m in self.methods + self.target_methods:
             make_method(m)  # ValueError naming the argument for an unknown method
 
     def cells(self) -> list[tuple[int, int]]:
         grid = [(p, self.ref_clients) for p in self.sizes] + [(self.ref_params, c) for c in self.clients]
         return sorted(set(grid + [(self.wide_params, c) for c in self.wide_clients]))
 
+    def target_cell(self) -> tuple[int, int]:
+        """Where the targets are read: the largest size up to 1M at ``ref_clients`` clients."""
+        at = max((p for p, c in self.cells() if c == self.ref_clients and p <= 1_000_000), default=self.ref_params)
+        return at, self.ref_clients
+
 
 QUICK = BenchConfig(sizes=(10_000, 100_000, 1_000_000), clients=(2, 10), ref_params=100_000, repeats=1,
                     budget=2_000_000, rounds=(RoundSpec("mlp", "client-scored", "strict"),), round_repeats=1)
-FULL = BenchConfig(repeats=5, round_repeats=5, wide_clients=(10, 100), server_threads=(1, 2), rounds=tuple(RoundSpec(m, "client-scored", p) for m in ("mlp", "cnn") for p in ("strict", "compact"))
+FULL = BenchConfig(repeats=5, round_repeats=5, wide_clients=(10, 100), server_threads=(1, 2), target_methods=LEAN, rounds=tuple(RoundSpec(m, "client-scored", p) for m in ("mlp", "cnn") for p in ("strict", "compact"))
                    + (RoundSpec("mlp", "server-scored", "deep"),))
 
 
@@ -90,8 +98,8 @@ def config_for(*, quick: bool, command: str, sizes: Sequence[int] | None = None,
         changes.update(clients=tuple(clients), ref_clients=max(clients))
     if sizes or clients:  # a grid of one's own: no many-clients series or thread counts beside it
         changes.update(wide_clients=(), server_threads=())
-    if methods:
-        changes["methods"] = tuple(methods)
+    if methods:  # the methods named, each in every cell
+        changes.update(methods=tuple(methods), target_methods=())
     if not rounds:
         changes["rounds"] = ()
     return replace(base, **changes)
@@ -131,9 +139,10 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
     methods = [m for m in config.methods if m not in {s["method"] for s in skipped}]
     cells = []
     for params, clients in config.cells():
-        say(f"{params:,} parameters x {clients} clients: {', '.join(methods)}, repetitions interleaved")
+        here = methods + (list(config.target_methods) if (params, clients) == config.target_cell() else [])
+        say(f"{params:,} parameters x {clients} clients: {', '.join(here)}, repetitions interleaved")
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-        timed = measure_interleaved(methods, params=params, clients=clients, repeats=config.repeats,
+        timed = measure_interleaved(here, params=params, clients=clients, repeats=config.repeats,
                                     budget=config.budget)
         for cell in timed:  # peak memory: each method once more, alone in a fresh process
             spec: dict[str, Any] = {"method": cell["method"], "params": params, "clients": clients, "repeats": 1,
@@ -142,7 +151,7 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
             memory = _cell_subprocess(spec) if config.fresh_processes else measure_cell(**spec)
             cells.append(cell | {"peak_rss": memory["peak_rss"], "aggregate_bytes": memory["aggregate_bytes"],
                                  "fresh_process": memory["fresh_process"], "load_average_1m": load})
-    at = max((p for p, c in config.cells() if c == config.ref_clients and p <= 1_000_000), default=config.ref_params)
+    at = config.target_cell()[0]
     threaded = [m for m in methods if m in ("secagg-strict", "secagg-compact")] if config.server_threads else []
     if threaded:
         say(f"the server on {', '.join(map(str, config.server_threads))} threads: {', '.join(threaded)}")

@@ -17,7 +17,8 @@ from .threads import THREADS_TARGET
 __all__ = ["write_outputs", "markdown", "targets_text", "scaling_text", "threads_text", "wide_text", "rounds_text", "check_block", "replace_block", "cell_rows", "CELL_COLUMNS", "START", "END"]
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-ORDER = ("plaintext", "flower-secagg+", "flare-tenseal", "secagg-compact", "secagg-strict", "secagg-threshold")
+ORDER = ("plaintext", "flower-secagg+", "flare-tenseal", "secagg-compact", "secagg-strict", "secagg-threshold",
+         "secagg-compact-lean", "secagg-strict-lean")
 CELL_COLUMNS = ("method", "params", "clients", "client s", "server s", "key holder s", "x float32",
                 "server peak MB", "max error")
 
@@ -204,6 +205,8 @@ def scaling_text(result: dict[str, Any]) -> str:
              f"| server peak RSS, {largest:,} parameters |", "|---|---|---|---|---|---|---|---|---|"]
     peak = {(c["method"], c["params"], c["clients"]): c["peak_rss"]["server"] for c in result["cells"]}
     for name in _methods(result):
+        if name in cfg.get("target_methods", ()):  # measured at one cell: no slope
+            continue
         sc = result["scaling"][name]
         slopes = [_slope(sc["vs_params"][m], sc["vs_params_top"][m]) for m in ("client_s", "server_s", "key_holder_s", "bytes_per_client")]
         slopes += [_slope(sc["vs_clients"][m]) for m in ("server_s", "server_peak_rss")]

@@ -17,7 +17,7 @@ def test_builtin_presets_are_secure_and_accepted_by_seal(name):
     preset = secagg.get_preset(name)
     assert preset.total_modulus_bits <= MAX_MODULUS_BITS_128[preset.poly_modulus_degree]
     assert seal_context(preset).parameters_set()
-    assert preset.headroom_bits >= 16
+    assert preset.headroom_bits >= (5 if name.endswith("-lean") else 16)  # the lean ones trade headroom for bytes
 
 
 def test_preset_figures():
@@ -72,7 +72,7 @@ def test_preset_dict_roundtrip_and_malformed_input():
         Preset.from_dict({**make().to_dict(), "poly_modulus_degree": "big"})
 
 
-@pytest.mark.parametrize("name", ["compact", "deep"])
+@pytest.mark.parametrize("name", ["compact", "deep", "compact-lean"])
 def test_analytic_noise_matches_measured_noise(name):
     """The release flooding is sized from noise_std(): it must not underestimate real noise."""
     preset = secagg.get_preset(name)
@@ -99,3 +99,29 @@ def test_analytic_noise_matches_measured_noise(name):
         raw.append(ring.decrypt(ring.encrypt(chunk, secret, a), a, secret))
     err = np.concatenate(raw) - values
     assert 0.7 < err.std() / preset.noise_std() < 1.3
+
+
+@pytest.mark.parametrize(("lean", "parent", "bytes_per_float32"), [("compact-lean", "compact", 1.5),
+                                                                 ("strict-lean", "strict", 2.5)])
+def test_a_lean_preset_releases_its_parents_values_in_fewer_bytes_for_at_most_32_members(lean, parent,
+                                                                                      bytes_per_float32):
+    """The same scale and flooding in a modulus sized for 32 members of max_abs 4: with the release
+    seeded, 32 clients get the very values the parent preset releases (the encryption noise lies far
+    below the flooding's grid), in 1.5 (2.5) bytes per float32 byte; a 33rd member is refused."""
+    rng = np.random.default_rng(3)
+    updates = {f"c{k}": {"w": (rng.uniform(-1, 1, 500) * 0.1).astype(np.float32)} for k in range(33)}
+    inside = dict(list(updates.items())[:32])
+    outs = {name: secagg.local_round(secagg.generate_keys(preset=name), inside, group_size=32, release_seed=4)
+            for name in (lean, parent)}
+    np.testing.assert_array_equal(outs[lean].values["w"], outs[parent].values["w"])
+    reference = sum(u["w"].astype(np.float64) for u in inside.values())
+    assert np.abs(outs[lean].values["w"] - reference).max() < 1e-3
+    keys = secagg.generate_keys(preset=lean)
+    ids, _ = secagg.generate_identities(["x"])
+    upload = secagg.Uploader(keys.secret, identity=ids["x"]).upload({"w": np.zeros(8192, np.float32)}, run="r",
+                                                                     round=0, commitment="ab" * 32)
+    from secagg.messages import decode_upload
+    _, body = decode_upload(upload)
+    assert len(body) == bytes_per_float32 * 4 * 8192
+    with pytest.raises(secagg.HeadroomError, match="33 clients"):
+        secagg.local_round(keys, updates, group_size=33)

@@ -39,7 +39,8 @@ def test_peak_rss_sees_native_allocations():
 def tiny(tmp_path_factory):
     config = grid.BenchConfig(sizes=(10_000,), clients=(2,), ref_clients=2, ref_params=10_000, repeats=1,
                                methods=("plaintext", "secagg-compact", "flare-tenseal"), fresh_processes=False,
-                               server_threads=(1, 2), command="pytest tiny grid")
+                               server_threads=(1, 2), target_methods=("secagg-compact-lean",),
+                               command="pytest tiny grid")
     result = grid.run_bench(config)
     out = tmp_path_factory.mktemp("bench")
     return result, report.write_outputs(result, out)
@@ -50,7 +51,7 @@ def test_tiny_grid_writes_bench_json_with_every_figure(tiny):
     data = json.loads(paths["json"].read_text())
     assert data["schema"] == "secfl.bench/1" and data["command"] == "pytest tiny grid"
     assert {"cpu_count", "python", "packages"} <= set(data["machine"]) and data["machine"]["packages"]["tenseal"]
-    assert [c["method"] for c in data["cells"]] == ["plaintext", "secagg-compact", "flare-tenseal"]
+    assert [c["method"] for c in data["cells"]] == ["plaintext", "secagg-compact", "flare-tenseal", "secagg-compact-lean"]
     for cell in data["cells"]:
         assert (cell["params"], cell["clients"]) == (10_000, 2)
         assert set(cell["phases"]) == {"encrypt", "serialise", "deserialise", "aggregate", "decrypt", "release"}
@@ -63,6 +64,9 @@ def test_tiny_grid_writes_bench_json_with_every_figure(tiny):
     row = data["targets"]["methods"]["secagg-compact"]
     assert row["client_vs_flare"] == pytest.approx(by["secagg-compact"]["client_s"] / by["flare-tenseal"]["client_s"])
     assert all(paths[k].stat().st_size > 1000 for k in ("time_vs_params", "bytes_vs_params", "time_vs_clients"))
+    lean = data["targets"]["methods"]["secagg-compact-lean"]  # the target cell's extra method, with its bytes target
+    assert lean["bytes_target"] == 1.5 and lean["bytes_x_float32"] < row["bytes_x_float32"]
+    assert "secagg-compact-lean" not in report.scaling_text(data)  # one cell: no slope to show
     [threads] = data["server_threads"]  # the secagg server on 1 and 2 fold threads, at the targets' cell
     assert threads["method"] == "secagg-compact" and (threads["params"], threads["clients"]) == (10_000, 2)
     assert set(threads["by_threads"]) == {"1", "2"} and threads["speedup"]["1"] == 1.0
