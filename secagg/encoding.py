@@ -9,9 +9,9 @@ The encoding, as SEAL 4 does it: with ``N`` the ring degree, ``M = 2N`` and ``ze
 N)``, slot ``j`` (of ``N/2``) holds the value of ``m(X)`` at ``zeta^(3^j mod M)`` and its conjugate
 at ``zeta^(-3^j mod M)``, divided by the scale. The ``N`` values ``v_k = m(zeta^(2k+1))`` determine
 ``m``: ``m_t zeta^t = (1/N) sum_k v_k exp(-2 pi i t k / N)``, one FFT of size ``N``; the
-coefficients, times the scale, are rounded to integers as SEAL rounds them. (For the compact preset
-the residues equal SEAL's bit for bit, tested; for scales beyond 2^53 the double's 53-bit mantissa
-limits both alike.)
+coefficients, times the scale, are rounded to integers as SEAL rounds them. The two FFTs differ
+in their last bits, so a rare coefficient may round the other way: SEAL decodes our polynomial to
+within 4 / scale of its own encoding (tested for compact and strict).
 
 Integers up to 2^75 become residues exactly: ``|x| = hi * 2^32 + lo`` with both halves exact in
 float64, and ``hi * (2^32 mod q)`` reduced with a floating-point quotient estimate whose error is
