@@ -52,7 +52,8 @@ from .release import release
 from .ring import Ring, second_half
 from .signing import ClientIdentity, Roster
 
-__all__ = ["KeyHolder", "Release", "verify_request", "released_values", "check_headroom", "DEFAULT_MIN_CONTRIBUTORS",
+__all__ = ["KeyHolder", "Release", "verify_request", "released_values", "check_headroom", "max_members",
+           "DEFAULT_MIN_CONTRIBUTORS",
            "WEIGHTS_ENTRY", "seed_label", "ratio_layout"]
 
 #: Key holders release sums of at least this many clients unless configured otherwise.
@@ -163,10 +164,23 @@ def verify_request(req: Request, *, roster: Roster, keys: str, preset: Preset, m
     return receipts
 
 
+def max_members(preset: Preset, max_weight: float = 1.0) -> int:
+    """The largest number of members whose sum cannot wrap around the data modulus ``Q``: a
+    coefficient of one client's plaintext is at most ``sqrt(2) * max_weight * max_abs * scale`` in
+    absolute value (an average of slot values, each two reals ``x + iy``), and the sum must stay
+    below ``Q / 2``. ``Q`` is the product of the primes SEAL chose (which lie below their nominal bit
+    sizes) left at the bottom level, after a circuit's rescales."""
+    primes = Ring(preset).primes
+    log_q = sum(math.log2(q) for q in primes[:len(primes) - preset.depth])  # the bottom level, after every rescale
+    per_member = math.log2(math.sqrt(2) * max_weight * preset.max_abs) + preset.scale_bits
+    return int(2.0 ** (log_q - 1 - per_member) * (1 - 1e-12))  # a hair below: no member count on the edge
+
+
 def check_headroom(members: int, max_weight: float, preset: Preset) -> None:
-    if math.log2(members * max_weight * preset.max_abs) + preset.scale_bits + 1 > preset.data_modulus_bits:
-        raise HeadroomError(f"a sum of {members} clients could exceed preset {preset.name!r}'s modulus; release "
-                            "smaller groups")
+    limit = max_members(preset, max_weight)
+    if members > limit:
+        raise HeadroomError(f"a sum of {members} clients could exceed preset {preset.name!r}'s modulus (at most "
+                            f"{limit} at max_weight {max_weight:g}); release smaller groups")
 
 
 def released_values(flooded: np.ndarray, layout: Layout, *, members: int, max_weight: float, preset: Preset,

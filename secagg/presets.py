@@ -169,9 +169,11 @@ class Preset:
         An aggregate whose bound ``sum_k |w_k| * max_abs`` (times the weight scale) needs more
         bits than this would wrap around; :mod:`secagg.aggregate` refuses it beforehand.
         """
-        # measured at the bottom level, after every rescale, where the least modulus is left
+        # measured at the bottom level, after every rescale, where the least modulus is left; a
+        # coefficient reaches sqrt(2) * max_abs * scale (two reals per slot): half a bit. Nominal
+        # bits: the key holder checks against the primes SEAL chose (secagg.holder.max_members).
         bottom = self.data_modulus_bits - self.depth * self.scale_bits
-        return bottom - 1 - self.scale_bits - math.log2(self.max_abs)
+        return bottom - 1 - self.scale_bits - math.log2(self.max_abs) - 0.5
 
     def noise_std(self) -> float:
         """Analytic std of the CKKS error per value of one fresh encryption.
@@ -255,7 +257,7 @@ register_preset(Preset(
     scale_bits=40,
     max_abs=4.0,
     flood_bits=12,
-    description="compact's precision and flooding in one 48-bit prime: 1.5x float32, sums of at most 32 members",
+    description="compact's precision and flooding in one 48-bit prime: 1.5x float32, sums of at most 22 members",
 ))
 register_preset(Preset(
     name="strict",
@@ -273,7 +275,7 @@ register_preset(Preset(
     scale_bits=72,
     max_abs=4.0,
     flood_bits=40,
-    description="strict's precision and flooding in an 80-bit data modulus: 2.5x float32, sums of at most 32 members",
+    description="strict's precision and flooding in an 80-bit data modulus: 2.5x float32, sums of at most 22 members",
 ))
 register_preset(Preset(
     name="deep",

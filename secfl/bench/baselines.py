@@ -309,7 +309,7 @@ _FACTORIES: dict[str, Callable[[], Method]] = {
     "secagg-compact-lean": lambda: SecAgg("compact-lean"),
     "secagg-strict-lean": lambda: SecAgg("strict-lean"),
 }
-#: the presets for sums of at most 32 members: measured at the targets' cell only (see grid)
+#: the presets for sums of at most 22 members: measured at the targets' cell only (see grid)
 LEAN = ("secagg-compact-lean", "secagg-strict-lean")
 METHODS = tuple(m for m in _FACTORIES if m not in LEAN)
 

@@ -43,7 +43,7 @@ class BenchConfig:
     ref_params: int = 1_000_000
     methods: tuple[str, ...] = METHODS
     #: methods measured at the targets' cell only, beside the others (the lean presets: their
-    #: modulus holds sums of at most 32 members, so the grid's larger cells do not apply)
+    #: modulus holds sums of at most 22 members, so the grid's larger cells do not apply)
     target_methods: tuple[str, ...] = ()
     repeats: int = 3
     budget: int = 10_000_000

@@ -17,7 +17,7 @@ def test_builtin_presets_are_secure_and_accepted_by_seal(name):
     preset = secagg.get_preset(name)
     assert preset.total_modulus_bits <= MAX_MODULUS_BITS_128[preset.poly_modulus_degree]
     assert seal_context(preset).parameters_set()
-    assert preset.headroom_bits >= (5 if name.endswith("-lean") else 16)  # the lean ones trade headroom for bytes
+    assert preset.headroom_bits >= (4.5 if name.endswith("-lean") else 16)  # the lean ones trade headroom for bytes
 
 
 def test_preset_figures():
@@ -103,25 +103,31 @@ def test_analytic_noise_matches_measured_noise(name):
 
 @pytest.mark.parametrize(("lean", "parent", "bytes_per_float32"), [("compact-lean", "compact", 1.5),
                                                                  ("strict-lean", "strict", 2.5)])
-def test_a_lean_preset_releases_its_parents_values_in_fewer_bytes_for_at_most_32_members(lean, parent,
+def test_a_lean_preset_releases_its_parents_values_in_fewer_bytes_for_at_most_22_members(lean, parent,
                                                                                       bytes_per_float32):
-    """The same scale and flooding in a modulus sized for 32 members of max_abs 4: with the release
-    seeded, 32 clients get the very values the parent preset releases (the encryption noise lies far
-    below the flooding's grid), in 1.5 (2.5) bytes per float32 byte; a 33rd member is refused."""
+    """The same scale and flooding in a modulus for 22 members of max_abs 4 (a coefficient reaches
+    sqrt(2) * 4 * scale per member, the sum must stay below half the primes' product): with the
+    release seeded, 22 clients get the very values the parent preset releases, in 1.5 (2.5) bytes
+    per float32 byte; 22 clients all at max_abs get their sum back, not its wrap-around; a 23rd
+    member is refused."""
+    from secagg.holder import max_members
+    from secagg.messages import decode_upload
+
+    assert max_members(secagg.get_preset(lean)) == 22
     rng = np.random.default_rng(3)
-    updates = {f"c{k}": {"w": (rng.uniform(-1, 1, 500) * 0.1).astype(np.float32)} for k in range(33)}
-    inside = dict(list(updates.items())[:32])
-    outs = {name: secagg.local_round(secagg.generate_keys(preset=name), inside, group_size=32, release_seed=4)
+    updates = {f"c{k}": {"w": (rng.uniform(-1, 1, 500) * 0.1).astype(np.float32)} for k in range(23)}
+    inside = dict(list(updates.items())[:22])
+    outs = {name: secagg.local_round(secagg.generate_keys(preset=name), inside, group_size=22, release_seed=4)
             for name in (lean, parent)}
     np.testing.assert_array_equal(outs[lean].values["w"], outs[parent].values["w"])
     reference = sum(u["w"].astype(np.float64) for u in inside.values())
     assert np.abs(outs[lean].values["w"] - reference).max() < 1e-3
     keys = secagg.generate_keys(preset=lean)
+    extreme = {c: {"w": np.full(64, 4.0, np.float32)} for c in inside}
+    np.testing.assert_allclose(secagg.local_round(keys, extreme, group_size=22).values["w"], 88.0, atol=1e-3)
     ids, _ = secagg.generate_identities(["x"])
     upload = secagg.Uploader(keys.secret, identity=ids["x"]).upload({"w": np.zeros(8192, np.float32)}, run="r",
                                                                      round=0, commitment="ab" * 32)
-    from secagg.messages import decode_upload
-    _, body = decode_upload(upload)
-    assert len(body) == bytes_per_float32 * 4 * 8192
-    with pytest.raises(secagg.HeadroomError, match="33 clients"):
-        secagg.local_round(keys, updates, group_size=33)
+    assert len(decode_upload(upload)[1]) == bytes_per_float32 * 4 * 8192
+    with pytest.raises(secagg.HeadroomError, match="23 clients"):
+        secagg.local_round(keys, updates, group_size=23)
