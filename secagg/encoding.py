@@ -85,7 +85,7 @@ def encode_coeff(values: np.ndarray, *, scale: float, primes: list[int]) -> np.n
         hi_u = hi.astype(np.uint64)
         negative = x < 0
         for i, q in enumerate(primes):
-            r = _mulmod(hi_u, (1 << 32) % q, q) + lo  # < q + 2^32 < 2q
+            r = _mulmod(hi_u, (1 << 32) % q, q) + lo % np.uint64(q)  # < 2q, whatever the prime's size
             r = np.where(r >= np.uint64(q), r - np.uint64(q), r)
             out[:, i] = np.where(negative & (r != 0), np.uint64(q) - r, r)
     return out.reshape(*values.shape[:-1], len(primes), n)

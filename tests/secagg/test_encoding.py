@@ -40,6 +40,16 @@ def test_the_encoding_is_seals(preset):
     assert np.abs(ours - values).max() < 1e-9
 
 
+def test_primes_below_2_to_the_32_get_reduced_residues_too():
+    """A custom preset may have 20- to 60-bit primes: the low 32 bits of a large integer exceed them."""
+    values = np.random.default_rng(2).uniform(-4, 4, 1024)
+    primes = [2**30 - 35, 2**30 - 107]
+    out = encoding.encode_coeff(values, scale=2.0**40, primes=primes)
+    exact = [int(x) for x in _rounded(values, 2.0**40)]
+    for i, q in enumerate(primes):
+        assert [int(r) for r in out[i]] == [x % q for x in exact]
+
+
 def test_a_coefficient_beyond_the_bound_is_refused():
     with pytest.raises(ValueError, match="beyond 2\\^75"):
         encoding.encode_coeff(np.full(16, 1.0), scale=2.0**80, primes=[(1 << 55) - 55])
