@@ -89,7 +89,11 @@ def map_ranges(fn: Callable[[int, int], Any], n_items: int, workers: int) -> lis
         if pool is None:
             pool = _threads[len(parts)] = ThreadPoolExecutor(len(parts), thread_name_prefix="secagg-fold")
     futures = [pool.submit(fn, a, b) for a, b in parts]
-    wait(futures)
+    try:
+        wait(futures)
+    except BaseException:  # interrupted while waiting: still no thread left writing when this returns
+        wait(futures)
+        raise
     return [f.result() for f in futures]
 
 

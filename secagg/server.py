@@ -183,13 +183,19 @@ class RoundAggregate:
                 self._reduced(group)
             total = self._sums[group]
         what = f"the ciphertexts of {receipt.client_id!r}"
-        done = parallel.map_ranges(lambda a, b: self._add_range(kept, total, a, b, what, fresh), self.chunks, workers)
-        errors = [error for _, _, error in done if error is not None]
-        if errors:
+        added: dict[int, int] = {}  # range start -> end of what that range has added so far
+        try:
+            done = parallel.map_ranges(lambda a, b: self._add_range(kept, total, a, b, what, fresh, added=added),
+                                       self.chunks, workers)
+            error = next((e for _, _, e in done if e is not None), None)
+        except BaseException:  # anything else (out of memory, an interrupt): the same take-back
             if not fresh:
-                for first, until, _ in done:
-                    self._add_range(kept, total, first, until, what, fresh, sign=-1)
-            raise errors[0]
+                self._take_back(kept, total, added, what)
+            raise
+        if error is not None:
+            if not fresh:
+                self._take_back(kept, total, added, what)
+            raise error
         # folded as it arrives: a release covers whole groups, so the server never needs a single
         # upload again (unless it keeps them for a circuit)
         if fresh:
@@ -197,11 +203,19 @@ class RoundAggregate:
         else:
             self._terms[group] += 1
 
+    def _take_back(self, kept: memoryview, total: np.ndarray, added: dict[int, int], what: str) -> None:
+        """Subtract every block a refused upload's ranges had added (``added``: start -> end)."""
+        for first, until in added.items():
+            self._add_range(kept, total, first, until, what, False, sign=-1)
+
     def _add_range(self, kept: memoryview, total: np.ndarray, first: int, last: int, what: str, fresh: bool,
-                   sign: int = 1) -> tuple[int, int, PayloadError | None]:
+                   sign: int = 1, added: dict[int, int] | None = None) -> tuple[int, int, PayloadError | None]:
         """Ciphertexts ``first..last-1`` of an upload, :data:`FOLD_BLOCK` at a time: unpacked (into
         ``total`` itself for a group's first upload), range-checked, added (``sign`` -1: subtracted,
-        to take them back). Returns ``(first, end of what was added, the error that stopped it)``."""
+        to take them back); ``added[first]`` follows the end of what was added, block by block.
+        Returns ``(first, end of what was added, the error that stopped it)``."""
+        if added is not None:
+            added[first] = first
         unit = self.ring.residue_bytes
         block = None if fresh else np.empty((min(FOLD_BLOCK, last - first), self.ring.limbs, self.ring.n), np.uint64)
         for b0 in range(first, last, FOLD_BLOCK):
@@ -217,6 +231,8 @@ class RoundAggregate:
                 self.ring.add_lazy(total[b0:b1], polys)
             else:
                 np.subtract(total[b0:b1], polys, out=total[b0:b1])
+            if added is not None:
+                added[first] = b1
         return first, last, None
 
     def _member_sum(self, members: tuple[str, ...]) -> np.ndarray:

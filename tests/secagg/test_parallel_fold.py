@@ -98,6 +98,33 @@ def test_an_upload_refused_in_its_last_range_adds_nothing(compact_keys, world, b
     assert _request(compact_keys, world, 3, extra, first=None) == _request(compact_keys, world, 1)
 
 
+def test_any_failure_while_adding_takes_back_what_was_added(compact_keys, world, monkeypatch):
+    """Not only a bad residue: an error of any kind in one range (here on its second block, after
+    other ranges and its own first block were added) leaves the group's sum as it was."""
+    from secagg.ring import Ring
+
+    ids, roster, layout, wires = world
+    state = secagg.Aggregator(compact_keys.public, roster=roster, workers=2).open_round(run=RUN, round=0, layout=layout)
+    state.receive(wires["c0"])
+    monkeypatch.setattr(server, "FOLD_BLOCK", 1)
+    real, unit = Ring.unpack_many, Ring(compact_keys.secret.preset).residue_bytes
+
+    def failing(self, blob, count, **kw):
+        if kw.get("start") == 4 * unit and kw.get("out") is not None and kw["out"].base is not None:
+            raise MemoryError("injected")
+        return real(self, blob, count, **kw)
+
+    monkeypatch.setattr(Ring, "unpack_many", failing)
+    with pytest.raises(MemoryError, match="injected"):
+        state.receive(wires["c1"])
+    monkeypatch.setattr(Ring, "unpack_many", real)
+    assert state.contributors == ("c0",)
+    for c in ("c1", "c2"):
+        state.receive(wires[c])
+    cset = state.contributor_set(key_holder="c0")
+    assert state.request(cset, {m: cset.sign(ids[m]) for m in cset.members}) == _request(compact_keys, world, 1)
+
+
 @pytest.mark.parametrize(("workers", "block"), [(1, 16), (2, 16), (2, 2)])
 def test_a_streamed_request_is_the_request(compact_keys, world, workers, block, monkeypatch):
     """Packed a block at a time, twice (to hash, then to write): the same bytes as in memory, and
