@@ -108,24 +108,13 @@ def load(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | m
     SEAL itself then checks the metadata (parameter id, sizes, coefficient ranges) against the
     context; any complaint it raises becomes a :class:`PayloadError`.
     """
-    raw = inflate(blob, max_inflated=max_inflated, what=what)
-    obj: Any = factory()
-    path = _scratch_path()
-    try:
-        with open(path, "wb") as fh:
-            fh.write(raw)
-        obj.load(context, path)
-    except Exception as exc:  # SEAL's C++ exceptions arrive as several Python types
-        raise PayloadError(f"{what} was rejected by SEAL ({type(exc).__name__}: {exc})") from None
-    finally:
-        _unlink(path)
-    return obj  # type: ignore[no-any-return]  # SEAL's bindings are untyped
+    return load_own(factory, context, inflate(blob, max_inflated=max_inflated, what=what), what=what)
 
 
 def load_own(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | bytearray, *, what: str) -> T:
     """Load an uncompressed blob this process assembled itself (a template's header and numpy
-    arrays, see :class:`secagg.ring.Ring`): no header to distrust, so no inflation and no copy;
-    SEAL's own checks still apply."""
+    arrays, see :class:`secagg.ring.Ring`; or one :func:`load` has validated): no header to
+    distrust, so no inflation and no copy; SEAL's own checks still apply."""
     obj: Any = factory()
     path = _scratch_path()
     try:
