@@ -59,6 +59,7 @@ MAX_TEST_SUBSETS = 256
 #: Threshold keys need this much smudging (presets with less, like ``compact``, are refused).
 MIN_FLOOD_BITS = 40
 _DEALING_MAGIC = b"SECFLDL1"
+_VERSION = 2  # 2: its test ciphertexts use second halves in NTT form
 _CEREMONY = b"ceremony"
 
 
@@ -253,11 +254,11 @@ class Dealing:
         order = sorted(self.shares)
         header = {"dealer": self.dealer, "committee": self.committee, "key": self.key, "ephemeral": self.ephemeral,
                   "holders": order, "sizes": [len(self.shares[h]) for h in order], "signature": self.signature}
-        return frame_signed(_DEALING_MAGIC, 1, header, b"".join(self.shares[h] for h in order) + self.tests)
+        return frame_signed(_DEALING_MAGIC, _VERSION, header, b"".join(self.shares[h] for h in order) + self.tests)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, max_bytes: int | None = None) -> Dealing:
-        header, body = unframe_signed(data, magic=_DEALING_MAGIC, version=1, what="a dealing", max_bytes=max_bytes)
+        header, body = unframe_signed(data, magic=_DEALING_MAGIC, version=_VERSION, what="a dealing", max_bytes=max_bytes)
         try:
             holders, sizes = list(header["holders"]), [int(s) for s in header["sizes"]]
             if len(holders) != len(sizes) or any(s < 0 for s in sizes) or sum(sizes) > len(body):

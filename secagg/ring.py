@@ -17,10 +17,14 @@ NTT, decoding, and products with the secret key - a decryption of ``(x, y)`` is 
 Encrypting ``m`` with a given ``a``:
 
 1. ``e`` is sampled here (centred binomial, ``eta = 21``: standard deviation 3.24, the HE
-   standard's 3.2 within 2 %), ``m`` is encoded here (:mod:`secagg.encoding`, SEAL's encoding in
-   numpy) and ``a`` is expanded from its seed, all in coefficient form;
-2. SEAL loads ``(m + e, -a)`` and transforms it to NTT form;
+   standard's 3.2 within 2 %) and ``m`` is encoded here (:mod:`secagg.encoding`, SEAL's encoding in
+   numpy), both in coefficient form; ``a`` is expanded from its seed straight into NTT form;
+2. SEAL transforms ``m + e`` to NTT form (:meth:`Ring.lift`) beside ``-a``;
 3. SEAL decrypts that ciphertext under ``s``: ``m + e - a*s``, which is ``c0``.
+
+``a`` is sampled in NTT form, as SEAL samples its own seeded second halves: the NTT is a bijection
+of each prime's residues, so a uniform ``a`` is as uniform in either form, and a key holder that
+rebuilds ``sum a_i`` can decrypt ``(sum c0, sum a_i)`` without transforming anything.
 
 Randomness: ``a`` comes from AES-256 in counter mode keyed by SHAKE-256 of the seed and its place
 (domain, chunk), rejection-sampled per prime so that it is uniform; ``e`` from AES-256-CTR keyed by
@@ -58,7 +62,7 @@ __all__ = ["Ring", "second_half", "CBD_ETA", "ERROR_STD"]
 
 
 _NTT_FLAG_OFFSET = 16 + 32  # SEAL header, then the parms_id (4 x u64), then is_ntt_form (u8)
-_DOMAIN = b"secfl/second-half/v1\x00"
+_DOMAIN = b"secfl/second-half/v2\x00"  # v2: ``a`` in NTT form
 
 
 def second_half(seed: bytes, *, chunk: int, preset: Preset, label: bytes = b"shared") -> bytes:
@@ -98,6 +102,9 @@ class Ring:
         self._ct_prefix_coeff = ct_prefix[:_NTT_FLAG_OFFSET] + b"\x00" + ct_prefix[_NTT_FLAG_OFFSET + 1:]
         self._pt_prefix = pt_prefix
         self._pt_unit_prefix = pt_unit_prefix  # scale 1: a factor in a product, not an encoded value
+        self._zero = self.zeros()
+        self._one = self.zeros()
+        self._one[:, 0] = 1  # the constant 1 (coefficient form)
 
     # ---- residues ------------------------------------------------------------------------------
     @property
@@ -229,7 +236,7 @@ class Ring:
 
     # ---- randomness ----------------------------------------------------------------------------
     def uniform(self, key: bytes) -> np.ndarray:
-        """A uniform polynomial (coefficient form) expanded from a 32-byte key (:func:`second_half`)."""
+        """A uniform polynomial (**NTT form**) expanded from a 32-byte key (:func:`second_half`)."""
         out = self.zeros()
         for i, (q, bits) in enumerate(zip(self.primes, self.bits)):
             mask, got, refill = np.uint64((1 << bits) - 1), 0, 0
@@ -270,6 +277,17 @@ class Ring:
         blob = self._blob(self._ct_prefix if ntt else self._ct_prefix_coeff, c0, c1)
         return sealio.load_own(sealapi.Ciphertext, self.seal, blob, what="a ciphertext")
 
+    def lift(self, x_coeff: np.ndarray, y: np.ndarray) -> sealapi.Ciphertext:
+        """The NTT-form ciphertext ``(NTT(x), y)``: ``x`` in coefficient form, ``y`` in NTT form.
+
+        SEAL transforms only whole ciphertexts and refuses a zero second half (a "transparent"
+        ciphertext), so ``x`` is transformed beside the constant 1, whose NTT is 1 in every slot,
+        and ``(0, y - 1)`` is then added: ``y`` is never transformed."""
+        ct = self.ciphertext(x_coeff, self._one, ntt=False)
+        self.evaluator.transform_to_ntt_inplace(ct)
+        self.evaluator.add_inplace(ct, self.ciphertext(self._zero, self.add(y, self.q - np.uint64(1)), ntt=True))
+        return ct
+
     def plaintext(self, a: np.ndarray) -> sealapi.Plaintext:
         return sealio.load_own(sealapi.Plaintext, self.seal, self._blob(self._pt_prefix, a), what="a plaintext")
 
@@ -298,13 +316,12 @@ class Ring:
 
     def encrypt(self, values: np.ndarray, secret: SecretContext, a: np.ndarray, *,
                 message: np.ndarray | None = None) -> np.ndarray:
-        """``c0 = m + e - a*s`` for ``N`` values and a second half ``a`` (coefficient form); ``m`` is
+        """``c0 = m + e - a*s`` for ``N`` values and a second half ``a`` (NTT form); ``m`` is
         encoded with numpy and added to ``e`` before the one NTT (``message``: ``values`` already
         encoded by :meth:`encode_coeff`)."""
         if message is None:
             message = self.encode_coeff(values)
-        ct = self.ciphertext(self.add(self.error(), message), self.neg(a), ntt=False)
-        self.evaluator.transform_to_ntt_inplace(ct)
+        ct = self.lift(self.add(self.error(), message), self.neg(a))
         out = sealapi.Plaintext()
         secret.decryptor.decrypt(ct, out)  # (m + e) + (-a) * s
         return self.plaintext_array(out)
@@ -314,9 +331,7 @@ class Ring:
         return self.decode(self.decrypt_plain(c0, a, secret))
 
     def decrypt_plain(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> sealapi.Plaintext:
-        ct = self.ciphertext(self.zeros(), a, ntt=False)
-        self.evaluator.transform_to_ntt_inplace(ct)
-        self.evaluator.add_plain_inplace(ct, self.plaintext(c0))
+        ct = self.ciphertext(c0, a, ntt=True)  # both halves in NTT form already: nothing to transform
         out = sealapi.Plaintext()
         secret.decryptor.decrypt(ct, out)  # c0 + a * s
         return out
@@ -324,9 +339,7 @@ class Ring:
     # ---- residue arithmetic SEAL does for us (products need 128 bits) ---------------------------
     def ntt(self, coeff: np.ndarray) -> np.ndarray:
         """The NTT (evaluation) form of a polynomial in coefficient form."""
-        one = self.zeros()
-        one[:, 0] = 1  # a second half SEAL accepts (it refuses a zero one as "transparent")
-        ct = self.ciphertext(coeff, one, ntt=False)
+        ct = self.ciphertext(coeff, self._one, ntt=False)  # SEAL refuses a zero second half ("transparent")
         self.evaluator.transform_to_ntt_inplace(ct)
         return self._first_half(ct)
 
@@ -342,9 +355,8 @@ class Ring:
 
     def secret_ntt(self, secret: SecretContext) -> np.ndarray:
         """A secret key's residues at the data level, NTT form (the decryption of ``(0, 1)``)."""
-        one = self.zeros()
-        one[:, 0] = 1
-        return self.plaintext_array(self.decrypt_plain(self.zeros(), one, secret))
+        ones = np.ones_like(self._one)  # the constant 1 in NTT form
+        return self.plaintext_array(self.decrypt_plain(self.zeros(), ones, secret))
 
     def key_decryptor(self, key: np.ndarray) -> sealapi.Decryptor:
         """A SEAL decryptor whose "secret key" is ``key`` (data-level residues, NTT form): its
@@ -357,10 +369,10 @@ class Ring:
         secret_key = sealio.load(sealapi.SecretKey, self.seal, blob, max_inflated=len(blob), what="a key share")
         return sealapi.Decryptor(self.seal, secret_key)
 
-    def decrypt_with(self, decryptor: sealapi.Decryptor, x_coeff: np.ndarray, y_coeff: np.ndarray) -> np.ndarray:
-        """``NTT(x) + NTT(y) * key`` for ``decryptor = key_decryptor(key)``, inputs in coefficient form."""
-        ct = self.ciphertext(x_coeff, y_coeff, ntt=False)
-        self.evaluator.transform_to_ntt_inplace(ct)
+    def decrypt_with(self, decryptor: sealapi.Decryptor, x_coeff: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``NTT(x) + y * key`` for ``decryptor = key_decryptor(key)``: ``x`` in coefficient form
+        (noise), ``y`` in NTT form (a second half from :meth:`uniform`)."""
+        ct = self.lift(x_coeff, y)
         out = sealapi.Plaintext()
         decryptor.decrypt(ct, out)
         return self.plaintext_array(out)
@@ -386,7 +398,4 @@ class Ring:
 
     def full_ciphertext(self, c0: np.ndarray, a: np.ndarray) -> sealapi.Ciphertext:
         """``(c0, a)`` as a SEAL ciphertext at the data level, for server-side circuits."""
-        ct = self.ciphertext(self.zeros(), a, ntt=False)
-        self.evaluator.transform_to_ntt_inplace(ct)
-        self.evaluator.add_plain_inplace(ct, self.plaintext(c0))
-        return ct
+        return self.ciphertext(c0, a, ntt=True)

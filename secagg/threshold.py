@@ -56,6 +56,7 @@ __all__ = ["CommitteeMember", "round_half", "round_seed", "ROUND_LABEL"]
 
 ROUND_LABEL = b"threshold"
 _PARTIAL_MAGIC = b"SECFLPT1"
+_VERSION = 2  # 2: partial decryptions of second halves in NTT form
 
 
 def round_seed(epoch_id: str, run: str, rnd: int) -> bytes:
@@ -160,7 +161,7 @@ class CommitteeMember:
         body = seal(self.keys.private, combiner, b"".join(self.ring.pack(p) for p in self._partial(req, points)),
                     canonical_json(header))
         signed = canonical_json({**header, "body": digest(body)})
-        return frame_signed(_PARTIAL_MAGIC, 1, {**header, "signature": self.identity.key.sign(signed).hex()}, body)
+        return frame_signed(_PARTIAL_MAGIC, _VERSION, {**header, "signature": self.identity.key.sign(signed).hex()}, body)
 
     # ---- the combiner ---------------------------------------------------------------------------
     def combine(self, request: bytes, *, quorum: Sequence[str], partials: Mapping[str, bytes],
@@ -205,7 +206,7 @@ class CommitteeMember:
     def _open(self, req: Request, quorum: Sequence[str], holder: str, data: bytes, request: str) -> list[np.ndarray]:
         ring = self.ring
         chunks = req.layout.chunks(ring.n)
-        header, body = unframe_signed(data, magic=_PARTIAL_MAGIC, version=1, what=f"{holder!r}'s partial",
+        header, body = unframe_signed(data, magic=_PARTIAL_MAGIC, version=_VERSION, what=f"{holder!r}'s partial",
                                       max_bytes=chunks * ring.residue_bytes + 28 + 4096)
         expected = self._header(req, quorum, holder, request)
         signature = header.pop("signature", None)

@@ -193,8 +193,7 @@ def constant(ring: Ring, value: int) -> np.ndarray:
 
 def secret_coefficients(ring: Ring, secret) -> np.ndarray:
     """The secret key's coefficients (the ground truth an attack is scored against)."""
-    return centred(ring, from_ntt(ring, ring.plaintext_array(ring.decrypt_plain(ring.zeros(), constant(ring, 1),
-                                                                                 secret)))).astype(np.int64)
+    return centred(ring, from_ntt(ring, ring.secret_ntt(secret))).astype(np.int64)
 
 
 def coefficients_of(ring: Ring, values: np.ndarray) -> np.ndarray:
@@ -203,9 +202,9 @@ def coefficients_of(ring: Ring, values: np.ndarray) -> np.ndarray:
 
 
 def key_from_decryption(ring: Ring, decryption: np.ndarray, c0: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """``s`` from an exact decryption polynomial ``c0 + a*s`` (integers), its ``c0`` (NTT form) and
-    ``a`` (coefficient form): ``s = (decryption - c0) / a``, pointwise in the NTT domain."""
-    lhs, a_ntt = to_ntt(ring, residues(ring, decryption)), to_ntt(ring, a)
+    """``s`` from an exact decryption polynomial ``c0 + a*s`` (integers), its ``c0`` and ``a`` (both NTT
+    form): ``s = (decryption - c0) / a``, pointwise in the NTT domain."""
+    lhs, a_ntt = to_ntt(ring, residues(ring, decryption)), a
     s = ring.zeros()
     for i, q in enumerate(ring.primes):
         diff = (lhs[i].astype(object) - c0[i].astype(object)) % q

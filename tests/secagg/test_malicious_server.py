@@ -19,6 +19,7 @@ from helpers.attacker import (
     secret_coefficients,
     shift,
     signed_round,
+    to_ntt,
 )
 
 import secagg
@@ -56,7 +57,7 @@ def test_a_zero_c_request_gives_the_key_only_to_a_server_that_supplies_the_secon
     truth = secret_coefficients(ring, keys.secret)
 
     trusting = _holder(TrustingKeyHolder, keys, ids, roster, ledgers, "a")
-    trusting.halves = [constant(ring, factor)]
+    trusting.halves = [to_ntt(ring, constant(ring, factor))]  # second halves are in NTT form
     out = trusting.release(rnd.request([ring.zeros()]))
     guess = np.array([round(int(x) / factor) for x in coefficients_of(ring, out.values["w"])])
     assert np.count_nonzero(guess != truth) == 0  # every one of the 8,192 coefficients

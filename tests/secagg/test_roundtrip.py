@@ -53,6 +53,20 @@ def test_second_halves_are_uniform_and_bound_to_their_place(keys):
     assert np.array_equal(a, ring.uniform(second_half(b"s" * 32, chunk=0, preset=ring.preset)))
 
 
+def test_lift_transforms_the_first_half_and_keeps_the_second(keys):
+    """Second halves are sampled in NTT form; ``lift`` must transform ``x`` and leave ``y`` as it is."""
+    from secagg import sealio
+
+    ring = Ring(keys.secret.preset)
+    x = ring.error()
+    y = ring.uniform(second_half(b"l" * 32, chunk=0, preset=ring.preset))
+    polys = 8 * ring.limbs * ring.n
+    raw = sealio.dump_own(ring.lift(x, y), max_inflated=4 * polys)
+    halves = np.frombuffer(raw, dtype="<u8", offset=len(raw) - 2 * polys).reshape(2, ring.limbs, ring.n)
+    assert np.array_equal(halves[0], ring.ntt(x)) and not np.array_equal(halves[0], x)
+    assert np.array_equal(halves[1], y)
+
+
 @pytest.mark.parametrize("n_clients", [2, 3, 10])
 def test_sum_equals_numpy(keys, rng, n_clients):
     ups = {f"c{k}": random_update(rng) for k in range(n_clients)}

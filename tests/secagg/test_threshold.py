@@ -119,7 +119,7 @@ def _key_from_partials(f, request, honest_partials, quorum, colluders, known_cli
     known = ring.neg(ring.secret_ntt(f.keys[known_client]))
     guesses = []
     for j, p in enumerate(honest_partials):
-        a = ring.ntt(ring.uniform(round_half(f.epoch, req.cset.run, req.cset.round, j)))
+        a = ring.uniform(round_half(f.epoch, req.cset.run, req.cset.round, j))
         target = ring.add(ring.add(ring.mul(p, pointwise_inverse(ring, a)), colluding), known)
         guesses.append(centred(ring, from_ntt(ring, target)))
     return guesses
