@@ -15,7 +15,7 @@ within 4 / scale of its own encoding (tested for compact and strict).
 
 Integers up to 2^75 become residues exactly: ``|x| = hi * 2^32 + lo`` with both halves exact in
 float64, and ``hi * (2^32 mod q)`` reduced with a floating-point quotient estimate whose error is
-below one (``hi < 2^43``), corrected in 64-bit wrapping arithmetic.
+below one (``hi < 2^43``), corrected in 64-bit wrapping arithmetic (:func:`_reduce_split`).
 """
 
 from __future__ import annotations
@@ -44,13 +44,23 @@ def _slots(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (powers - 1) // 2, (m - powers - 1) // 2, twist
 
 
-def _mulmod(a: np.ndarray, r: int, q: int) -> np.ndarray:
-    """``a * r mod q`` for uint64 ``a < 2^43`` and ``r < q < 2^62``: the quotient from float64 (off
-    by at most one), the remainder in wrapping uint64 arithmetic, then one signed correction."""
-    quot = np.floor(a.astype(np.float64) * (r / q)).astype(np.uint64)
+def _reduce_split(hi: np.ndarray, lo: np.ndarray, q: int) -> np.ndarray:
+    """``(hi * 2^32 + lo) mod q`` for uint64 ``hi < 2^43``, ``lo < 2^32`` and a prime ``q < 2^62``.
+
+    ``hi * (2^32 mod q)`` is reduced with a quotient from float64 (off by at most one), so the
+    remainder, computed in wrapping uint64 arithmetic, lies in ``(-q, 2q)``; with ``lo mod q`` it lies
+    in ``(-q, 3q)``. Unsigned minima then bring it below ``q`` without a division or a mask: a
+    negative value wraps past ``2^63``, so ``min(u, u + q)`` picks ``u + q``; a value below ``q``
+    makes ``u - q`` wrap, so ``min(u, u - q)`` keeps it."""
+    r, qq = (1 << 32) % q, np.uint64(q)
+    quot = np.floor(hi.astype(np.float64) * (r / q)).astype(np.uint64)
     with np.errstate(over="ignore"):
-        rem = (a * np.uint64(r) - quot * np.uint64(q)).view(np.int64)  # exact: in (-q, 2q)
-    return np.asarray(rem % np.int64(q)).astype(np.uint64)
+        u = hi * np.uint64(r) - quot * qq
+        u += lo if q > 1 << 32 else lo % qq
+        np.minimum(u, u + qq, out=u)  # (-q, 0) -> (0, q)
+        np.minimum(u, u - qq, out=u)  # [0, 3q) -> [0, 2q)
+        np.minimum(u, u - qq, out=u)  # -> [0, q)
+    return u
 
 
 def encode_coeff(values: np.ndarray, *, scale: float, primes: list[int]) -> np.ndarray:
@@ -76,16 +86,18 @@ def encode_coeff(values: np.ndarray, *, scale: float, primes: list[int]) -> np.n
         raise ValueError(f"a scaled coefficient is not finite or beyond 2^{MAX_ENCODED_BITS}: lower the scale or the values")
     out = np.empty((count, len(primes), n), dtype=np.uint64)
     if float(mag.max()) < min(primes):  # every integer below every prime (the usual case): no reduction
-        xi = x.astype(np.int64)
-        for i, q in enumerate(primes):
-            out[:, i] = (xi + np.where(xi < 0, np.int64(q), np.int64(0))).view(np.uint64)
+        u = x.astype(np.int64).view(np.uint64)  # a negative x wraps to 2^64 - |x|, and + q to q - |x|
+        with np.errstate(over="ignore"):
+            for i, q in enumerate(primes):
+                np.minimum(u, u + np.uint64(q), out=out[:, i])
     else:
         hi = np.floor(mag * 2.0**-32)
         lo = (mag - hi * 2.0**32).astype(np.uint64)
         hi_u = hi.astype(np.uint64)
         negative = x < 0
         for i, q in enumerate(primes):
-            r = _mulmod(hi_u, (1 << 32) % q, q) + lo % np.uint64(q)  # < 2q, whatever the prime's size
-            r = np.where(r >= np.uint64(q), r - np.uint64(q), r)
-            out[:, i] = np.where(negative & (r != 0), np.uint64(q) - r, r)
+            r = _reduce_split(hi_u, lo, q)
+            t = np.uint64(q) - r
+            np.minimum(t, t - np.uint64(q), out=t)  # q - r modulo q: 0 stays 0
+            out[:, i] = np.where(negative, t, r)
     return out.reshape(*values.shape[:-1], len(primes), n)

@@ -116,13 +116,14 @@ class Ring:
         return np.zeros((self.limbs, self.n), dtype=np.uint64)
 
     def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        s = a + b
-        out: np.ndarray = np.where(s >= self.q, s - self.q, s)
-        return out
+        s: np.ndarray = a + b
+        np.minimum(s, s - self.q, out=s)  # below q, s - q wraps past s: no mask, no np.where
+        return s
 
     def neg(self, a: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.where(a == 0, a, self.q - a)
-        return out
+        t: np.ndarray = self.q - a
+        np.minimum(t, t - self.q, out=t)  # q - 0 = q becomes 0; any other q - a wraps when q is taken
+        return t
 
     def pack(self, a: np.ndarray) -> bytes:
         """Little-endian residues, ``ceil(bits / 8)`` bytes each, limb after limb."""
@@ -259,7 +260,15 @@ class Ring:
         mask = np.uint64((1 << CBD_ETA) - 1)
         e = (np.bitwise_count(words & mask).astype(np.int64)
              - np.bitwise_count((words >> np.uint64(CBD_ETA)) & mask).astype(np.int64))
-        out: np.ndarray = (e[None, :] % self.q.astype(np.int64)).astype(np.uint64)
+        return self.residues_of(e)
+
+    def residues_of(self, e: np.ndarray) -> np.ndarray:
+        """Signed integers (one per coefficient) as residues modulo each prime."""
+        if int(np.abs(e).max(initial=0)) >= min(self.primes):
+            out: np.ndarray = (e[None, :] % self.q.astype(np.int64)).astype(np.uint64)
+            return out
+        u = e.astype(np.uint64)[None, :]  # below every prime: a negative e wraps to 2^64 - |e|, + q to q - |e|
+        out = np.minimum(u, u + self.q)
         return out
 
     # ---- SEAL objects --------------------------------------------------------------------------
@@ -277,15 +286,18 @@ class Ring:
         blob = self._blob(self._ct_prefix if ntt else self._ct_prefix_coeff, c0, c1)
         return sealio.load_own(sealapi.Ciphertext, self.seal, blob, what="a ciphertext")
 
-    def lift(self, x_coeff: np.ndarray, y: np.ndarray) -> sealapi.Ciphertext:
-        """The NTT-form ciphertext ``(NTT(x), y)``: ``x`` in coefficient form, ``y`` in NTT form.
+    def lift(self, x_coeff: np.ndarray, y: np.ndarray, *, negate: bool = False) -> sealapi.Ciphertext:
+        """The NTT-form ciphertext ``(NTT(x), y)`` (``(NTT(x), -y)`` with ``negate``): ``x`` in
+        coefficient form, ``y`` in NTT form, with residues below the primes.
 
         SEAL transforms only whole ciphertexts and refuses a zero second half (a "transparent"
         ciphertext), so ``x`` is transformed beside the constant 1, whose NTT is 1 in every slot,
         and ``(0, y - 1)`` is then added: ``y`` is never transformed."""
         ct = self.ciphertext(x_coeff, self._one, ntt=False)
         self.evaluator.transform_to_ntt_inplace(ct)
-        self.evaluator.add_inplace(ct, self.ciphertext(self._zero, self.add(y, self.q - np.uint64(1)), ntt=True))
+        q_minus_one = self.q - np.uint64(1)
+        rest = q_minus_one - y if negate else self.add(y, q_minus_one)  # -y - 1 = q - 1 - y: never below 0
+        self.evaluator.add_inplace(ct, self.ciphertext(self._zero, rest, ntt=True))
         return ct
 
     def plaintext(self, a: np.ndarray) -> sealapi.Plaintext:
@@ -321,7 +333,7 @@ class Ring:
         encoded by :meth:`encode_coeff`)."""
         if message is None:
             message = self.encode_coeff(values)
-        ct = self.lift(self.add(self.error(), message), self.neg(a))
+        ct = self.lift(self.add(self.error(), message), a, negate=True)
         out = sealapi.Plaintext()
         secret.decryptor.decrypt(ct, out)  # (m + e) + (-a) * s
         return self.plaintext_array(out)
@@ -388,8 +400,7 @@ class Ring:
         u1 = ((words[0] >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53  # (0, 1]
         u2 = (words[1] >> np.uint64(11)).astype(np.float64) * 2.0**-53
         e = np.rint(std * np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).astype(np.int64)
-        out: np.ndarray = (e[None, :] % self.q.astype(np.int64)).astype(np.uint64)
-        return out
+        return self.residues_of(e)
 
     def _first_half(self, ct: sealapi.Ciphertext) -> np.ndarray:
         polys = 8 * self.limbs * self.n

@@ -1,9 +1,12 @@
 """Moving SEAL objects to and from bytes, with every check done before SEAL sees the bytes.
 
-TenSEAL's SEAL bindings only save to and load from file paths, so blobs pass through a private
-temporary directory (``/dev/shm`` where it exists). SEAL compresses with zstd; a crafted stream
-could inflate without bound inside SEAL, so we inflate it ourselves with a hard output limit and
-hand SEAL an uncompressed blob.
+TenSEAL's SEAL bindings only save to and load from file paths, so blobs pass through a file.
+On Linux that file is anonymous memory (``memfd_create``), one per thread of each process, reached
+by SEAL as ``/proc/self/fd/N``: it never has a name another process could open, nothing is left
+behind if the process dies, and no file is created or unlinked per call. Elsewhere blobs pass
+through a private temporary directory (``/dev/shm`` where it exists), a file per call. SEAL
+compresses with zstd; a crafted stream could inflate without bound inside SEAL, so we inflate it
+ourselves with a hard output limit and hand SEAL an uncompressed blob.
 """
 
 from __future__ import annotations
@@ -48,8 +51,51 @@ def _scratch_path() -> str:
     return os.path.join(_scratch_dir(), f"{os.getpid()}-{threading.get_ident()}.bin")
 
 
+class _Memfd:
+    """An anonymous in-memory file (``memfd_create``) that SEAL reaches as ``/proc/self/fd/N``."""
+
+    def __init__(self) -> None:
+        self.fd = os.memfd_create("secfl-seal", os.MFD_CLOEXEC)
+        self.pid = os.getpid()
+        self.path = f"/proc/self/fd/{self.fd}"
+
+    def __del__(self) -> None:  # a thread's local state goes when the thread does: so does its file
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+_local = threading.local()
+_MEMFD_OK = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
+def _memfd() -> _Memfd | None:
+    """This thread's anonymous scratch file, or None where there is none (then a named file is used).
+    A forked child inherits its parent's descriptor, so the owner's pid is checked: one file shared
+    by two processes would mix their blobs."""
+    global _MEMFD_OK
+    if not _MEMFD_OK:
+        return None
+    scratch: _Memfd | None = getattr(_local, "memfd", None)
+    if scratch is None or scratch.pid != os.getpid():
+        try:
+            scratch = _local.memfd = _Memfd()
+        except OSError:
+            _MEMFD_OK = False
+            return None
+    return scratch
+
+
 def dump(obj: Any) -> bytes:
     """Serialise a SEAL object (or a seeded ``Serializable``) to bytes."""
+    scratch = _memfd()
+    if scratch is not None:
+        try:
+            obj.save(scratch.path)  # SEAL opens it for writing, which truncates it first
+            return os.pread(scratch.fd, os.fstat(scratch.fd).st_size, 0)
+        finally:
+            os.ftruncate(scratch.fd, 0)  # keep no copy of the object (it may be a key) and no memory
     path = _scratch_path()
     try:
         obj.save(path)
@@ -116,15 +162,24 @@ def load_own(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes
     arrays, see :class:`secagg.ring.Ring`; or one :func:`load` has validated): no header to
     distrust, so no inflation and no copy; SEAL's own checks still apply."""
     obj: Any = factory()
-    path = _scratch_path()
+    scratch = _memfd()
+    path = _scratch_path() if scratch is None else scratch.path
     try:
-        with open(path, "wb") as fh:
-            fh.write(blob)
+        if scratch is not None:
+            view, done = memoryview(blob), 0
+            while done < len(view):  # pwrite may write less than asked
+                done += os.pwrite(scratch.fd, view[done:], done)
+        else:
+            with open(path, "wb") as fh:
+                fh.write(blob)
         obj.load(context, path)
     except Exception as exc:  # SEAL's C++ exceptions arrive as several Python types
         raise PayloadError(f"{what} was rejected by SEAL ({type(exc).__name__}: {exc})") from None
     finally:
-        _unlink(path)
+        if scratch is not None:
+            os.ftruncate(scratch.fd, 0)
+        else:
+            _unlink(path)
     return obj  # type: ignore[no-any-return]  # SEAL's bindings are untyped
 
 

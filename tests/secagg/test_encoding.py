@@ -29,6 +29,23 @@ def test_residues_are_the_exact_integers_modulo_each_prime(preset):
         assert [int(r) for r in out[i]] == [x % q for x in exact]
 
 
+@pytest.mark.parametrize("q", [72057594037370881, 72057594037616641, 1099510890497, 4294967291, 1048573])
+def test_the_split_reduction_is_exact_where_the_float_quotient_overshoots(q):
+    """Values of ``hi`` whose ``hi * (2^32 mod q)`` lies just below a multiple of ``q``: the float64
+    quotient rounds up to that multiple and the remainder goes negative before its correction."""
+    r = (1 << 32) % q
+    inverse = pow(r, -1, q)
+    hard = [h for t in range(1, 300_000) if (h := (-t * inverse) % q) < 1 << 43][:64]
+    hi = np.array(hard + list(range(64)), dtype=np.uint64)
+    quotient = np.floor(hi.astype(np.float64) * (r / q)).astype(np.uint64)
+    if q > 1 << 32:  # strict's and strict-lean's primes; below 2^32 the product is exact in float64
+        assert sum(int(e) > int(h) * r // q for e, h in zip(quotient, hi)) >= 1, "no overshooting case was built"
+    lo = np.random.default_rng(q % 1000).integers(0, 1 << 32, hi.size, dtype=np.uint64)
+    lo[:len(hard) // 2] = 0  # so that the remainder stays negative until it is corrected
+    got = encoding._reduce_split(hi, lo, q)
+    assert [int(g) for g in got] == [(int(h) * (1 << 32) + int(l_)) % q for h, l_ in zip(hi, lo)]
+
+
 @pytest.mark.parametrize("preset", ["compact", "strict"])
 def test_the_encoding_is_seals(preset):
     """SEAL decodes our polynomial to the values, as close as it decodes its own encoding."""

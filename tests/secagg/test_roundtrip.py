@@ -53,6 +53,20 @@ def test_second_halves_are_uniform_and_bound_to_their_place(keys):
     assert np.array_equal(a, ring.uniform(second_half(b"s" * 32, chunk=0, preset=ring.preset)))
 
 
+@pytest.mark.parametrize("bound", [2**21, 2**62])
+def test_signed_integers_become_the_same_residues_as_pythons_modulo(keys, bound):
+    """The fast path (every value below every prime) and the general one agree with ``%``."""
+    ring = Ring(keys.secret.preset)
+    e = np.random.default_rng(bound).integers(-bound, bound, ring.n)
+    e[:3] = (0, -1, 1)
+    expected = np.array([[int(x) % q for x in e] for q in ring.primes], dtype=np.uint64)
+    assert np.array_equal(ring.residues_of(e), expected)
+    x, y = ring.residues_of(e), ring.residues_of(-e // 3)
+    assert np.array_equal(ring.add(x, y), np.array([[(int(u) + int(-u // 3)) % q for u in e]
+                                                    for q in ring.primes], dtype=np.uint64))
+    assert np.array_equal(ring.neg(x), ring.residues_of(-e))
+
+
 def test_lift_transforms_the_first_half_and_keeps_the_second(keys):
     """Second halves are sampled in NTT form; ``lift`` must transform ``x`` and leave ``y`` as it is."""
     from secagg import sealio
