@@ -3,7 +3,9 @@
 TenSEAL's SEAL bindings only save to and load from file paths, so blobs pass through a file.
 On Linux that file is anonymous memory (``memfd_create``), one per thread of each process, reached
 by SEAL as ``/proc/self/fd/N``: it never has a name another process could open, nothing is left
-behind if the process dies, and no file is created or unlinked per call. Elsewhere blobs pass
+behind if the process dies, and no file is created or unlinked per call. Like a heap buffer, it
+holds the last blob until the next call overwrites it, except a secret key's (wiped at once) and
+anything over :data:`_KEEP_BYTES` (not kept in memory). Elsewhere blobs pass
 through a private temporary directory (``/dev/shm`` where it exists), a file per call. SEAL
 compresses with zstd; a crafted stream could inflate without bound inside SEAL, so we inflate it
 ourselves with a hard output limit and hand SEAL an uncompressed blob.
@@ -67,6 +69,7 @@ class _Memfd:
 
 
 _local = threading.local()
+_KEEP_BYTES = 1 << 22  # a blob larger than this (Galois keys: hundreds of MB) is not kept after use
 _MEMFD_OK = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
 
 
@@ -95,7 +98,8 @@ def dump(obj: Any) -> bytes:
             obj.save(scratch.path)  # SEAL opens it for writing, which truncates it first
             return os.pread(scratch.fd, os.fstat(scratch.fd).st_size, 0)
         finally:
-            os.ftruncate(scratch.fd, 0)  # keep no copy of the object (it may be a key) and no memory
+            if isinstance(obj, sealapi.SecretKey) or os.fstat(scratch.fd).st_size > _KEEP_BYTES:
+                os.ftruncate(scratch.fd, 0)
     path = _scratch_path()
     try:
         obj.save(path)
@@ -176,10 +180,10 @@ def load_own(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes
     except Exception as exc:  # SEAL's C++ exceptions arrive as several Python types
         raise PayloadError(f"{what} was rejected by SEAL ({type(exc).__name__}: {exc})") from None
     finally:
-        if scratch is not None:
-            os.ftruncate(scratch.fd, 0)
-        else:
+        if scratch is None:
             _unlink(path)
+        elif isinstance(obj, sealapi.SecretKey) or len(blob) > _KEEP_BYTES:
+            os.ftruncate(scratch.fd, 0)  # otherwise the next blob overwrites this one (SEAL reads only its own size)
     return obj  # type: ignore[no-any-return]  # SEAL's bindings are untyped
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tenseal.sealapi as sealapi
 
+import secagg
 from secagg import sealio
 from secagg.ring import Ring, second_half
 
@@ -23,7 +24,6 @@ def _ciphertext(keys):
 def test_the_anonymous_file_and_a_named_one_give_the_same_bytes_and_objects(keys, monkeypatch):
     ring, ct = _ciphertext(keys)
     anonymous = sealio.dump(ct)
-    assert os.fstat(sealio._local.memfd.fd).st_size == 0  # no copy kept
     monkeypatch.setattr(sealio, "_MEMFD_OK", False)
     named = sealio.dump(ct)
     back = sealio.load(sealapi.Ciphertext, ring.seal, named, max_inflated=len(ring._ct_prefix) + 2 * ring.residue_bytes * 2,
@@ -69,3 +69,16 @@ def test_threads_that_end_close_their_files(keys):
         t.join()
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_short_blob_after_a_long_one_loads_as_itself(keys):
+    """The file is overwritten, not emptied, between blobs: SEAL must read only the new blob's bytes."""
+    ring, ct = _ciphertext(keys)
+    sealio.dump(ct)  # the longer blob, left in the file
+    small = ring.plaintext(ring.zeros())  # written after the ciphertext, into the same file
+    assert os.fstat(sealio._local.memfd.fd).st_size > len(ring._blob(ring._pt_prefix, ring.zeros()))
+    assert small.coeff_count() == ring.limbs * ring.n and small.is_zero()
+    bad = bytearray(ring._blob(ring._pt_prefix, ring.zeros()))
+    bad[-1] = 0xFF  # a residue beyond its prime: SEAL refuses it, whatever follows in the file
+    with pytest.raises(secagg.PayloadError):
+        sealio.load_own(sealapi.Plaintext, ring.seal, bad, what="a plaintext")
