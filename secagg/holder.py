@@ -29,7 +29,7 @@ import tenseal.sealapi as sealapi
 
 from . import sealio
 from ._check import integer
-from .circuit import SERVER_SCORED_NOISE, ratio_vector
+from .circuit import SERVER_SCORED_NOISE, circuit_outputs, ratio_vector
 from .errors import (
     AuthenticationError,
     EmptyAggregationError,
@@ -282,7 +282,7 @@ class KeyHolder:
                     "this is the server-scored circuit's output, which no key holder can rebuild or check: a lying "
                     "server could make it decrypt a ciphertext of its choice. Release it only for a server you trust "
                     "(KeyHolder(trust_server_circuit=True))")
-            if len(req.blob_sizes) != chunks + len(req.layout.layers):
+            if len(req.blob_sizes) != circuit_outputs(req.layout, self.ring.n):
                 raise PayloadError("the circuit's output does not fit its layout")
         elif len(req.body) != chunks * self.ring.residue_bytes:
             raise PayloadError("the release request's ciphertexts do not fit its layout")
@@ -311,7 +311,7 @@ class KeyHolder:
             plain = sealapi.Plaintext()
             self.secret.decryptor.decrypt(ct, plain)
             decoded.append(ring.decode(plain))
-        return ratio_vector(decoded, req.layout, ring.n)
+        return ratio_vector(decoded, req.layout, ring.n, clients=len(req.cset.members))
 
     def _verify(self, req: Request) -> tuple[Receipt, ...]:
         cset = req.cset

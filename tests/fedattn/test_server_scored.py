@@ -73,3 +73,79 @@ def test_configuration_errors(deep_keys, compact_keys):
         ClientRole(ServerScoredProtocol(rule), client_id="c", uploader=secagg.Uploader(compact_keys.secret,
                                                                                           identity=ids["c"]))
     assert ServerScoredProtocol(rule).key_holder_options()["trust_server_circuit"] is True
+
+
+def _slot_algebra(ups, layout, per_ct, f):
+    """The circuit's slot operations on plain complex vectors (a rotation left by ``s`` is
+    ``np.roll(x, -s)``), then the key holders' :func:`ratio_vector`: the geometry of the layer plans
+    (windows, shifts, packs of clients, folds) without the encryption."""
+    from secagg.circuit import _pairs, layer_plans, ratio_vector
+
+    slots, chunks = per_ct // 2, layout.chunks(per_ct)
+    plans, pairs = layer_plans(layout, per_ct, clients=len(ups)), _pairs(layout, per_ct)
+    cut = []
+    for up in ups:
+        v = np.zeros(chunks * per_ct)
+        v[:layout.total] = layout.pack(up)
+        z = v[0::2].reshape(chunks, slots) + 1j * v[1::2].reshape(chunks, slots)
+        parts, squares = {}, [np.zeros(slots) for _ in plans]
+        for j, layer in pairs:
+            m = np.zeros(per_ct)
+            lo, hi_idx = max(j * per_ct, layout.layers[layer].offset), min((j + 1) * per_ct, layout.layers[layer].stop)
+            m[lo - j * per_ct:hi_idx - j * per_ct] = 1.0
+            parts[(j, layer)] = m[0::2] * z[j].real + 1j * m[1::2] * z[j].imag
+            squares[layer] += m[0::2] * z[j].real ** 2 + m[1::2] * z[j].imag ** 2
+        cut.append((parts, squares))
+
+    def pack(items, unit):
+        return sum(np.roll(x, -i * unit) for i, x in enumerate(items))
+
+    def fold(x, unit, count):
+        return sum(np.roll(x, -d * unit) for d in range(count))
+
+    nums, weights = {pair: np.zeros(slots, complex) for pair in pairs}, []
+    for layer, plan in enumerate(plans):
+        unit, weight = 1 << plan.steps, np.zeros(slots, complex)
+        for first in range(0, len(cut), plan.pack):
+            group = cut[first:first + plan.pack]
+            t = pack([sq[layer] for _, sq in group], unit)
+            for i in range(plan.steps):
+                t = t + np.roll(t, -(1 << i))
+            omega = f(t)
+            for j, lay in pairs:
+                if lay == layer:
+                    nums[(j, lay)] += omega * np.roll(pack([p[(j, lay)] for p, _ in group], unit), -plan.shift)
+            where = np.zeros(slots, complex)
+            where[(plan.start - unit * np.arange(len(group))) % slots] = 1 + 1j
+            weight += omega * where
+        for j, lay in pairs:
+            if lay == layer:
+                nums[(j, lay)] = fold(nums[(j, lay)], unit, plan.pack)
+        weights.append(fold(weight, unit, plan.pack))
+    decoded = [np.column_stack([c.real, c.imag]).reshape(-1) for c in [nums[p] for p in pairs] + weights]
+    return ratio_vector(decoded, layout, per_ct, clients=len(ups))
+
+
+@pytest.mark.parametrize("sizes", [
+    [4096, 64, 640, 10],  # the digits MLP: slot-aligned layers, one chunk
+    [7 * 9, 7, 21, 3],  # odd sizes: layers share complex slots
+    [300, 1500, 5, 900, 2],  # a layer across two chunks (a cyclic arc) and one across three (every slot)
+    [1, 1, 2, 7, 40],  # single slots (no rotation at all) beside a shifted layer
+])
+@pytest.mark.parametrize("clients", [1, 3, 10])
+def test_the_layer_plans_give_every_layer_its_own_weight(sizes, clients):
+    from secagg.circuit import layer_plans
+
+    per_ct = 64 if sum(sizes) < 3000 and sizes[0] != 4096 else 1024
+    rng = np.random.default_rng(sum(sizes))
+    ups = [{f"l{i}": rng.standard_normal(n) for i, n in enumerate(sizes)} for _ in range(clients)]
+    layout = secagg.Layout.of(ups[0])
+    got = _slot_algebra(ups, layout, per_ct, f=lambda t: 1.0 + t)
+    weights = [[1.0 + float(np.sum(u[f"l{i}"] ** 2)) for i in range(len(sizes))] for u in ups]
+    want = np.concatenate([np.concatenate([sum(w[i] * u[f"l{i}"] for w, u in zip(weights, ups))
+                                           for i in range(len(sizes))]),
+                           np.sum(weights, axis=0)])
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    plans = layer_plans(layout, per_ct, clients=clients)
+    assert any(p.shift for p in plans) and any(p.steps < (per_ct // 2).bit_length() - 1 for p in plans)
+    assert any(p.pack > 1 for p in plans) == (clients > 1)
