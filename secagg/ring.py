@@ -264,7 +264,8 @@ class Ring:
 
     def residues_of(self, e: np.ndarray) -> np.ndarray:
         """Signed integers (one per coefficient) as residues modulo each prime."""
-        if int(np.abs(e).max(initial=0)) >= min(self.primes):
+        bound = min(self.primes)
+        if e.size and (int(e.max()) >= bound or int(e.min()) <= -bound):  # not abs: |INT64_MIN| overflows
             out: np.ndarray = (e[None, :] % self.q.astype(np.int64)).astype(np.uint64)
             return out
         u = e.astype(np.uint64)[None, :]  # below every prime: a negative e wraps to 2^64 - |e|, + q to q - |e|
@@ -300,12 +301,14 @@ class Ring:
         self.evaluator.add_inplace(ct, self.ciphertext(self._zero, rest, ntt=True))
         return ct
 
-    def plaintext(self, a: np.ndarray) -> sealapi.Plaintext:
-        return sealio.load_own(sealapi.Plaintext, self.seal, self._blob(self._pt_prefix, a), what="a plaintext")
+    def plaintext(self, a: np.ndarray, *, secret: bool = False) -> sealapi.Plaintext:
+        """``a`` (NTT form) as a SEAL plaintext; ``secret``: leave nothing of it in the scratch file."""
+        return sealio.load_own(sealapi.Plaintext, self.seal, self._blob(self._pt_prefix, a), what="a plaintext",
+                               secret=secret)
 
-    def plaintext_array(self, plain: sealapi.Plaintext) -> np.ndarray:
+    def plaintext_array(self, plain: sealapi.Plaintext, *, secret: bool = False) -> np.ndarray:
         size = 8 * self.limbs * self.n
-        raw = sealio.dump_own(plain, max_inflated=len(self._pt_prefix) + size)
+        raw = sealio.dump_own(plain, max_inflated=len(self._pt_prefix) + size, secret=secret)
         return np.frombuffer(raw, dtype="<u8", count=size // 8, offset=len(raw) - size).reshape(self.limbs, self.n).copy()
 
     def encode(self, values: np.ndarray) -> sealapi.Plaintext:
@@ -368,7 +371,7 @@ class Ring:
     def secret_ntt(self, secret: SecretContext) -> np.ndarray:
         """A secret key's residues at the data level, NTT form (the decryption of ``(0, 1)``)."""
         ones = np.ones_like(self._one)  # the constant 1 in NTT form
-        return self.plaintext_array(self.decrypt_plain(self.zeros(), ones, secret))
+        return self.plaintext_array(self.decrypt_plain(self.zeros(), ones, secret), secret=True)
 
     def key_decryptor(self, key: np.ndarray) -> sealapi.Decryptor:
         """A SEAL decryptor whose "secret key" is ``key`` (data-level residues, NTT form): its
@@ -387,11 +390,12 @@ class Ring:
         ct = self.lift(x_coeff, y)
         out = sealapi.Plaintext()
         decryptor.decrypt(ct, out)
-        return self.plaintext_array(out)
+        return self.plaintext_array(out, secret=True)  # a key share's product, unsealed yet
 
     def decode_ntt(self, x: np.ndarray) -> np.ndarray:
-        """The values a plaintext polynomial (NTT form, at the preset's scale) encodes."""
-        return self.decode(self.plaintext(x))
+        """The values a plaintext polynomial (NTT form, at the preset's scale) encodes (a raw sum:
+        nothing of it is left in the scratch file)."""
+        return self.decode(self.plaintext(x, secret=True))
 
     def gaussian(self, std: float) -> np.ndarray:
         """A polynomial (coefficient form) of rounded Gaussian coefficients of ``std``, from a CSPRNG

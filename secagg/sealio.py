@@ -60,8 +60,14 @@ class _Memfd:
         self.fd = os.memfd_create("secfl-seal", os.MFD_CLOEXEC)
         self.pid = os.getpid()
         self.path = f"/proc/self/fd/{self.fd}"
+        with _owned_lock:
+            _owned.add(self.fd)
 
     def __del__(self) -> None:  # a thread's local state goes when the thread does: so does its file
+        if self.pid != os.getpid():
+            return  # a forked child's copy: closed at the fork (its number may be reused since)
+        with _owned_lock:
+            _owned.discard(self.fd)
         try:
             os.close(self.fd)
         except OSError:
@@ -69,8 +75,27 @@ class _Memfd:
 
 
 _local = threading.local()
+_owned: set[int] = set()  # this process's files, every thread's
+_owned_lock = threading.Lock()
 _KEEP_BYTES = 1 << 22  # a blob larger than this (Galois keys: hundreds of MB) is not kept after use
 _MEMFD_OK = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
+def _close_inherited() -> None:
+    """In a forked child: close the parent's files. Unlike memory, a file descriptor is not copied
+    at a fork but shared, so the child would read what the parent writes afterwards."""
+    global _owned_lock
+    _owned_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    for fd in _owned:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _owned.clear()
+
+
+if _MEMFD_OK:
+    os.register_at_fork(after_in_child=_close_inherited)
 
 
 def _memfd() -> _Memfd | None:
@@ -90,15 +115,16 @@ def _memfd() -> _Memfd | None:
     return scratch
 
 
-def dump(obj: Any) -> bytes:
-    """Serialise a SEAL object (or a seeded ``Serializable``) to bytes."""
+def dump(obj: Any, *, secret: bool = False) -> bytes:
+    """Serialise a SEAL object (or a seeded ``Serializable``) to bytes. ``secret``: the object holds
+    what must not outlive the call in the scratch file (a secret key always counts as such)."""
     scratch = _memfd()
     if scratch is not None:
         try:
             obj.save(scratch.path)  # SEAL opens it for writing, which truncates it first
             return os.pread(scratch.fd, os.fstat(scratch.fd).st_size, 0)
         finally:
-            if isinstance(obj, sealapi.SecretKey) or os.fstat(scratch.fd).st_size > _KEEP_BYTES:
+            if secret or isinstance(obj, sealapi.SecretKey) or os.fstat(scratch.fd).st_size > _KEEP_BYTES:
                 os.ftruncate(scratch.fd, 0)
     path = _scratch_path()
     try:
@@ -152,16 +178,17 @@ def inflate(blob: bytes | memoryview, *, max_inflated: int, what: str) -> bytes:
 
 
 def load(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | memoryview, *,
-         max_inflated: int, what: str) -> T:
+         max_inflated: int, what: str, secret: bool = False) -> T:
     """Validate ``blob`` and load it into ``factory()`` under ``context``.
 
     SEAL itself then checks the metadata (parameter id, sizes, coefficient ranges) against the
     context; any complaint it raises becomes a :class:`PayloadError`.
     """
-    return load_own(factory, context, inflate(blob, max_inflated=max_inflated, what=what), what=what)
+    return load_own(factory, context, inflate(blob, max_inflated=max_inflated, what=what), what=what, secret=secret)
 
 
-def load_own(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | bytearray, *, what: str) -> T:
+def load_own(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes | bytearray, *, what: str,
+             secret: bool = False) -> T:
     """Load an uncompressed blob this process assembled itself (a template's header and numpy
     arrays, see :class:`secagg.ring.Ring`; or one :func:`load` has validated): no header to
     distrust, so no inflation and no copy; SEAL's own checks still apply."""
@@ -182,15 +209,15 @@ def load_own(factory: Callable[[], T], context: sealapi.SEALContext, blob: bytes
     finally:
         if scratch is None:
             _unlink(path)
-        elif isinstance(obj, sealapi.SecretKey) or len(blob) > _KEEP_BYTES:
+        elif secret or isinstance(obj, sealapi.SecretKey) or len(blob) > _KEEP_BYTES:
             os.ftruncate(scratch.fd, 0)  # otherwise the next blob overwrites this one (SEAL reads only its own size)
     return obj  # type: ignore[no-any-return]  # SEAL's bindings are untyped
 
 
-def dump_own(obj: Any, *, max_inflated: int) -> bytes:
+def dump_own(obj: Any, *, max_inflated: int, secret: bool = False) -> bytes:
     """The uncompressed bytes after the header of a SEAL object this process made (SEAL's zstd
     output of our own object: decompressed in one call, bounded all the same)."""
-    blob = dump(obj)
+    blob = dump(obj, secret=secret)
     compr = blob[5] if len(blob) >= _SEAL_HEADER.size else -1  # magic, header size, major, minor, then the mode
     body = blob[_SEAL_HEADER.size:]
     if compr == _COMPR_ZSTD:

@@ -92,7 +92,7 @@ class SignedRound:
     cset: secagg.ContributorSet
     signatures: dict
     c0: dict  # member -> [first half of chunk j (NTT form)]
-    a: dict  # member -> [second half of chunk j (coefficient form), from the seed in its receipt]
+    a: dict  # member -> [second half of chunk j (NTT form), from the seed in its receipt]
 
     def request(self, body: list[np.ndarray]) -> bytes:
         """A release request with this round's genuine receipts and signatures and ``body`` as the sum."""

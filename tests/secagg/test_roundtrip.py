@@ -65,6 +65,9 @@ def test_signed_integers_become_the_same_residues_as_pythons_modulo(keys, bound)
     assert np.array_equal(ring.add(x, y), np.array([[(int(u) + int(-u // 3)) % q for u in e]
                                                     for q in ring.primes], dtype=np.uint64))
     assert np.array_equal(ring.neg(x), ring.residues_of(-e))
+    extreme = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max, 0], dtype=np.int64)
+    assert np.array_equal(ring.residues_of(extreme), np.array([[int(v) % q for v in extreme] for q in ring.primes],
+                                                              dtype=np.uint64))
 
 
 def test_lift_transforms_the_first_half_and_keeps_the_second(keys):

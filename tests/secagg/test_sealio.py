@@ -2,6 +2,7 @@
 
 import gc
 import os
+import struct
 import threading
 
 import numpy as np
@@ -39,23 +40,42 @@ def test_a_secret_key_leaves_nothing_in_the_file(keys):
     assert os.fstat(sealio._local.memfd.fd).st_size == 0
 
 
-def test_a_forked_child_writes_to_a_file_of_its_own(keys):
+def test_a_forked_child_neither_shares_nor_keeps_the_parents_file(keys):
+    """A descriptor is shared, not copied, at a fork: the child must close the parent's file (or it
+    would read what the parent writes later) and write to a file of its own."""
     _, ct = _ciphertext(keys)
     sealio.dump(ct)
-    parent = os.fstat(sealio._local.memfd.fd).st_ino
+    parent_fd = sealio._local.memfd.fd
+    parent = os.fstat(parent_fd).st_ino
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: report the inode of the file it used, then leave without cleanup
+    if pid == 0:  # the child: report, then leave without cleanup
         try:
+            try:
+                os.fstat(parent_fd)
+                inherited = "open"
+            except OSError:
+                inherited = "closed"
             sealio.dump(ct)
-            os.write(write, str(os.fstat(sealio._local.memfd.fd).st_ino).encode())
+            os.write(write, f"{inherited} {os.fstat(sealio._local.memfd.fd).st_ino}".encode())
         finally:
             os._exit(0)
     os.close(write)
-    child = int(os.read(read, 64).decode())
+    inherited, child = os.read(read, 64).decode().split()
     os.waitpid(pid, 0)
     os.close(read)
-    assert child != parent
+    assert inherited == "closed" and int(child) != parent
+
+
+def test_secrets_leave_nothing_in_the_file(keys):
+    """The secret key's residues (a dealer's) and a raw, unflooded sum (a combiner's) are wiped at once."""
+    ring = Ring(keys.secret.preset)
+    ring.secret_ntt(keys.secret)
+    assert os.fstat(sealio._local.memfd.fd).st_size == 0
+    ring.decode_ntt(ring.zeros())
+    assert os.fstat(sealio._local.memfd.fd).st_size == 0
+    ring.plaintext(ring.zeros())  # public: kept until the next blob overwrites it
+    assert os.fstat(sealio._local.memfd.fd).st_size > 0
 
 
 def test_threads_that_end_close_their_files(keys):
@@ -71,14 +91,19 @@ def test_threads_that_end_close_their_files(keys):
     assert len(os.listdir("/proc/self/fd")) == before
 
 
-def test_a_short_blob_after_a_long_one_loads_as_itself(keys):
-    """The file is overwritten, not emptied, between blobs: SEAL must read only the new blob's bytes."""
+@pytest.mark.parametrize("memfd", [True, False])
+@pytest.mark.parametrize("cut", [1, 8, 4096])
+def test_a_short_blob_after_a_long_one_is_read_as_itself(keys, monkeypatch, memfd, cut):
+    """The file is overwritten, not emptied, between blobs: a blob cut short (its declared size
+    fixed up) must be refused, not completed by the longer blob's leftover bytes."""
+    monkeypatch.setattr(sealio, "_MEMFD_OK", memfd)
     ring, ct = _ciphertext(keys)
-    sealio.dump(ct)  # the longer blob, left in the file
-    small = ring.plaintext(ring.zeros())  # written after the ciphertext, into the same file
-    assert os.fstat(sealio._local.memfd.fd).st_size > len(ring._blob(ring._pt_prefix, ring.zeros()))
-    assert small.coeff_count() == ring.limbs * ring.n and small.is_zero()
-    bad = bytearray(ring._blob(ring._pt_prefix, ring.zeros()))
-    bad[-1] = 0xFF  # a residue beyond its prime: SEAL refuses it, whatever follows in the file
+    full = sealio.inflate(sealio.dump(ct), max_inflated=10**8, what="a ciphertext")
+    bound = 8 * len(full)
+    sealio.load(sealapi.Ciphertext, ring.seal, full, max_inflated=bound, what="a ciphertext")  # leaves it in the file
+    short = bytearray(full[:-cut])
+    struct.pack_into("<Q", short, 8, len(short))
     with pytest.raises(secagg.PayloadError):
-        sealio.load_own(sealapi.Plaintext, ring.seal, bad, what="a plaintext")
+        sealio.load(sealapi.Ciphertext, ring.seal, bytes(short), max_inflated=bound, what="a ciphertext")
+    small = ring.plaintext(ring.zeros())  # a shorter object after the ciphertext, into the same file
+    assert small.coeff_count() == ring.limbs * ring.n and small.is_zero()
