@@ -402,6 +402,10 @@ def ratio_vector(decoded: list[np.ndarray], layout: Layout, per_ct: int, *, clie
     return np.concatenate([numerators[:layout.total], denominators])
 
 
-#: Error std per value of one client's contribution after the depth-7 circuit (measured by
-#: tests/fedattn/test_server_scored.py; the polynomial's own approximation error is separate).
+#: Error std per value of one client's contribution that the key holders' flooding is sized for.
+#: It is below the noise the circuit really carries: encrypting the same updates twice moves the
+#: output by ~1e-6 per client and value on the digits MLP (key switching in its widest layer's
+#: window sum; ~2e-8 on narrow layers; measured by
+#: ``tests/fedattn/test_server_scored.py::test_the_circuits_noise_per_client``), so there the
+#: release's flooding margin is about 2^5.5, not the preset's 2^12 (stated in docs/security.md).
 SERVER_SCORED_NOISE = 1e-8

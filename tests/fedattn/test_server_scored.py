@@ -164,3 +164,41 @@ def test_the_layer_plans_give_every_layer_its_own_weight(sizes, clients, monkeyp
     if sizes[0] == 4096 and clients == 10:  # the count the circuit's documentation states (one client at a
         # time over every slot: 50 conjugations, 240 relinearisations, 520 rotations)
         assert _SlotCircuit.last.key_switches == {"conjugations": 10, "relinearisations": 55, "rotations": 185}
+
+
+def test_the_circuits_noise_per_client(deep_keys):
+    """The key-dependent part of the circuit's error: the same updates encrypted twice, the outputs'
+    difference. Printed with ``-s``; bounded here so that the figure docs/security.md states for the
+    digits MLP (about 1e-6 per client and value, far above ``SERVER_SCORED_NOISE``) stays true. It
+    grows with a layer's width (a narrow layout gives ~2e-8)."""
+    import tenseal.sealapi as sealapi
+
+    from secagg import circuit
+    from secagg.ring import Ring, second_half
+
+    ring = Ring(deep_keys.secret.preset)
+    rng = np.random.default_rng(3)
+    sizes, clients = [4096, 64, 640, 10], 3  # the digits MLP: its 2,048-slot layer's window sum dominates
+    ups = [circuit.clip_layer_norms({f"l{i}": rng.standard_normal(n) * 0.05 for i, n in enumerate(sizes)}, 3.6)
+           for _ in range(clients)]
+    layout = secagg.Layout.of(ups[0])
+
+    def run(tag: int) -> np.ndarray:
+        cts = []
+        for k, up in enumerate(ups):
+            v = np.zeros(ring.n)
+            v[:layout.total] = layout.pack(up)
+            a = ring.uniform(second_half(bytes([k, tag]) * 16, chunk=0, preset=ring.preset))
+            cts.append([ring.full_ciphertext(ring.encrypt(v, deep_keys.secret, a), a)])
+        out = circuit.score_and_combine(cts, deep_keys.public, layout=layout, hi=4.0, temperature=1.0)
+        decoded = []
+        for ct in out:
+            plain = sealapi.Plaintext()
+            deep_keys.secret.decryptor.decrypt(ct, plain)
+            decoded.append(ring.decode(plain))
+        return circuit.ratio_vector(decoded, layout, ring.n, clients=clients)
+
+    per_client = float(np.std((run(1) - run(2))[:layout.total]) / np.sqrt(2 * clients))
+    print(f"key-dependent noise per client and value: {per_client:.1e} (flooding sized for "
+          f"{circuit.SERVER_SCORED_NOISE:.0e})")
+    assert 1e-7 < per_client < 3e-6
