@@ -311,18 +311,29 @@ def circuit_outputs(layout: Layout, per_ct: int) -> int:
     return len(_pairs(layout, per_ct)) + len(layout.layers)
 
 
-def _cut(circuit: Circuit, cts: list[sealapi.Ciphertext], layout: Layout, per_ct: int,
+_Masks = list[dict[int, tuple[np.ndarray, np.ndarray]]]
+
+
+def _layer_masks(layout: Layout, per_ct: int) -> _Masks:
+    """Per chunk, layer -> ``(m1, m2)``: ``m1 z + m2 conj(z)`` keeps the layer's real and imaginary parts."""
+    out: _Masks = []
+    for j in range(layout.chunks(per_ct)):
+        masks = {}
+        for layer, lo, hi_idx in layout.layer_ranges(j * per_ct, (j + 1) * per_ct):
+            m = np.zeros(per_ct)
+            m[lo - j * per_ct:hi_idx - j * per_ct] = 1.0
+            masks[layer] = ((m[0::2] + m[1::2]) / 2, (m[0::2] - m[1::2]) / 2)
+        out.append(masks)
+    return out
+
+
+def _cut(circuit: Circuit, cts: list[sealapi.Ciphertext], chunk_masks: _Masks,
          hi: float) -> tuple[dict[tuple[int, int], sealapi.Ciphertext], dict[int, sealapi.Ciphertext]]:
     """One client's values per (chunk, layer), dropped to the level where they meet their weight, and
     its masked squares per layer (divided by ``hi``)."""
     parts: dict[tuple[int, int], sealapi.Ciphertext] = {}
     squares: dict[int, sealapi.Ciphertext] = {}
-    for j, ct in enumerate(cts):
-        masks = {}
-        for layer, lo, hi_idx in layout.layer_ranges(j * per_ct, (j + 1) * per_ct):
-            m = np.zeros(per_ct)
-            m[lo - j * per_ct:hi_idx - j * per_ct] = 1.0
-            masks[layer] = ((m[0::2] + m[1::2]) / 2, (m[0::2] - m[1::2]) / 2)  # m1 z + m2 conj(z): re, im masked
+    for j, (ct, masks) in enumerate(zip(cts, chunk_masks)):
         conj = circuit.conj(ct)
         power = circuit.mul(ct, conj)  # re^2 + im^2 per slot
         cross = None
@@ -353,12 +364,13 @@ def score_and_combine(clients: list[list[sealapi.Ciphertext]], public: PublicCon
     circuit = Circuit(public)
     per_ct = public.preset.values_per_ciphertext
     coeffs, _, _ = weight_polynomial(hi, temperature)
-    plans = layer_plans(layout, per_ct, clients=len(clients))
-    cut = [_cut(circuit, cts, layout, per_ct, hi) for cts in clients]
+    plans, pairs = layer_plans(layout, per_ct, clients=len(clients)), _pairs(layout, per_ct)
+    masks = _layer_masks(layout, per_ct)  # the same for every client
+    cut = [_cut(circuit, cts, masks, hi) for cts in clients]
     numerators: dict[tuple[int, int], sealapi.Ciphertext] = {}
     weights: list[sealapi.Ciphertext] = []
     for layer, plan in enumerate(plans):
-        unit, chunks = 1 << plan.steps, [j for j, lay in _pairs(layout, per_ct) if lay == layer]
+        unit, chunks = 1 << plan.steps, [j for j, lay in pairs if lay == layer]
         weight = None
         for first in range(0, len(cut), plan.pack):
             group = cut[first:first + plan.pack]
@@ -378,7 +390,7 @@ def score_and_combine(clients: list[list[sealapi.Ciphertext]], public: PublicCon
             numerators[(j, layer)] = circuit.fold(numerators[(j, layer)], unit, plan.pack)
         assert weight is not None  # at least one client
         weights.append(circuit.fold(weight, unit, plan.pack))
-    return [numerators[pair] for pair in _pairs(layout, per_ct)] + weights
+    return [numerators[pair] for pair in pairs] + weights
 
 
 def omega_max(hi: float, temperature: float) -> float:
