@@ -34,9 +34,10 @@ __all__ = ["Receipt", "ContributorSet", "Request", "UPLOAD_MAGIC", "REQUEST_MAGI
 
 UPLOAD_MAGIC = b"SECFLUP2"
 REQUEST_MAGIC = b"SECFLRQ2"
-FORMAT_VERSION = 4  # 3: an upload's body digest is a digest of per-ciphertext digests; 4: second halves in NTT form
+FORMAT_VERSION = 5  # 3: an upload's body digest is a digest of per-ciphertext digests; 4: second halves in NTT form;
+#                     5: residues packed to their primes' bits (a 60-bit residue in 7.5 bytes, not 8)
 MAX_RUN_LENGTH = 128
-_RECEIPT_TAG = b"secfl/upload/v4\x00"  # domain separation: a signature means one thing only
+_RECEIPT_TAG = b"secfl/upload/v5\x00"  # domain separation: a signature means one thing only
 _SET_TAG = b"secfl/contributor-set/v2\x00"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX = re.compile(r"^[0-9a-f]{1,256}$")

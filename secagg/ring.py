@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
 
@@ -82,6 +83,54 @@ def _aes_stream(key: bytes, nonce: int, nbytes: int) -> np.ndarray:
     return np.frombuffer(encryptor.update(bytes(nbytes)), dtype="<u8")
 
 
+def _wire_width(bits: int) -> int:
+    """The bits a residue below a ``bits``-bit prime takes on the wire: ``bits`` itself, unless a
+    residue starting at some bit of a byte would not fit in the 8 bytes read from that byte (59
+    bits, at offsets 5 to 7 of 8 residues), then a whole number of bytes."""
+    if bits % 8 == 0 or max(j * bits % 8 for j in range(8)) + bits <= 64:
+        return bits
+    return -(-bits // 8) * 8
+
+
+def _read(view: np.ndarray, shift: int, mask: np.uint64, out: np.ndarray) -> None:
+    if shift:
+        np.right_shift(view, np.uint64(shift), out=out)
+        np.bitwise_and(out, mask, out=out)
+    else:
+        np.bitwise_and(view, mask, out=out)
+
+
+def _group(w: int) -> int:
+    """Residues of ``w`` bits from one byte boundary to the next: 1 for whole bytes, 2 for 60 bits,
+    8 for an odd width."""
+    return 8 // math.gcd(w, 8)
+
+
+def _pack_bits(residues: np.ndarray, w: int, out: np.ndarray, offset: int, size: int) -> None:
+    """Groups of ``g`` residues below ``2^w`` (a ``(count, places, g)`` uint64 array, ``G = g * w / 8``
+    whole bytes, at least 8) written as little-endian bit strings, residue ``j`` at bits ``j*w`` to
+    ``j*w + w - 1`` of its group, group ``k`` of polynomial ``c`` at ``out[c*size + offset + k*G:][:G]``.
+    Each group is written as 8-byte stores at bytes 0, 8, ... and ``G - 8``, each holding its 64
+    bits of the group's bit string: two stores that overlap write the same values to the bytes they
+    share, and no store reaches the next group."""
+    count, places, g = residues.shape
+    group_bytes = g * w // 8
+    stores = list(range(0, group_bytes - 7, 8)) + ([group_bytes - 8] if group_bytes % 8 else [])
+    acc, part = np.empty((2, count, places), dtype=np.uint64)  # reused: no fresh pages per store
+    for at in stores:
+        lo, empty = 8 * at, True
+        for j in range(g):
+            first = j * w
+            if first + w <= lo or first >= lo + 64:
+                continue  # residue j has no bit in this store
+            op, by = (np.left_shift, first - lo) if first >= lo else (np.right_shift, lo - first)
+            op(residues[..., j], np.uint64(by), out=acc if empty else part)  # bits past 64 fall off
+            if not empty:
+                np.bitwise_or(acc, part, out=acc)
+            empty = False
+        np.ndarray((count, places), dtype="<u8", buffer=out, offset=offset + at, strides=(size, group_bytes))[...] = acc
+
+
 class Ring:
     """The data level of a preset: its primes, and SEAL objects built from and read into arrays."""
 
@@ -95,6 +144,7 @@ class Ring:
         self.n = preset.poly_modulus_degree
         self.limbs = len(self.primes)
         self.bits = [p.bit_length() for p in self.primes]
+        self.widths = [_wire_width(b) for b in self.bits]
         self.encoder, self.evaluator = seal_tools(preset)  # shared: building them costs ~0.15 ms per Ring
         self.scale = 2.0**preset.scale_bits
         ct_prefix, pt_prefix, pt_unit_prefix = templates(preset)
@@ -109,8 +159,8 @@ class Ring:
     # ---- residues ------------------------------------------------------------------------------
     @property
     def residue_bytes(self) -> int:
-        """Bytes of one polynomial on the wire: each residue in the fewest whole bytes its prime needs."""
-        return sum(-(-b // 8) for b in self.bits) * self.n
+        """Bytes of one polynomial on the wire: ``N`` residues per prime, each in its prime's bits."""
+        return sum(self.widths) * self.n // 8
 
     def zeros(self) -> np.ndarray:
         return np.zeros((self.limbs, self.n), dtype=np.uint64)
@@ -126,29 +176,15 @@ class Ring:
         return t
 
     def pack(self, a: np.ndarray) -> bytes:
-        """Little-endian residues, ``ceil(bits / 8)`` bytes each, limb after limb."""
-        parts = []
-        for i, bits in enumerate(self.bits):
-            width = -(-bits // 8)
-            parts.append(np.ascontiguousarray(a[i].astype("<u8")).view(np.uint8).reshape(self.n, 8)[:, :width].tobytes())
-        return b"".join(parts)
+        """One polynomial's residues, limb after limb, packed as :meth:`pack_into` describes."""
+        return self.pack_many(a[None])
 
     def unpack(self, blob: bytes | memoryview, *, what: str) -> np.ndarray:
         """The inverse of :meth:`pack`; every residue is checked to lie below its prime."""
         if len(blob) != self.residue_bytes:
             raise PayloadError(f"{what} holds {len(blob)} bytes; a polynomial of preset {self.preset.name!r} has "
                                f"{self.residue_bytes}")
-        out = self.zeros()
-        raw = np.frombuffer(blob, dtype=np.uint8)
-        offset = 0
-        for i, bits in enumerate(self.bits):
-            width = -(-bits // 8)
-            wide = np.zeros((self.n, 8), dtype=np.uint8)
-            wide[:, :width] = raw[offset:offset + width * self.n].reshape(self.n, width)
-            out[i] = wide.view("<u8").reshape(self.n)
-            offset += width * self.n
-        if np.any(out >= self.q):
-            raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
+        out: np.ndarray = self.unpack_many(blob, 1, what=what)[0]
         return out
 
     def pack_many(self, polys: np.ndarray) -> bytes:
@@ -156,17 +192,23 @@ class Ring:
         return self.pack_into(polys, np.empty(polys.shape[0] * self.residue_bytes, dtype=np.uint8)).tobytes()
 
     def pack_into(self, polys: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """:meth:`pack_many` written into ``out`` (a uint8 array of ``count * residue_bytes``), returned."""
+        """The residues of ``count`` polynomials written into ``out`` (a uint8 array of ``count *
+        residue_bytes``), returned. Per polynomial, limb after limb: the ``N`` residues of a prime
+        as one little-endian bit string, ``w`` bits each (``w``: :attr:`widths`, the prime's bit
+        length, or the next whole byte where a residue's bits could not be read with one 8-byte
+        load): every 8 residues fill exactly ``w`` bytes, so no bit is left free to carry a second
+        spelling of the same residues."""
         count, size = polys.shape[0], self.residue_bytes
         if out.shape != (count * size,) or out.dtype != np.uint8:
             raise ValueError(f"out must be a uint8 array of {count * size} bytes")
-        rows, offset = out.reshape(count, size), 0
-        for i, bits in enumerate(self.bits):
-            width = -(-bits // 8)
-            # each residue's low `width` bytes, read in place (little-endian uint64 rows)
-            raw = polys[:, i].astype("<u8", copy=False).view(np.uint8).reshape(count, self.n, 8)
-            rows[:, offset:offset + width * self.n].reshape(count, self.n, width)[...] = raw[:, :, :width]
-            offset += width * self.n
+        offset = 0
+        for i, w in enumerate(self.widths):
+            span = w * self.n // 8
+            g = _group(w)
+            while g * w < 64:  # stores of 8 bytes need groups of at least 8 bytes (56 bits: 2 residues)
+                g *= 2
+            _pack_bits(polys[:, i].astype("<u8", copy=False).reshape(count, self.n // g, g), w, out, offset, size)
+            offset += span
         return out
 
     def unpack_many(self, blob: bytes | memoryview, count: int, *, what: str, out: np.ndarray | None = None,
@@ -175,10 +217,11 @@ class Ring:
         prime; into ``out`` (a ``(count, limbs, N)`` uint64 array) when given. With ``start``, the
         polynomials are ``blob[start:start + count * residue_bytes]`` of a larger buffer.
 
-        Each residue is read as the 8 bytes starting at its place (a strided view of the bytes) and
-        masked to its width: one pass over the data per prime, no byte shuffling. The final residue's
-        8 bytes would run past the end of the buffer: where they do, the last polynomial goes through
-        a padded copy of its own bytes, the others are read in place."""
+        Residue ``j`` of each group (:func:`_group`) is read as the 8 bytes starting at its first
+        byte (a strided view of the bytes), shifted and masked to its width: a pass over the data
+        per prime and place in the group, no byte shuffling. The final residues' 8 bytes would run past the end of
+        the buffer: where they do, the last polynomial goes through a padded copy of its own bytes,
+        the others are read in place."""
         size = self.residue_bytes
         begin = 0 if start is None else start
         stop = len(blob) if start is None else begin + count * size
@@ -197,19 +240,23 @@ class Ring:
             tail = np.zeros(size + 8, dtype=np.uint8)
             tail[:size] = data[stop - size:stop]
         offset = 0
-        for i, bits in enumerate(self.bits):
-            width = -(-bits // 8)
-            mask = np.uint64((1 << (8 * width)) - 1) if width < 8 else np.uint64(2**64 - 1)
-            if in_place:
-                view = np.ndarray((in_place, self.n), dtype="<u8", buffer=data, offset=begin + offset,
-                                  strides=(size, width))
-                np.bitwise_and(view, mask, out=out[:in_place, i])
-            if in_place < count:
-                last = np.ndarray((self.n,), dtype="<u8", buffer=tail, offset=offset, strides=(width,))
-                np.bitwise_and(last, mask, out=out[-1, i])
+        for i, w in enumerate(self.widths):
+            mask = np.uint64((1 << w) - 1) if w < 64 else np.uint64(2**64 - 1)
+            groups = _group(w)
+            step = groups * w // 8  # bytes from one group to the next
+            for j in range(groups):
+                first, shift = divmod(j * w, 8)
+                places = self.n // groups
+                if in_place:
+                    view = np.ndarray((in_place, places), dtype="<u8", buffer=data, offset=begin + offset + first,
+                                      strides=(size, step))
+                    _read(view, shift, mask, out[:in_place, i, j::groups])
+                if in_place < count:
+                    last = np.ndarray((places,), dtype="<u8", buffer=tail, offset=offset + first, strides=(step,))
+                    _read(last, shift, mask, out[-1, i, j::groups])
             if int(out[:, i].max()) >= self.primes[i]:  # one reduction pass, no boolean array
                 raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
-            offset += width * self.n
+            offset += w * self.n // 8
         return out
 
     def add_into(self, acc: np.ndarray, x: np.ndarray) -> np.ndarray:

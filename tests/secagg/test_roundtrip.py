@@ -118,13 +118,17 @@ def test_ratio_form_matches_attention_reference(keys, rng):
 
 
 def test_bytes_per_value(keys):
-    """Every residue in whole bytes: compact 2x float32, strict 3.5x (the packed first halves)."""
+    """Every residue in its prime's bits, the first halves only: compact 60/32 = 1.875x float32,
+    strict 112/32 = 3.5x, plus the signed header."""
+    from secagg.messages import decode_upload
+
     n = 4 * keys.secret.preset.values_per_ciphertext
     ids, roster = secagg.generate_identities(["c"])
     wire = secagg.Uploader(keys.secret, identity=ids["c"]).upload({"x": np.full(n, 0.01, np.float32)}, run="r", round=0,
                                                                     commitment="ab" * 32)
-    ratio = len(wire) / (4 * n)
-    assert ratio < {"compact": 2.02, "strict": 3.52}[keys.secret.preset.name]
+    bits = {"compact": 60, "strict": 112}[keys.secret.preset.name]
+    assert len(decode_upload(wire)[1]) == n * bits // 8
+    assert len(wire) / (4 * n) < bits / 32 + 0.01
     assert len(wire) <= secagg.max_payload_bytes(keys.secret.preset, n)
 
 
