@@ -33,7 +33,7 @@ from .local import local_round
 from .messages import FORMAT_VERSION, ContributorSet, Receipt
 from .packing import Layout
 from .parallel import PARALLEL_MIN_CHUNKS, choose_workers, worker_limit
-from .presets import DEFAULT_PRESET, PRESETS, Preset, get_preset, register_preset
+from .presets import DEFAULT_PRESET, PRESETS, Preset, get_preset, register_preset, sized_preset
 from .release import release
 from .roles import (
     DEFAULT_MIN_CONTRIBUTORS,
@@ -59,7 +59,7 @@ from .signing import (
 __all__ = [
     "KeySet", "PublicContext", "SecretContext", "generate_keys", "load_public_context", "load_secret_context",
     "FileLedger", "Ledger", "MemoryLedger", "FORMAT_VERSION", "ContributorSet", "Receipt", "Layout",
-    "PARALLEL_MIN_CHUNKS", "choose_workers", "worker_limit", "DEFAULT_PRESET", "PRESETS", "Preset", "get_preset", "register_preset",
+    "PARALLEL_MIN_CHUNKS", "choose_workers", "worker_limit", "DEFAULT_PRESET", "PRESETS", "Preset", "get_preset", "register_preset", "sized_preset",
     "release", "DEFAULT_MIN_CONTRIBUTORS", "WEIGHTS_ENTRY", "Aggregator", "KeyHolder", "Release", "RoundAggregate",
     "Uploader", "max_payload_bytes", "DEFAULT_GROUP_SIZE", "ClientIdentity", "Roster", "deal_identities",
     "generate_identities", "round_commitment", "validate_client_id", "write_private", "parse_json_object", "local_round",

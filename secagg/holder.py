@@ -47,7 +47,7 @@ from .keys import SecretContext
 from .ledger import Ledger, MemoryLedger
 from .messages import ContributorSet, Receipt, Request, decode_request
 from .packing import Layout
-from .presets import Preset
+from .presets import Preset, max_members
 from .release import release
 from .ring import Ring, second_half
 from .signing import ClientIdentity, Roster
@@ -162,18 +162,6 @@ def verify_request(req: Request, *, roster: Roster, keys: str, preset: Preset, m
                                   f"key holder releases sums of at least {min_contributors} clients only")
     roster.check_whole_groups(cset.members, min_size=min_contributors)
     return receipts
-
-
-def max_members(preset: Preset, max_weight: float = 1.0) -> int:
-    """The largest number of members whose sum cannot wrap around the data modulus ``Q``: a
-    coefficient of one client's plaintext is at most ``sqrt(2) * max_weight * max_abs * scale`` in
-    absolute value (an average of slot values, each two reals ``x + iy``), and the sum must stay
-    below ``Q / 2``. ``Q`` is the product of the primes SEAL chose (which lie below their nominal bit
-    sizes) left at the bottom level, after a circuit's rescales."""
-    primes = Ring(preset).primes
-    log_q = sum(math.log2(q) for q in primes[:len(primes) - preset.depth])  # the bottom level, after every rescale
-    per_member = math.log2(math.sqrt(2) * max_weight * preset.max_abs) + preset.scale_bits
-    return int(2.0 ** (log_q - 1 - per_member) * (1 - 1e-12))  # a hair below: no member count on the edge
 
 
 def check_headroom(members: int, max_weight: float, preset: Preset) -> None:

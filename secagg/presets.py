@@ -16,9 +16,9 @@ The built-in presets (bytes are per float32 value, measured by ``benchmarks/``):
 =========  ======  ==================  =======  =====  ===========  ==============  ============
 name       N       coeff modulus bits  scale    depth  bytes/value  noise std (1)   flood bits
 =========  ======  ==================  =======  =====  ===========  ==============  ============
-compact    8192    60                  2^40     0      2.0x         1.9e-10         12
-strict     8192    56, 56 | 60         2^72     0      3.8x         4.4e-20 (2)     40
-deep       16384   60, 40 x 7 | 60     2^40     7      12.6x        2.6e-10         12
+compact    8192    60                  2^40     0      1.9x         1.9e-10         12
+strict     8192    56, 56 | 60         2^72     0      3.5x         4.4e-20 (2)     40
+deep       16384   60, 40 x 7 | 60     2^40     7      10.6x        2.6e-10         12
 =========  ======  ==================  =======  =====  ===========  ==============  ============
 
 (1) standard deviation of the CKKS error of one fresh symmetric encryption, per value.
@@ -29,17 +29,26 @@ precision, headroom and flooding, so its released values are flooded 2^12 above 
 (statistical distance to an unflooded release <= sqrt(N)/2^13 = 0.011 per decryption, see
 :mod:`secagg.release`). ``strict`` spends a second data prime on headroom and floods 2^40 above
 the noise (distance <= 2^-34.5) at a precision cost of 4.8e-8 per client: it is the default.
+
+An additive preset can be sized for a federation: ``<preset>-for-<members>`` (:func:`sized_preset`)
+keeps its scale and flooding, so it releases the same values, in the smallest data modulus that
+holds a sum of that many members: ``compact-for-10`` is one 47-bit prime (1.47x float32),
+``strict-for-10`` a 56- and a 23-bit prime (2.47x). A key holder refuses a larger sum.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ._check import integer
 from .errors import InvalidParametersError, UnknownPresetError
 
-__all__ = ["Preset", "PRESETS", "DEFAULT_PRESET", "get_preset", "register_preset", "MAX_MODULUS_BITS_128"]
+__all__ = ["Preset", "PRESETS", "DEFAULT_PRESET", "get_preset", "register_preset", "sized_preset", "max_members",
+           "MAX_MODULUS_BITS_128"]
 
 #: HE standard, 128-bit classical security, ternary secret: max total log2(q) per ring degree.
 MAX_MODULUS_BITS_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
@@ -231,14 +240,106 @@ def register_preset(preset: Preset, *, overwrite: bool = False) -> Preset:
     return preset
 
 
+#: ``<preset>-for-<members>``: a registered additive preset sized for sums of ``members``
+_SIZED_NAME = re.compile(r"(?P<base>[A-Za-z0-9_.-]{1,64})-for-(?P<members>[1-9][0-9]{0,11})")
+
+
 def get_preset(name: str | Preset) -> Preset:
-    """Return the preset registered as ``name`` (a :class:`Preset` is returned unchanged)."""
+    """Return the preset registered as ``name``, or ``<preset>-for-<members>`` built by
+    :func:`sized_preset` (a :class:`Preset` is returned unchanged)."""
     if isinstance(name, Preset):
         return name
     try:
         return PRESETS[name]
-    except KeyError:
-        raise UnknownPresetError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}") from None
+    except (KeyError, TypeError):
+        pass
+    sized = _SIZED_NAME.fullmatch(name) if isinstance(name, str) else None
+    if sized and sized["base"] in PRESETS:
+        return sized_preset(sized["base"], members=int(sized["members"]))
+    raise UnknownPresetError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}, or an additive one "
+                             "sized for a federation as <preset>-for-<members> (e.g. compact-for-10)")
+
+
+def sized_preset(base: str | Preset, *, members: int) -> Preset:
+    """``base`` in the smallest data modulus that holds a sum of ``members`` clients, named
+    ``<base>-for-<members>``.
+
+    Scale, flooding, ``max_abs``, ring degree and the number of data primes stay ``base``'s, so the
+    released values are the very ones ``base`` releases; only the headroom above the sum shrinks,
+    and with it the bytes (a ciphertext's first half carries one residue per data prime and
+    coefficient, packed to each prime's bits). The data modulus ``Q`` must keep a sum below
+    ``Q / 2`` while one member's coefficient reaches ``sqrt(2) * max_abs * scale`` (see
+    :func:`secagg.holder.max_members`), so it needs ``log2(members) + log2(sqrt(2) * max_abs) +
+    scale_bits + 1`` bits, counted on the primes SEAL picks below their nominal sizes; the bits are
+    taken off ``base``'s data primes from the last one (see :func:`_shrink`). A key holder refuses a larger sum
+    (:class:`~secagg.errors.HeadroomError`), so a federation that grows needs new keys.
+
+    Raises:
+        InvalidParametersError: ``base`` evaluates circuits (its depth is not 0 or it has
+            evaluation keys), or its own modulus does not hold ``members``.
+    """
+    members = integer("members", members, minimum=1, error=InvalidParametersError)
+    return _sized(get_preset(base), members)
+
+
+def max_members(preset: Preset, max_weight: float = 1.0) -> int:
+    """The largest number of members whose sum cannot wrap around the data modulus ``Q``: a
+    coefficient of one client's plaintext is at most ``sqrt(2) * max_weight * max_abs * scale`` in
+    absolute value (an average of slot values, each two reals ``x + iy``), and the sum must stay
+    below ``Q / 2``. ``Q`` is the product of the primes SEAL chose (which lie below their nominal bit
+    sizes) left at the bottom level, after a circuit's rescales."""
+    primes = _data_primes(preset)
+    log_q = sum(math.log2(q) for q in primes[:len(primes) - preset.depth])  # the bottom level, after every rescale
+    per_member = math.log2(math.sqrt(2) * max_weight * preset.max_abs) + preset.scale_bits
+    return int(2.0 ** (log_q - 1 - per_member) * (1 - 1e-12))  # a hair below: no member count on the edge
+
+
+@functools.lru_cache(maxsize=256)
+def _data_primes(preset: Preset) -> tuple[int, ...]:
+    """The primes SEAL picks for ``preset``, the special (key-switching) one left out."""
+    import tenseal.sealapi as sealapi  # here only: the rest of this module is plain data
+
+    values = [int(m.value()) for m in sealapi.CoeffModulus.Create(preset.poly_modulus_degree,
+                                                                   list(preset.coeff_modulus_bits))]
+    return tuple(values if len(values) == 1 else values[:-1])
+
+
+def _shrink(bits: tuple[int, ...], by: int) -> tuple[int, ...]:
+    """``bits`` with ``by`` bits taken off, from the last prime first, none below SEAL's 20.
+
+    Whole primes are kept rather than evened out: SEAL compresses what it saves with zstd, residues
+    with three or more zero bytes on top (a prime of 40 bits or fewer) slow that down markedly, and
+    a client saves one plaintext per ciphertext."""
+    out = list(bits)
+    for i in reversed(range(len(out))):
+        take = min(by, out[i] - 20)
+        out[i] -= take
+        by -= take
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _sized(base: Preset, members: int) -> Preset:
+    if base.depth or base.eval_keys:
+        raise InvalidParametersError(f"preset {base.name!r} evaluates circuits; only additive presets (depth 0, no "
+                                     "evaluation keys) can be sized for a number of members")
+    bits = base.coeff_modulus_bits
+    data, special = (bits, ()) if len(bits) == 1 else (bits[:-1], bits[-1:])
+    per_member = math.log2(math.sqrt(2) * base.max_abs) + base.scale_bits
+    total = math.ceil(1 + per_member + math.log2(members))
+    while total <= base.data_modulus_bits:
+        parts = _shrink(data, base.data_modulus_bits - total) + special
+        # a preset keeps a bit of nominal headroom: the next size up where it would not
+        if min(parts) >= 20 and total - 1.5 - per_member >= 1:
+            candidate = replace(base, name=f"{base.name}-for-{members}", coeff_modulus_bits=parts)
+            holds = max_members(candidate)
+            if holds >= members:
+                return replace(candidate, description=(
+                    f"{base.name}'s precision and flooding in a {total}-bit data modulus: {total / 32:.2f}x float32, "
+                    f"sums of at most {holds} members"))
+        total += 1
+    raise InvalidParametersError(f"preset {base.name!r} holds sums of at most {max_members(base)} members; a sum of "
+                                 f"{members} needs a preset with a larger modulus")
 
 
 register_preset(Preset(
@@ -248,7 +349,7 @@ register_preset(Preset(
     scale_bits=40,
     max_abs=4.0,
     flood_bits=12,
-    description="additive, 2.0x float32; one 60-bit prime shared by precision, headroom and flooding",
+    description="additive, 1.9x float32; one 60-bit prime shared by precision, headroom and flooding",
 ))
 register_preset(Preset(
     name="compact-lean",
@@ -271,7 +372,7 @@ register_preset(Preset(
 register_preset(Preset(
     name="strict-lean",
     poly_modulus_degree=8192,
-    coeff_modulus_bits=(40, 40, 60),
+    coeff_modulus_bits=(56, 24, 60),  # not 40 + 40: SEAL's zstd saves 40-bit residues slowly (see _shrink)
     scale_bits=72,
     max_abs=4.0,
     flood_bits=40,

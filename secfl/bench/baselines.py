@@ -79,16 +79,21 @@ class SecAgg(Method):
 
     label = "secagg"
 
-    def __init__(self, preset: str) -> None:
-        self.preset = secagg.get_preset(preset)
-        self.name = f"secagg-{preset}"  # type: ignore[misc]
-        self.label = f"secagg, preset {preset!r}"  # type: ignore[misc]
+    def __init__(self, preset: str, *, sized: bool = False) -> None:
+        self.base = self.preset = secagg.get_preset(preset)
+        #: sized: the preset sized for each cell's number of clients (``<preset>-for-<clients>``)
+        self.sized = sized
+        self.name = f"secagg-{preset}" + ("-sized" if sized else "")  # type: ignore[misc]
+        self.label = (f"secagg, preset {preset!r}" + (" sized for the cell's clients" if sized else ""))  # type: ignore[misc]
         self.keys: secagg.KeySet | None = None
         #: the server's fold threads (None: secagg's choice; :func:`secagg.worker_limit` caps it)
         self.server_workers: int | None = None
 
     def setup(self, *, shapes: dict[str, tuple[int, ...]], clients: int) -> None:
         super().setup(shapes=shapes, clients=clients)
+        if self.sized:
+            self.preset = secagg.sized_preset(self.base, members=clients)
+            self.label = f"secagg, preset {self.preset.name!r}: {self.preset.description}"  # type: ignore[misc]
         self.keys = secagg.generate_keys(preset=self.preset)
         self.clients = clients
         self.ids, self.roster = secagg.generate_identities([f"client-{k}" for k in range(clients)], group_size=clients)
@@ -308,9 +313,12 @@ _FACTORIES: dict[str, Callable[[], Method]] = {
     "flower-secagg+": FlowerSecAggPlus,
     "secagg-compact-lean": lambda: SecAgg("compact-lean"),
     "secagg-strict-lean": lambda: SecAgg("strict-lean"),
+    "secagg-compact-sized": lambda: SecAgg("compact", sized=True),
+    "secagg-strict-sized": lambda: SecAgg("strict", sized=True),
 }
-#: the presets for sums of at most 22 members: measured at the targets' cell only (see grid)
-LEAN = ("secagg-compact-lean", "secagg-strict-lean")
+#: the presets for small federations (sums of at most 22 members, or of the cell's clients):
+#: measured at the targets' cell only (see grid)
+LEAN = ("secagg-compact-lean", "secagg-strict-lean", "secagg-compact-sized", "secagg-strict-sized")
 METHODS = tuple(m for m in _FACTORIES if m not in LEAN)
 
 

@@ -371,7 +371,8 @@ def scaling(cells: Sequence[dict[str, Any]], *, ref_clients: int, ref_params: in
 
 
 #: bytes per float32 each preset aims at, and times against FLARE as provisioned (one core each)
-BYTES_TARGET = {"secagg-compact": 1.5, "secagg-strict": 2.5, "secagg-compact-lean": 1.5, "secagg-strict-lean": 2.5}
+BYTES_TARGET = {"secagg-compact": 1.5, "secagg-strict": 2.5, "secagg-compact-lean": 1.5, "secagg-strict-lean": 2.5,
+                "secagg-compact-sized": 1.5, "secagg-strict-sized": 2.5}
 TIME_TARGET, ALL_TARGET = 0.25, 0.4
 
 
@@ -384,7 +385,7 @@ def targets(cells: Sequence[dict[str, Any]], *, params: int = 1_000_000, clients
         if not name.startswith("secagg-"):
             continue
         bound = BYTES_TARGET.get(name)
-        row: dict[str, Any] = {"bytes_x_float32": c["bytes_x_float32"], "bytes_target": bound,
+        row: dict[str, Any] = {"label": c["label"], "bytes_x_float32": c["bytes_x_float32"], "bytes_target": bound,
                                "bytes_ok": None if bound is None else c["bytes_x_float32"] <= bound}
         for ref_name, ref in (("flare", flare), ("flower", flower)):
             if ref is None:

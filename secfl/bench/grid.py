@@ -42,8 +42,8 @@ class BenchConfig:
     ref_clients: int = 10
     ref_params: int = 1_000_000
     methods: tuple[str, ...] = METHODS
-    #: methods measured at the targets' cell only, beside the others (the lean presets: their
-    #: modulus holds sums of at most 22 members, so the grid's larger cells do not apply)
+    #: methods measured at the targets' cell only, beside the others (the presets for small
+    #: federations: their modulus holds sums of at most 22 members, or of the cell's clients)
     target_methods: tuple[str, ...] = ()
     repeats: int = 3
     budget: int = 10_000_000

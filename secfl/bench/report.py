@@ -18,7 +18,7 @@ __all__ = ["write_outputs", "markdown", "targets_text", "scaling_text", "threads
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 ORDER = ("plaintext", "flower-secagg+", "flare-tenseal", "secagg-compact", "secagg-strict", "secagg-threshold",
-         "secagg-compact-lean", "secagg-strict-lean")
+         "secagg-compact-lean", "secagg-strict-lean", "secagg-compact-sized", "secagg-strict-sized")
 CELL_COLUMNS = ("method", "params", "clients", "client s", "server s", "key holder s", "x float32",
                 "server peak MB", "max error")
 
@@ -166,7 +166,8 @@ def targets_text(result: dict[str, Any]) -> str:
         if "client_vs_flower" in row:
             parts.append(f"against Flower SecAgg+: client {row['client_vs_flower']:.1f}×, server "
                          f"{row['server_vs_flower']:.1f}×, bytes {row['bytes_vs_flower']:.2f}× its figures")
-        lines.append(f"- `{name}`: " + "; ".join(parts) + ".")
+        sized = f" ({row['label'].removeprefix('secagg, ')})" if name.endswith("-sized") and "label" in row else ""
+        lines.append(f"- `{name}`{sized}: " + "; ".join(parts) + ".")
     return "\n".join(lines)
 
 

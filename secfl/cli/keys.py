@@ -15,21 +15,42 @@ from ._common import console, err, fail, print_json
 
 
 @app.command()
-def presets(as_json: Annotated[bool, typer.Option("--json", help="Print the presets as JSON.")] = False) -> None:
+def presets(as_json: Annotated[bool, typer.Option("--json", help="Print the presets as JSON.")] = False,
+            members: Annotated[int | None, typer.Option(
+                "--members", min=1, max=10**12,
+                help="Show each additive preset sized for sums of this many members (<preset>-for-<members>).")]
+            = None) -> None:
     """List the CKKS parameter presets with their security, depth, cost and precision."""
+    shown = list(secagg.PRESETS.values())
+    if members is not None:
+        sized: dict[tuple, secagg.Preset] = {}  # one row per distinct parameter set (a lean preset sizes like its parent)
+        for p in shown:
+            if p.depth or p.eval_keys:
+                continue  # a circuit preset keeps its modulus
+            try:
+                q = secagg.sized_preset(p, members=members)
+            except secagg.InvalidParametersError as exc:  # too small for the sum
+                err.print(f"{p.name}: {exc}")
+                continue
+            sized.setdefault((q.poly_modulus_degree, q.coeff_modulus_bits, q.scale_bits, q.max_abs, q.flood_bits), q)
+        shown = list(sized.values())
     if as_json:
-        print_json([p.to_dict() | {"noise_std": p.noise_std(), "default": p.name == secagg.DEFAULT_PRESET}
-                    for p in secagg.PRESETS.values()])
+        print_json([p.to_dict() | {"noise_std": p.noise_std(), "default": p.name == secagg.DEFAULT_PRESET,
+                                   "bytes_per_float32": p.data_modulus_bits / 32} for p in shown])
         return
     table = Table(title="secagg presets (128-bit security by the HE standard)")
-    for col in ("name", "N", "modulus bits", "scale", "depth", "max |x|", "noise std", "flood bits", "server keys"):
+    for col in ("name", "N", "modulus bits", "scale", "depth", "max |x|", "noise std", "flood bits", "× float32",
+                "server keys"):
         table.add_column(col)
-    for p in secagg.PRESETS.values():
+    for p in shown:
         table.add_row(p.name + ("*" if p.name == secagg.DEFAULT_PRESET else ""), str(p.poly_modulus_degree),
                       "+".join(map(str, p.coeff_modulus_bits)), f"2^{p.scale_bits}", str(p.depth), f"{p.max_abs:g}",
-                      f"{p.noise_std():.1e}", str(p.flood_bits), "+".join(p.eval_keys) or "pk")
+                      f"{p.noise_std():.1e}", str(p.flood_bits), f"{p.data_modulus_bits / 32:.3g}",
+                      "+".join(p.eval_keys) or "pk")
     console.print(table)
-    console.print("* default.  " + "  ".join(f"{p.name}: {p.description}." for p in secagg.PRESETS.values()))
+    console.print("* default.  " + "  ".join(f"{p.name}: {p.description}." for p in shown))
+    if members is None:
+        console.print("Any additive preset sized for a federation: <preset>-for-<members> (see --members).")
 
 
 @keys_app.command("generate")

@@ -131,3 +131,56 @@ def test_a_lean_preset_releases_its_parents_values_in_fewer_bytes_for_at_most_22
     assert len(decode_upload(upload)[1]) == bytes_per_float32 * 4 * 8192
     with pytest.raises(secagg.HeadroomError, match="23 clients"):
         secagg.local_round(keys, updates, group_size=23)
+
+
+@pytest.mark.parametrize(("name", "parent", "bits", "holds"), [("compact-for-10", "compact", (47,), 11),
+                                                               ("strict-for-10", "strict", (56, 23, 60), 11)])
+def test_a_preset_sized_for_ten_members_releases_its_parents_values_in_the_fewest_bits(name, parent, bits, holds):
+    """<preset>-for-<members>: the parent's scale and flooding in the smallest data modulus SEAL's
+    primes give that holds the members' sum (one bit fewer holds fewer than 10); with the release
+    seeded, 10 clients get the very values the parent releases, in (data bits) / 32 bytes per
+    float32 byte; 11 clients all at max_abs get their sum back, not its wrap-around; a 12th member
+    is refused."""
+    from dataclasses import replace
+
+    from secagg.holder import max_members
+    from secagg.messages import decode_upload
+    from secagg.presets import _shrink
+
+    preset = secagg.get_preset(name)
+    assert preset.coeff_modulus_bits == bits and max_members(preset) == holds
+    data = bits if len(bits) == 1 else bits[:-1]
+    one_fewer = _shrink(data, 1) + bits[len(data):]
+    assert max_members(replace(preset, name="fewer", coeff_modulus_bits=one_fewer)) < 10
+    rng = np.random.default_rng(5)
+    updates = {f"c{k}": {"w": (rng.uniform(-1, 1, 500) * 0.1).astype(np.float32)} for k in range(12)}
+    ten = dict(list(updates.items())[:10])
+    outs = {p: secagg.local_round(secagg.generate_keys(preset=p), ten, group_size=10, release_seed=6)
+            for p in (name, parent)}
+    np.testing.assert_array_equal(outs[name].values["w"], outs[parent].values["w"])
+    keys = secagg.generate_keys(preset=name)
+    extreme = {c: {"w": np.full(64, -4.0, np.float32)} for c in list(updates)[:holds]}
+    np.testing.assert_allclose(secagg.local_round(keys, extreme, group_size=holds).values["w"], -4.0 * holds, atol=1e-3)
+    ids, _ = secagg.generate_identities(["x"])
+    upload = secagg.Uploader(keys.secret, identity=ids["x"]).upload({"w": np.zeros(8192, np.float32)}, run="r",
+                                                                     round=0, commitment="ab" * 32)
+    assert len(decode_upload(upload)[1]) == sum(data) / 32 * 4 * 8192
+    with pytest.raises(secagg.HeadroomError, match="12 clients"):
+        secagg.local_round(keys, updates, group_size=12)
+
+
+def test_sized_presets_are_named_and_refused_precisely():
+    assert secagg.get_preset("compact-for-22").coeff_modulus_bits == secagg.get_preset("compact-lean").coeff_modulus_bits
+    assert secagg.get_preset("strict-for-22").coeff_modulus_bits == secagg.get_preset("strict-lean").coeff_modulus_bits
+    assert secagg.get_preset("compact-for-10") is secagg.sized_preset("compact", members=10)  # built once
+    assert "compact-for-10" not in secagg.PRESETS  # a name anyone can write does not grow the registry
+    with pytest.raises(InvalidParametersError, match="evaluates circuits"):
+        secagg.get_preset("deep-for-10")
+    with pytest.raises(InvalidParametersError, match="at most 92681 members"):
+        secagg.get_preset("compact-for-92682")
+    for name in ("nope-for-3", "compact-for-0", "compact-for-x", "compact-for-10-for-3", "compact-for-" + "9" * 13):
+        with pytest.raises(UnknownPresetError, match="<preset>-for-<members>"):
+            secagg.get_preset(name)
+    for members in (0, True, 2.5):
+        with pytest.raises(InvalidParametersError, match="members must be a positive integer"):
+            secagg.sized_preset("compact", members=members)
