@@ -92,12 +92,15 @@ def _wire_width(bits: int) -> int:
     return -(-bits // 8) * 8
 
 
-def _read(view: np.ndarray, shift: int, mask: np.uint64, out: np.ndarray) -> None:
-    if shift:
+def _read(view: np.ndarray, shift: int, w: int, out: np.ndarray) -> None:
+    """Residues of ``w`` bits that start ``shift`` bits into the 8 bytes ``view`` reads."""
+    if shift + w == 64:  # the shift alone drops every other residue's bits
         np.right_shift(view, np.uint64(shift), out=out)
-        np.bitwise_and(out, mask, out=out)
+    elif shift:
+        np.right_shift(view, np.uint64(shift), out=out)
+        np.bitwise_and(out, np.uint64((1 << w) - 1), out=out)
     else:
-        np.bitwise_and(view, mask, out=out)
+        np.bitwise_and(view, np.uint64((1 << w) - 1), out=out)
 
 
 def _group(w: int) -> int:
@@ -241,7 +244,6 @@ class Ring:
             tail[:size] = data[stop - size:stop]
         offset = 0
         for i, w in enumerate(self.widths):
-            mask = np.uint64((1 << w) - 1) if w < 64 else np.uint64(2**64 - 1)
             groups = _group(w)
             step = groups * w // 8  # bytes from one group to the next
             for j in range(groups):
@@ -250,10 +252,10 @@ class Ring:
                 if in_place:
                     view = np.ndarray((in_place, places), dtype="<u8", buffer=data, offset=begin + offset + first,
                                       strides=(size, step))
-                    _read(view, shift, mask, out[:in_place, i, j::groups])
+                    _read(view, shift, w, out[:in_place, i, j::groups])
                 if in_place < count:
                     last = np.ndarray((places,), dtype="<u8", buffer=tail, offset=offset + first, strides=(step,))
-                    _read(last, shift, mask, out[-1, i, j::groups])
+                    _read(last, shift, w, out[-1, i, j::groups])
             if int(out[:, i].max()) >= self.primes[i]:  # one reduction pass, no boolean array
                 raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
             offset += w * self.n // 8
