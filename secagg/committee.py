@@ -284,8 +284,10 @@ class Dealing:
 def deal(secret: SecretContext, identity: ClientIdentity, committee: Committee) -> Dealing:
     """A client's dealing of its own key to ``committee`` (step 1 of the module docstring)."""
     preset = get_preset(committee.preset)
-    if secret.preset.name != preset.name:
-        raise CeremonyError(f"the committee uses preset {preset.name!r}; this key is {secret.preset.name!r}")
+    if secret.preset != preset:  # the parameters, not only the name: a name may have meant other primes
+        raise CeremonyError(f"the committee uses preset {preset.name!r} ({'+'.join(map(str, preset.coeff_modulus_bits))} "
+                            f"bits); this key is {secret.preset.name!r} "
+                            f"({'+'.join(map(str, secret.preset.coeff_modulus_bits))} bits)")
     ring = Ring(preset)
     shares = shamir.share(ring.secret_ntt(secret), primes=ring.primes, threshold=committee.threshold,
                           holders=len(committee.holders))

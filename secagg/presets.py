@@ -61,6 +61,15 @@ ERROR_STD = math.sqrt(CBD_ETA / 2)
 EVAL_KEY_KINDS = ("relin", "galois")
 
 
+def wire_bits(bits: int) -> int:
+    """The bits a residue below a ``bits``-bit prime takes on the wire (see :class:`secagg.ring.Ring`):
+    ``bits`` itself, unless a residue starting at some bit of a byte would not fit in the 8 bytes
+    read from that byte (59 bits, at offsets 5 to 7 of 8 residues), then a whole number of bytes."""
+    if bits % 8 == 0 or max(j * bits % 8 for j in range(8)) + bits <= 64:
+        return bits
+    return -(-bits // 8) * 8
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named, validated set of CKKS parameters.
@@ -146,6 +155,13 @@ class Preset:
         """Bits of the modulus a fresh ciphertext lives under (all primes but the special one)."""
         bits = self.coeff_modulus_bits
         return bits[0] if len(bits) == 1 else sum(bits[:-1])
+
+    @property
+    def bytes_per_float32(self) -> float:
+        """Wire bytes per byte of float32 values: a ciphertext's first half, one residue per data
+        prime and value (the second half travels as a seed), each in :func:`wire_bits`."""
+        bits = self.coeff_modulus_bits
+        return sum(wire_bits(b) for b in (bits if len(bits) == 1 else bits[:-1])) / 32
 
     @property
     def depth(self) -> int:
@@ -236,6 +252,10 @@ def register_preset(preset: Preset, *, overwrite: bool = False) -> Preset:
         raise TypeError(f"register_preset expects a Preset, got {type(preset).__name__}")
     if preset.name in PRESETS and not overwrite and PRESETS[preset.name] != preset:
         raise InvalidParametersError(f"a different preset named {preset.name!r} is already registered")
+    sized = _SIZED_NAME.fullmatch(preset.name)
+    if sized and sized["base"] in PRESETS:  # the name already means the base sized for those members
+        raise InvalidParametersError(f"preset name {preset.name!r} is taken: it names {sized['base']!r} sized for "
+                                     f"{sized['members']} members; choose another name")
     PRESETS[preset.name] = preset
     return preset
 
@@ -299,8 +319,11 @@ def _data_primes(preset: Preset) -> tuple[int, ...]:
     """The primes SEAL picks for ``preset``, the special (key-switching) one left out."""
     import tenseal.sealapi as sealapi  # here only: the rest of this module is plain data
 
-    values = [int(m.value()) for m in sealapi.CoeffModulus.Create(preset.poly_modulus_degree,
-                                                                   list(preset.coeff_modulus_bits))]
+    try:
+        values = [int(m.value()) for m in sealapi.CoeffModulus.Create(preset.poly_modulus_degree,
+                                                                       list(preset.coeff_modulus_bits))]
+    except (RuntimeError, ValueError) as exc:  # e.g. too few primes of a size for this ring degree
+        raise InvalidParametersError(f"preset {preset.name!r}: SEAL has no primes for it ({exc})") from None
     return tuple(values if len(values) == 1 else values[:-1])
 
 
@@ -326,18 +349,20 @@ def _sized(base: Preset, members: int) -> Preset:
     bits = base.coeff_modulus_bits
     data, special = (bits, ()) if len(bits) == 1 else (bits[:-1], bits[-1:])
     per_member = math.log2(math.sqrt(2) * base.max_abs) + base.scale_bits
-    total = math.ceil(1 + per_member + math.log2(members))
-    while total <= base.data_modulus_bits:
-        parts = _shrink(data, base.data_modulus_bits - total) + special
-        # a preset keeps a bit of nominal headroom: the next size up where it would not
-        if min(parts) >= 20 and total - 1.5 - per_member >= 1:
-            candidate = replace(base, name=f"{base.name}-for-{members}", coeff_modulus_bits=parts)
+    least = math.ceil(1 + per_member + math.log2(members))  # bits a sum of members needs, before SEAL's primes
+    for total in range(least, base.data_modulus_bits + 1):
+        shrunk = _shrink(data, base.data_modulus_bits - total)
+        if sum(shrunk) != total or any(wire_bits(b) != b for b in shrunk):
+            continue  # a prime below 20 bits, or one that travels in more bits than a larger prime would
+        try:
+            candidate = replace(base, name=f"{base.name}-for-{members}", coeff_modulus_bits=shrunk + special)
             holds = max_members(candidate)
-            if holds >= members:
-                return replace(candidate, description=(
-                    f"{base.name}'s precision and flooding in a {total}-bit data modulus: {total / 32:.2f}x float32, "
-                    f"sums of at most {holds} members"))
-        total += 1
+        except InvalidParametersError:  # too little nominal headroom, or no such primes: the next size up
+            continue
+        if candidate.depth == 0 and holds >= members:
+            return replace(candidate, description=(
+                f"{base.name}'s precision and flooding in {total} bits of data modulus: "
+                f"{candidate.bytes_per_float32:.2f}x float32, sums of at most {holds} members"))
     raise InvalidParametersError(f"preset {base.name!r} holds sums of at most {max_members(base)} members; a sum of "
                                  f"{members} needs a preset with a larger modulus")
 

@@ -56,7 +56,7 @@ from . import sealio
 from .encoding import encode_coeff
 from .errors import PayloadError
 from .keys import SecretContext, seal_context
-from .presets import CBD_ETA, ERROR_STD, Preset
+from .presets import CBD_ETA, ERROR_STD, Preset, wire_bits
 from .templates import key_template, seal_tools, templates
 
 __all__ = ["Ring", "second_half", "CBD_ETA", "ERROR_STD"]
@@ -81,15 +81,6 @@ def second_half(seed: bytes, *, chunk: int, preset: Preset, label: bytes = b"sha
 def _aes_stream(key: bytes, nonce: int, nbytes: int) -> np.ndarray:
     encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce.to_bytes(16, "big"))).encryptor()
     return np.frombuffer(encryptor.update(bytes(nbytes)), dtype="<u8")
-
-
-def _wire_width(bits: int) -> int:
-    """The bits a residue below a ``bits``-bit prime takes on the wire: ``bits`` itself, unless a
-    residue starting at some bit of a byte would not fit in the 8 bytes read from that byte (59
-    bits, at offsets 5 to 7 of 8 residues), then a whole number of bytes."""
-    if bits % 8 == 0 or max(j * bits % 8 for j in range(8)) + bits <= 64:
-        return bits
-    return -(-bits // 8) * 8
 
 
 def _read(view: np.ndarray, shift: int, w: int, out: np.ndarray) -> None:
@@ -147,7 +138,7 @@ class Ring:
         self.n = preset.poly_modulus_degree
         self.limbs = len(self.primes)
         self.bits = [p.bit_length() for p in self.primes]
-        self.widths = [_wire_width(b) for b in self.bits]
+        self.widths = [wire_bits(b) for b in self.bits]
         self.encoder, self.evaluator = seal_tools(preset)  # shared: building them costs ~0.15 ms per Ring
         self.scale = 2.0**preset.scale_bits
         ct_prefix, pt_prefix, pt_unit_prefix = templates(preset)
@@ -199,11 +190,13 @@ class Ring:
         residue_bytes``), returned. Per polynomial, limb after limb: the ``N`` residues of a prime
         as one little-endian bit string, ``w`` bits each (``w``: :attr:`widths`, the prime's bit
         length, or the next whole byte where a residue's bits could not be read with one 8-byte
-        load): every 8 residues fill exactly ``w`` bytes, so no bit is left free to carry a second
+        load: :func:`secagg.presets.wire_bits`): every 8 residues fill exactly ``w`` bytes, so no bit is left free to carry a second
         spelling of the same residues."""
         count, size = polys.shape[0], self.residue_bytes
         if out.shape != (count * size,) or out.dtype != np.uint8:
             raise ValueError(f"out must be a uint8 array of {count * size} bytes")
+        if count == 0:
+            return out
         offset = 0
         for i, w in enumerate(self.widths):
             span = w * self.n // 8

@@ -36,7 +36,7 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Print the pres
         shown = list(sized.values())
     if as_json:
         print_json([p.to_dict() | {"noise_std": p.noise_std(), "default": p.name == secagg.DEFAULT_PRESET,
-                                   "bytes_per_float32": p.data_modulus_bits / 32} for p in shown])
+                                   "bytes_per_float32": p.bytes_per_float32} for p in shown])
         return
     table = Table(title="secagg presets (128-bit security by the HE standard)")
     for col in ("name", "N", "modulus bits", "scale", "depth", "max |x|", "noise std", "flood bits", "× float32",
@@ -45,7 +45,7 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Print the pres
     for p in shown:
         table.add_row(p.name + ("*" if p.name == secagg.DEFAULT_PRESET else ""), str(p.poly_modulus_degree),
                       "+".join(map(str, p.coeff_modulus_bits)), f"2^{p.scale_bits}", str(p.depth), f"{p.max_abs:g}",
-                      f"{p.noise_std():.1e}", str(p.flood_bits), f"{p.data_modulus_bits / 32:.3g}",
+                      f"{p.noise_std():.1e}", str(p.flood_bits), f"{p.bytes_per_float32:.3g}",
                       "+".join(p.eval_keys) or "pk")
     console.print(table)
     console.print("* default.  " + "  ".join(f"{p.name}: {p.description}." for p in shown))
@@ -70,7 +70,7 @@ def keys_generate(
     (and, with --clients, each client's signing identity and the server's roster)."""
     try:
         p = secagg.get_preset(preset)
-    except secagg.UnknownPresetError as exc:
+    except (secagg.UnknownPresetError, secagg.InvalidParametersError) as exc:
         fail(str(exc))
     targets = [out / "client.key", out / "server.ctx"]
     if clients:

@@ -184,3 +184,25 @@ def test_sized_presets_are_named_and_refused_precisely():
     for members in (0, True, 2.5):
         with pytest.raises(InvalidParametersError, match="members must be a positive integer"):
             secagg.sized_preset("compact", members=members)
+
+
+def test_sizing_never_costs_more_bytes_than_a_larger_prime_and_stays_minimal_for_custom_presets():
+    """A 59-bit prime travels in 64 bits, so compact sized for 30,000 members takes the 60-bit prime
+    (1.875x), not 59 bits (2x); sizing tries every candidate SEAL and validation accept, so a base
+    with max_abs 5 gets the 45 bits that hold 2 members, and a ring degree with few small primes
+    gives a preset or a library error, never SEAL's."""
+    from secagg.holder import max_members
+
+    wide = secagg.get_preset("compact-for-30000")
+    assert wide.coeff_modulus_bits == (60,) and wide.bytes_per_float32 == 60 / 32 and "1.88x" in wide.description
+    five = make(name="five", max_abs=5.0, coeff_modulus_bits=(60,))
+    assert secagg.sized_preset(five, members=2).coeff_modulus_bits == (45,)
+    big = make(name="big", poly_modulus_degree=32768, coeff_modulus_bits=(60, 60, 60))
+    sized = secagg.sized_preset(big, members=1)
+    assert max_members(sized) >= 1 and sized.depth == 0
+
+
+def test_a_sized_name_cannot_be_registered_for_other_primes():
+    with pytest.raises(InvalidParametersError, match="is taken"):
+        secagg.register_preset(make(name="compact-for-10", coeff_modulus_bits=(52,)))
+    assert secagg.get_preset("compact-for-10").coeff_modulus_bits == (47,)

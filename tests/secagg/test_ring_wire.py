@@ -73,3 +73,9 @@ def test_a_residue_at_or_above_its_prime_is_refused_wherever_it_sits(bits, place
         blob[ring.residue_bytes:] = tampered.to_bytes(ring.residue_bytes, "little")
         with pytest.raises(PayloadError, match="beyond its prime"):
             ring.unpack_many(bytes(blob), 2, what="x")
+
+
+def test_no_polynomials_pack_to_no_bytes():
+    ring = ring_of(47)
+    assert ring.pack_many(np.zeros((0, 1, ring.n), np.uint64)) == b""
+    assert ring.unpack_many(b"", 0, what="x").shape == (0, 1, ring.n)

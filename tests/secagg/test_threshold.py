@@ -232,6 +232,19 @@ def test_threshold_keys_need_the_strict_presets_smudging():
         Committee.of(preset="compact", threshold=2, members=[("a", HolderKeys.generate()), ("b", HolderKeys.generate())])
 
 
+def test_a_key_of_the_committees_preset_name_but_other_primes_deals_nothing():
+    """A preset name once meant other primes (strict-lean was 40 + 40 bits): the dealer compares the
+    parameters, not the name, and says so instead of letting SEAL fail later."""
+    from dataclasses import replace
+
+    old = replace(secagg.get_preset("strict-lean"), coeff_modulus_bits=(40, 40, 60))
+    ids, _ = secagg.generate_identities(["a"])
+    committee = Committee.of(preset="strict-lean", threshold=2, members=[("a", HolderKeys.generate()),
+                                                                         ("b", HolderKeys.generate())])
+    with pytest.raises(secagg.CeremonyError, match="56\\+24\\+60 bits.*40\\+40\\+60 bits"):
+        deal(secagg.generate_keys(preset=old).secret, ids["a"], committee)
+
+
 def test_a_removed_client_leaves_the_epoch_and_its_shares_are_erased(fed):
     later = fed.epoch.without("c9")
     assert later.id != fed.epoch.id and later.key_of("c9") is None and later.key_of("c8") is not None

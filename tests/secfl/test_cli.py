@@ -53,6 +53,8 @@ def test_presets_and_demo_run():
     by_name = {p["name"]: (p["coeff_modulus_bits"], p["bytes_per_float32"]) for p in sized}  # other tests may add presets
     assert by_name["compact-for-10"] == ([47], 47 / 32) and by_name["strict-for-10"] == ([56, 23, 60], 79 / 32)
     assert "deep-for-10" not in by_name and "compact-lean-for-10" not in by_name  # circuits keep theirs; no twin rows
+    refused = runner.invoke(app, ["keys", "generate", "--preset", "deep-for-3", "--out", "unused"])
+    assert refused.exit_code == 2 and "evaluates circuits" in refused.output
     result = runner.invoke(app, ["demo", "--clients", "3", "--params", "5000", "--preset", "compact"])
     assert result.exit_code == 0, result.output
     err = float(result.output.split("numpy sum|")[1].split()[1])
