@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -32,7 +33,7 @@ def _polys(ring: Ring, count: int) -> np.ndarray:
                      for _ in range(count)])
 
 
-def _interleaved(jobs: dict[str, callable]) -> dict[str, float]:
+def _interleaved(jobs: dict[str, Callable[[], object]]) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in jobs}
     for r in range(REPEATS):
         for name in (list(jobs) if r % 2 else list(reversed(jobs))):
