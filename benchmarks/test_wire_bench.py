@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
@@ -33,10 +34,10 @@ def _polys(ring: Ring, count: int) -> np.ndarray:
                      for _ in range(count)])
 
 
-def _interleaved(jobs: dict[str, Callable[[], object]]) -> dict[str, float]:
+def _interleaved(jobs: Mapping[str, Callable[[], object]]) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in jobs}
     for r in range(REPEATS):
-        for name in (list(jobs) if r % 2 else list(reversed(jobs))):
+        for name in (list(jobs) if r % 2 else list(jobs)[::-1]):
             t0 = time.process_time()
             jobs[name]()
             times[name].append(time.process_time() - t0)
@@ -44,13 +45,14 @@ def _interleaved(jobs: dict[str, Callable[[], object]]) -> dict[str, float]:
 
 
 def test_packing_cost_per_preset():
-    jobs, sizes = {}, {}
+    jobs: dict[str, Callable[[], object]] = {}
+    sizes: dict[str, float] = {}
     for name in ("compact", "strict", "compact-for-10", "strict-for-10"):
         ring = Ring(secagg.get_preset(name))
         polys, out = _polys(ring, POLYS), np.empty(POLYS * ring.residue_bytes, np.uint8)
         back = np.empty_like(polys)
-        jobs[f"{name} pack"] = lambda r=ring, p=polys, o=out: r.pack_into(p, o)
-        jobs[f"{name} unpack"] = lambda r=ring, o=out, b=back: r.unpack_many(o.data, POLYS, what="x", out=b)
+        jobs[f"{name} pack"] = partial(ring.pack_into, polys, out)
+        jobs[f"{name} unpack"] = partial(ring.unpack_many, out.data, POLYS, what="x", out=back)
         sizes[name] = ring.residue_bytes / (4 * ring.n)
         ring.pack_into(polys, out)
     got = _interleaved(jobs)
@@ -65,7 +67,11 @@ def test_the_sized_split_saves_faster_than_an_even_one():
     splits = {"56+23 (sized)": strict10, "40+39 (even)": replace(strict10, name="even", coeff_modulus_bits=(40, 39, 60)),
               "56+56 (strict)": secagg.get_preset("strict")}
     plaintexts = {k: Ring(p).plaintext(_polys(Ring(p), 1)[0]) for k, p in splits.items()}
-    got = _interleaved({k: (lambda pt=pt: [sealio.dump(pt) for _ in range(20)]) for k, pt in plaintexts.items()})
+    def saves(pt: object) -> None:
+        for _ in range(20):
+            sealio.dump(pt)
+
+    got = _interleaved({k: partial(saves, pt) for k, pt in plaintexts.items()})
     for k, s in got.items():
         print(f"save one plaintext, {k:15s} {s / 20 * 1e3:.3f} ms (CPU, median of {REPEATS} x 20)")
     assert got["56+23 (sized)"] < got["40+39 (even)"]
