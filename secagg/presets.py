@@ -289,7 +289,7 @@ def sized_preset(base: str | Preset, *, members: int) -> Preset:
     and with it the bytes (a ciphertext's first half carries one residue per data prime and
     coefficient, packed to each prime's bits). The data modulus ``Q`` must keep a sum below
     ``Q / 2`` while one member's coefficient reaches ``sqrt(2) * max_abs * scale`` (see
-    :func:`secagg.holder.max_members`), so it needs ``log2(members) + log2(sqrt(2) * max_abs) +
+    :func:`max_members`), so it needs ``log2(members) + log2(sqrt(2) * max_abs) +
     scale_bits + 1`` bits, counted on the primes SEAL picks below their nominal sizes; the bits are
     taken off ``base``'s data primes from the last one (see :func:`_shrink`). A key holder refuses a larger sum
     (:class:`~secagg.errors.HeadroomError`), so a federation that grows needs new keys.

@@ -44,7 +44,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import struct
 
@@ -53,6 +52,7 @@ import tenseal.sealapi as sealapi
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import sealio
+from .bitpack import group, pack_bits, read_bits
 from .encoding import encode_coeff
 from .errors import PayloadError
 from .keys import SecretContext, seal_context
@@ -81,48 +81,6 @@ def second_half(seed: bytes, *, chunk: int, preset: Preset, label: bytes = b"sha
 def _aes_stream(key: bytes, nonce: int, nbytes: int) -> np.ndarray:
     encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce.to_bytes(16, "big"))).encryptor()
     return np.frombuffer(encryptor.update(bytes(nbytes)), dtype="<u8")
-
-
-def _read(view: np.ndarray, shift: int, w: int, out: np.ndarray) -> None:
-    """Residues of ``w`` bits that start ``shift`` bits into the 8 bytes ``view`` reads."""
-    if shift + w == 64:  # the shift alone drops every other residue's bits
-        np.right_shift(view, np.uint64(shift), out=out)
-    elif shift:
-        np.right_shift(view, np.uint64(shift), out=out)
-        np.bitwise_and(out, np.uint64((1 << w) - 1), out=out)
-    else:
-        np.bitwise_and(view, np.uint64((1 << w) - 1), out=out)
-
-
-def _group(w: int) -> int:
-    """Residues of ``w`` bits from one byte boundary to the next: 1 for whole bytes, 2 for 60 bits,
-    8 for an odd width."""
-    return 8 // math.gcd(w, 8)
-
-
-def _pack_bits(residues: np.ndarray, w: int, out: np.ndarray, offset: int, size: int) -> None:
-    """Groups of ``g`` residues below ``2^w`` (a ``(count, places, g)`` uint64 array, ``G = g * w / 8``
-    whole bytes, at least 8) written as little-endian bit strings, residue ``j`` at bits ``j*w`` to
-    ``j*w + w - 1`` of its group, group ``k`` of polynomial ``c`` at ``out[c*size + offset + k*G:][:G]``.
-    Each group is written as 8-byte stores at bytes 0, 8, ... and ``G - 8``, each holding its 64
-    bits of the group's bit string: two stores that overlap write the same values to the bytes they
-    share, and no store reaches the next group."""
-    count, places, g = residues.shape
-    group_bytes = g * w // 8
-    stores = list(range(0, group_bytes - 7, 8)) + ([group_bytes - 8] if group_bytes % 8 else [])
-    acc, part = np.empty((2, count, places), dtype=np.uint64)  # reused: no fresh pages per store
-    for at in stores:
-        lo, empty = 8 * at, True
-        for j in range(g):
-            first = j * w
-            if first + w <= lo or first >= lo + 64:
-                continue  # residue j has no bit in this store
-            op, by = (np.left_shift, first - lo) if first >= lo else (np.right_shift, lo - first)
-            op(residues[..., j], np.uint64(by), out=acc if empty else part)  # bits past 64 fall off
-            if not empty:
-                np.bitwise_or(acc, part, out=acc)
-            empty = False
-        np.ndarray((count, places), dtype="<u8", buffer=out, offset=offset + at, strides=(size, group_bytes))[...] = acc
 
 
 class Ring:
@@ -200,10 +158,10 @@ class Ring:
         offset = 0
         for i, w in enumerate(self.widths):
             span = w * self.n // 8
-            g = _group(w)
+            g = group(w)
             while g * w < 64:  # stores of 8 bytes need groups of at least 8 bytes (56 bits: 2 residues)
                 g *= 2
-            _pack_bits(polys[:, i].astype("<u8", copy=False).reshape(count, self.n // g, g), w, out, offset, size)
+            pack_bits(polys[:, i].astype("<u8", copy=False).reshape(count, self.n // g, g), w, out, offset, size)
             offset += span
         return out
 
@@ -213,7 +171,7 @@ class Ring:
         prime; into ``out`` (a ``(count, limbs, N)`` uint64 array) when given. With ``start``, the
         polynomials are ``blob[start:start + count * residue_bytes]`` of a larger buffer.
 
-        Residue ``j`` of each group (:func:`_group`) is read as the 8 bytes starting at its first
+        Residue ``j`` of each group (:func:`secagg.bitpack.group`) is read as the 8 bytes starting at its first
         byte (a strided view of the bytes), shifted and masked to its width: a pass over the data
         per prime and place in the group, no byte shuffling. The final residues' 8 bytes would run past the end of
         the buffer: where they do, the last polynomial goes through a padded copy of its own bytes,
@@ -237,7 +195,7 @@ class Ring:
             tail[:size] = data[stop - size:stop]
         offset = 0
         for i, w in enumerate(self.widths):
-            groups = _group(w)
+            groups = group(w)
             step = groups * w // 8  # bytes from one group to the next
             for j in range(groups):
                 first, shift = divmod(j * w, 8)
@@ -245,10 +203,10 @@ class Ring:
                 if in_place:
                     view = np.ndarray((in_place, places), dtype="<u8", buffer=data, offset=begin + offset + first,
                                       strides=(size, step))
-                    _read(view, shift, w, out[:in_place, i, j::groups])
+                    read_bits(view, shift, w, out[:in_place, i, j::groups])
                 if in_place < count:
                     last = np.ndarray((places,), dtype="<u8", buffer=tail, offset=offset + first, strides=(step,))
-                    _read(last, shift, w, out[-1, i, j::groups])
+                    read_bits(last, shift, w, out[-1, i, j::groups])
             if int(out[:, i].max()) >= self.primes[i]:  # one reduction pass, no boolean array
                 raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
             offset += w * self.n // 8
