@@ -101,6 +101,32 @@ def test_analytic_noise_matches_measured_noise(name):
     assert 0.7 < err.std() / preset.noise_std() < 1.3
 
 
+def _like_parent_in_fewer_bytes(name, parent, *, inside, holds, extreme, data_bits, seeds):
+    """``inside`` clients get, with the release seeded, the very values ``parent`` releases; ``holds``
+    clients all at ``extreme`` get their sum back, not its wrap-around; an upload of one ciphertext
+    is ``data_bits / 32`` bytes per float32 byte; one member more than ``holds`` is refused. Returns
+    the seeded releases and the updates."""
+    from secagg.messages import decode_upload
+
+    rng = np.random.default_rng(seeds[0])
+    updates = {f"c{k}": {"w": (rng.uniform(-1, 1, 500) * 0.1).astype(np.float32)} for k in range(holds + 1)}
+    members = dict(list(updates.items())[:inside])
+    outs = {p: secagg.local_round(secagg.generate_keys(preset=p), members, group_size=inside, release_seed=seeds[1])
+            for p in (name, parent)}
+    np.testing.assert_array_equal(outs[name].values["w"], outs[parent].values["w"])
+    keys = secagg.generate_keys(preset=name)
+    at_max = {c: {"w": np.full(64, extreme, np.float32)} for c in list(updates)[:holds]}
+    np.testing.assert_allclose(secagg.local_round(keys, at_max, group_size=holds).values["w"], extreme * holds,
+                               atol=1e-3)
+    ids, _ = secagg.generate_identities(["x"])
+    upload = secagg.Uploader(keys.secret, identity=ids["x"]).upload({"w": np.zeros(8192, np.float32)}, run="r",
+                                                                     round=0, commitment="ab" * 32)
+    assert len(decode_upload(upload)[1]) == data_bits / 32 * 4 * 8192
+    with pytest.raises(secagg.HeadroomError, match=f"{holds + 1} clients"):
+        secagg.local_round(keys, updates, group_size=holds + 1)
+    return outs, members
+
+
 @pytest.mark.parametrize(("lean", "parent", "bytes_per_float32"), [("compact-lean", "compact", 1.5),
                                                                  ("strict-lean", "strict", 2.5)])
 def test_a_lean_preset_releases_its_parents_values_in_fewer_bytes_for_at_most_22_members(lean, parent,
@@ -111,26 +137,12 @@ def test_a_lean_preset_releases_its_parents_values_in_fewer_bytes_for_at_most_22
     per float32 byte; 22 clients all at max_abs get their sum back, not its wrap-around; a 23rd
     member is refused."""
     from secagg.holder import max_members
-    from secagg.messages import decode_upload
 
     assert max_members(secagg.get_preset(lean)) == 22
-    rng = np.random.default_rng(3)
-    updates = {f"c{k}": {"w": (rng.uniform(-1, 1, 500) * 0.1).astype(np.float32)} for k in range(23)}
-    inside = dict(list(updates.items())[:22])
-    outs = {name: secagg.local_round(secagg.generate_keys(preset=name), inside, group_size=22, release_seed=4)
-            for name in (lean, parent)}
-    np.testing.assert_array_equal(outs[lean].values["w"], outs[parent].values["w"])
+    outs, inside = _like_parent_in_fewer_bytes(lean, parent, inside=22, holds=22, extreme=4.0,
+                                               data_bits=32 * bytes_per_float32, seeds=(3, 4))
     reference = sum(u["w"].astype(np.float64) for u in inside.values())
     assert np.abs(outs[lean].values["w"] - reference).max() < 1e-3
-    keys = secagg.generate_keys(preset=lean)
-    extreme = {c: {"w": np.full(64, 4.0, np.float32)} for c in inside}
-    np.testing.assert_allclose(secagg.local_round(keys, extreme, group_size=22).values["w"], 88.0, atol=1e-3)
-    ids, _ = secagg.generate_identities(["x"])
-    upload = secagg.Uploader(keys.secret, identity=ids["x"]).upload({"w": np.zeros(8192, np.float32)}, run="r",
-                                                                     round=0, commitment="ab" * 32)
-    assert len(decode_upload(upload)[1]) == bytes_per_float32 * 4 * 8192
-    with pytest.raises(secagg.HeadroomError, match="23 clients"):
-        secagg.local_round(keys, updates, group_size=23)
 
 
 @pytest.mark.parametrize(("name", "parent", "bits", "holds"), [("compact-for-10", "compact", (47,), 11),
@@ -144,7 +156,6 @@ def test_a_preset_sized_for_ten_members_releases_its_parents_values_in_the_fewes
     from dataclasses import replace
 
     from secagg.holder import max_members
-    from secagg.messages import decode_upload
     from secagg.presets import _shrink
 
     preset = secagg.get_preset(name)
@@ -152,21 +163,7 @@ def test_a_preset_sized_for_ten_members_releases_its_parents_values_in_the_fewes
     data = bits if len(bits) == 1 else bits[:-1]
     one_fewer = _shrink(data, 1) + bits[len(data):]
     assert max_members(replace(preset, name="fewer", coeff_modulus_bits=one_fewer)) < 10
-    rng = np.random.default_rng(5)
-    updates = {f"c{k}": {"w": (rng.uniform(-1, 1, 500) * 0.1).astype(np.float32)} for k in range(12)}
-    ten = dict(list(updates.items())[:10])
-    outs = {p: secagg.local_round(secagg.generate_keys(preset=p), ten, group_size=10, release_seed=6)
-            for p in (name, parent)}
-    np.testing.assert_array_equal(outs[name].values["w"], outs[parent].values["w"])
-    keys = secagg.generate_keys(preset=name)
-    extreme = {c: {"w": np.full(64, -4.0, np.float32)} for c in list(updates)[:holds]}
-    np.testing.assert_allclose(secagg.local_round(keys, extreme, group_size=holds).values["w"], -4.0 * holds, atol=1e-3)
-    ids, _ = secagg.generate_identities(["x"])
-    upload = secagg.Uploader(keys.secret, identity=ids["x"]).upload({"w": np.zeros(8192, np.float32)}, run="r",
-                                                                     round=0, commitment="ab" * 32)
-    assert len(decode_upload(upload)[1]) == sum(data) / 32 * 4 * 8192
-    with pytest.raises(secagg.HeadroomError, match="12 clients"):
-        secagg.local_round(keys, updates, group_size=12)
+    _like_parent_in_fewer_bytes(name, parent, inside=10, holds=holds, extreme=-4.0, data_bits=sum(data), seeds=(5, 6))
 
 
 def test_sized_presets_are_named_and_refused_precisely():
