@@ -189,35 +189,38 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, first: int, last: int) -> np.ndarray:
+def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, first: int, last: int,
+                  key: Any = None) -> np.ndarray:
     """Chunks ``first..last-1`` of ``vector`` encrypted and packed (the unit of work of one process),
-    as one uint8 array: each ciphertext is packed straight into its place."""
+    as one uint8 array: each ciphertext is packed straight into its place. ``key``: ``secret``'s
+    :meth:`~secagg.ring.Ring.key_factor`, if the caller keeps one."""
     from .ring import Ring, second_half
 
     ring = Ring(secret.preset)
     per_ct, size, count = ring.n, ring.residue_bytes, last - first
     out = np.empty(count * size, dtype=np.uint8)
-    for b0 in range(0, count, ENCODE_BATCH):  # encoded a batch at a time: one FFT call per batch
+    key = ring.key_factor(secret) if key is None else key
+    for b0 in range(0, count, ENCODE_BATCH):  # a batch at a time: one FFT call, one NTT call (SEAL's) per batch
         b1 = min(count, b0 + ENCODE_BATCH)
         values = np.zeros((b1 - b0) * per_ct, dtype=np.float64)
         part = vector[b0 * per_ct:b1 * per_ct]
         values[:part.size] = part
         messages = ring.encode_coeff(values.reshape(b1 - b0, per_ct))
-        for k in range(b0, b1):
-            a = ring.uniform(second_half(seed, chunk=first + k, preset=secret.preset, label=label))
-            c0 = ring.encrypt(values[(k - b0) * per_ct:(k - b0 + 1) * per_ct], secret, a, message=messages[k - b0])
-            ring.pack_into(c0[None], out[k * size:(k + 1) * size])
+        a = np.stack([ring.uniform(second_half(seed, chunk=first + k, preset=secret.preset, label=label))
+                      for k in range(b0, b1)])
+        ring.pack_into(ring.encrypt_many(messages, key, a), out[b0 * size:b1 * size])
     return out
 
 
-def encrypt(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, workers: int | None = None) -> np.ndarray:
+def encrypt(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, workers: int | None = None,
+            key: Any = None) -> np.ndarray:
     """Every chunk of ``vector`` encrypted under second halves derived from ``seed``, packed, in
-    order: one uint8 array."""
+    order: one uint8 array (``key``: as :func:`encrypt_range` takes it, used in this process)."""
     per_ct = secret.preset.values_per_ciphertext
     n_chunks = max(1, -(-vector.size // per_ct))
     n_workers = choose_workers(n_chunks, workers)
     if n_workers == 1:
-        return encrypt_range(vector, secret, seed=seed, label=label, first=0, last=n_chunks)
+        return encrypt_range(vector, secret, seed=seed, label=label, first=0, last=n_chunks, key=key)
     parts = _split(n_chunks, n_workers)
     payloads = [(vector[a * per_ct:b * per_ct], seed, label, a, b) for a, b in parts]
     return np.concatenate(_run(secret, len(parts), "encrypt", payloads))

@@ -13,22 +13,22 @@ function says "coefficient form". The primes are below 2^61, so a sum of two res
 ``uint64`` and modular addition is exact in numpy.
 
 What SEAL still does (through its Python bindings, which save and load only through files): the
-NTT, decoding, and products with the secret key - a decryption of ``(x, y)`` is ``x + y*s``.
-Encrypting ``m`` with a given ``a``:
+NTT, decoding, and products with the secret key (a decryption of ``(x, y)`` is ``x + y*s``, a
+product with ``s`` as a plaintext is ``y*s``). Encrypting messages ``m_k`` with given ``a_k``:
 
-1. ``e`` is sampled here (centred binomial, ``eta = 21``: standard deviation 3.24, the HE
-   standard's 3.2 within 2 %) and ``m`` is encoded here (:mod:`secagg.encoding`, SEAL's encoding in
-   numpy), both in coefficient form; ``a`` is expanded from its seed straight into NTT form;
-2. SEAL transforms ``m + e`` to NTT form (:meth:`Ring.lift`) beside ``-a``;
-3. SEAL decrypts that ciphertext under ``s``: ``m + e - a*s``, which is ``c0``.
+1. each ``e_k`` is sampled here (centred binomial, ``eta = 21``: standard deviation 3.24, the HE
+   standard's 3.2 within 2 %) and each ``m_k`` is encoded here (:mod:`secagg.encoding`, SEAL's
+   encoding in numpy), both in coefficient form; each ``a_k`` is expanded from its seed straight
+   into NTT form;
+2. SEAL transforms the ``m_k + e_k``, up to 16 at a time as the polynomials of one ciphertext
+   (SEAL transforms every polynomial of a ciphertext in one call), and multiplies the ``a_k``,
+   held the same way, by ``s``;
+3. the difference, ``m_k + e_k - a_k*s``, is each ``c0`` (:meth:`Ring.encrypt_many`).
 
 ``a`` is sampled in NTT form, as SEAL samples its own seeded second halves: the NTT is a bijection
 of each prime's residues, so a uniform ``a`` is as uniform in either form, and a key holder that
-rebuilds ``sum a_i`` can decrypt ``(sum c0, sum a_i)`` without transforming anything.
-
-Randomness: ``a`` comes from AES-256 in counter mode keyed by SHAKE-256 of the seed and its place
-(domain, chunk), rejection-sampled per prime so that it is uniform; ``e`` from AES-256-CTR keyed by
-32 bytes of ``os.urandom`` per ciphertext.
+rebuilds ``sum a_i`` can decrypt ``(sum c0, sum a_i)`` without transforming anything. Where the
+randomness comes from: :mod:`secagg.sampling`.
 
 Example:
     >>> import numpy as np, secagg
@@ -43,13 +43,8 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import os
-import struct
-
 import numpy as np
 import tenseal.sealapi as sealapi
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import sealio
 from .bitpack import group, pack_bits, read_bits
@@ -57,33 +52,16 @@ from .encoding import encode_coeff
 from .errors import PayloadError
 from .keys import SecretContext, seal_context
 from .presets import CBD_ETA, ERROR_STD, Preset, wire_bits
-from .templates import key_template, seal_tools, templates
+from .sampling import Sampling, second_half
+from .templates import MAX_POLYS, batch_template, key_template, seal_tools, templates
 
 __all__ = ["Ring", "second_half", "CBD_ETA", "ERROR_STD"]
 
 
 _NTT_FLAG_OFFSET = 16 + 32  # SEAL header, then the parms_id (4 x u64), then is_ntt_form (u8)
-_DOMAIN = b"secfl/second-half/v2\x00"  # v2: ``a`` in NTT form
 
 
-def second_half(seed: bytes, *, chunk: int, preset: Preset, label: bytes = b"shared") -> bytes:
-    """The 32-byte key from which ciphertext ``chunk``'s ``a`` is expanded (:meth:`Ring.uniform`).
-
-    ``seed`` is a client's per-upload seed (shared key) or the round's public seed (threshold
-    keys); ``chunk`` binds each ``a`` to its place, so a seed cannot be moved to another chunk.
-    """
-    h = hashlib.shake_256(_DOMAIN)
-    for part in (label, seed, preset.name.encode(), struct.pack("<Q", chunk)):
-        h.update(struct.pack("<I", len(part)) + part)
-    return h.digest(32)
-
-
-def _aes_stream(key: bytes, nonce: int, nbytes: int) -> np.ndarray:
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce.to_bytes(16, "big"))).encryptor()
-    return np.frombuffer(encryptor.update(bytes(nbytes)), dtype="<u8")
-
-
-class Ring:
+class Ring(Sampling):
     """The data level of a preset: its primes, and SEAL objects built from and read into arrays."""
 
     def __init__(self, preset: Preset) -> None:
@@ -235,43 +213,6 @@ class Ring:
         np.remainder(acc, self.q, out=acc)
         return acc
 
-    # ---- randomness ----------------------------------------------------------------------------
-    def uniform(self, key: bytes) -> np.ndarray:
-        """A uniform polynomial (**NTT form**) expanded from a 32-byte key (:func:`second_half`)."""
-        out = self.zeros()
-        for i, (q, bits) in enumerate(zip(self.primes, self.bits)):
-            mask, got, refill = np.uint64((1 << bits) - 1), 0, 0
-            words = _aes_stream(key, i << 96, 8 * (self.n + 64)) & mask
-            if int(words[:self.n].max()) < q:  # the first N words all accepted (the usual case): no compaction
-                out[i] = words[:self.n]
-                continue
-            while got < self.n:  # rejection sampling: acceptance q / 2^bits > 1/2, usually ~1
-                if refill:
-                    words = _aes_stream(key, (i << 96) | (refill << 64), 8 * (self.n - got + 64)) & mask
-                ok = words[words < np.uint64(q)][:self.n - got]
-                out[i, got:got + ok.size] = ok
-                got += ok.size
-                refill += 1
-        return out
-
-    def error(self) -> np.ndarray:
-        """A fresh error polynomial (coefficient form), centred binomial with eta = 21, from OS randomness."""
-        words = _aes_stream(os.urandom(32), 0, 8 * self.n)
-        mask = np.uint64((1 << CBD_ETA) - 1)
-        e = (np.bitwise_count(words & mask).astype(np.int64)
-             - np.bitwise_count((words >> np.uint64(CBD_ETA)) & mask).astype(np.int64))
-        return self.residues_of(e)
-
-    def residues_of(self, e: np.ndarray) -> np.ndarray:
-        """Signed integers (one per coefficient) as residues modulo each prime."""
-        bound = min(self.primes)
-        if e.size and (int(e.max()) >= bound or int(e.min()) <= -bound):  # not abs: |INT64_MIN| overflows
-            out: np.ndarray = (e[None, :] % self.q.astype(np.int64)).astype(np.uint64)
-            return out
-        u = e.astype(np.uint64)[None, :]  # below every prime: a negative e wraps to 2^64 - |e|, + q to q - |e|
-        out = np.minimum(u, u + self.q)
-        return out
-
     # ---- SEAL objects --------------------------------------------------------------------------
     def _blob(self, prefix: bytes, *polys: np.ndarray) -> bytearray:
         """A template's header followed by ``polys`` as little-endian uint64, in one buffer."""
@@ -287,9 +228,9 @@ class Ring:
         blob = self._blob(self._ct_prefix if ntt else self._ct_prefix_coeff, c0, c1)
         return sealio.load_own(sealapi.Ciphertext, self.seal, blob, what="a ciphertext")
 
-    def lift(self, x_coeff: np.ndarray, y: np.ndarray, *, negate: bool = False) -> sealapi.Ciphertext:
-        """The NTT-form ciphertext ``(NTT(x), y)`` (``(NTT(x), -y)`` with ``negate``): ``x`` in
-        coefficient form, ``y`` in NTT form, with residues below the primes.
+    def lift(self, x_coeff: np.ndarray, y: np.ndarray) -> sealapi.Ciphertext:
+        """The NTT-form ciphertext ``(NTT(x), y)``: ``x`` in coefficient form, ``y`` in NTT form,
+        with residues below the primes.
 
         SEAL transforms only whole ciphertexts and refuses a zero second half (a "transparent"
         ciphertext), so ``x`` is transformed beside the constant 1, whose NTT is 1 in every slot,
@@ -297,7 +238,7 @@ class Ring:
         ct = self.ciphertext(x_coeff, self._one, ntt=False)
         self.evaluator.transform_to_ntt_inplace(ct)
         q_minus_one = self.q - np.uint64(1)
-        rest = q_minus_one - y if negate else self.add(y, q_minus_one)  # -y - 1 = q - 1 - y: never below 0
+        rest = self.add(y, q_minus_one)  # y - 1 modulo q
         self.evaluator.add_inplace(ct, self.ciphertext(self._zero, rest, ntt=True))
         return ct
 
@@ -329,17 +270,52 @@ class Ring:
         residues in coefficient form (:mod:`secagg.encoding`)."""
         return encode_coeff(values, scale=self.scale, primes=self.primes)
 
-    def encrypt(self, values: np.ndarray, secret: SecretContext, a: np.ndarray, *,
-                message: np.ndarray | None = None) -> np.ndarray:
-        """``c0 = m + e - a*s`` for ``N`` values and a second half ``a`` (NTT form); ``m`` is
-        encoded with numpy and added to ``e`` before the one NTT (``message``: ``values`` already
-        encoded by :meth:`encode_coeff`)."""
-        if message is None:
-            message = self.encode_coeff(values)
-        ct = self.lift(self.add(self.error(), message), a, negate=True)
-        out = sealapi.Plaintext()
-        secret.decryptor.decrypt(ct, out)  # (m + e) + (-a) * s
-        return self.plaintext_array(out)
+    def encrypt(self, values: np.ndarray, secret: SecretContext, a: np.ndarray) -> np.ndarray:
+        """``c0 = m + e - a*s`` for ``N`` values and a second half ``a`` (NTT form)."""
+        out: np.ndarray = self.encrypt_many(self.encode_coeff(values)[None], self.key_factor(secret), a[None])[0]
+        return out
+
+    def key_factor(self, secret: SecretContext) -> sealapi.Plaintext:
+        """``s`` at the data level as a SEAL plaintext (NTT form, scale 1), the factor
+        :meth:`encrypt_many` multiplies second halves by; nothing of it is left in the scratch file."""
+        s = self.secret_ntt(secret)
+        blob = self._blob(self._pt_unit_prefix, s)
+        try:
+            return sealio.load_own(sealapi.Plaintext, self.seal, blob, what="a key", secret=True)
+        finally:  # no copy of the key left in freed memory
+            s.fill(0)
+            blob[:] = bytes(len(blob))
+
+    def encrypt_many(self, messages: np.ndarray, key: sealapi.Plaintext, a: np.ndarray) -> np.ndarray:
+        """``c0_k = m_k + e_k - a_k*s`` for ``count`` encoded messages (a ``(count, limbs, N)`` array
+        from :meth:`encode_coeff`, coefficient form), second halves ``a`` (same shape, NTT form) and
+        ``key`` from :meth:`key_factor`, with fresh errors ``e_k``: a ``(count, limbs, N)`` array.
+
+        The ``m_k + e_k`` go to SEAL as the polynomials of one ciphertext, which it transforms in one
+        call, and the ``a_k`` as another, which it multiplies by ``s``; a single message is paired
+        with a copy of itself (a ciphertext has at least two polynomials)."""
+        count = messages.shape[0]
+        if a.shape != messages.shape or messages.shape[1:] != (self.limbs, self.n):
+            raise ValueError(f"messages and a must both be (count, {self.limbs}, {self.n}) arrays")
+        out = np.empty_like(messages)
+        for b0 in range(0, count, MAX_POLYS):
+            x = self.add(messages[b0:b0 + MAX_POLYS], self.errors(min(MAX_POLYS, count - b0)))
+            y = a[b0:b0 + MAX_POLYS]
+            if x.shape[0] == 1:
+                x, y = np.concatenate([x, x]), np.concatenate([y, y])
+            size = x.shape[0]
+            prefix = batch_template(self.preset, size)
+            coeff = prefix[:_NTT_FLAG_OFFSET] + b"\x00" + prefix[_NTT_FLAG_OFFSET + 1:]
+            ct = sealio.load_own(sealapi.Ciphertext, self.seal, self._blob(coeff, *x), what="messages")
+            self.evaluator.transform_to_ntt_inplace(ct)
+            products = sealio.load_own(sealapi.Ciphertext, self.seal, self._blob(prefix, *y), what="second halves")
+            self.evaluator.multiply_plain_inplace(products, key)
+            self.evaluator.sub_inplace(ct, products)  # m + e - a*s, polynomial by polynomial
+            polys = size * self.limbs * self.n
+            raw = sealio.dump_own(ct, max_inflated=len(prefix) + 8 * polys)
+            done = np.frombuffer(raw, dtype="<u8", count=polys, offset=len(raw) - 8 * polys)
+            out[b0:b0 + x.shape[0]] = done.reshape(size, self.limbs, self.n)[:min(MAX_POLYS, count - b0)]
+        return out
 
     def decrypt(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> np.ndarray:
         """The **raw** values of ``(c0, a)``: for a key holder's own use, never to release as they are."""
@@ -396,15 +372,6 @@ class Ring:
         """The values a plaintext polynomial (NTT form, at the preset's scale) encodes (a raw sum:
         nothing of it is left in the scratch file)."""
         return self.decode(self.plaintext(x, secret=True))
-
-    def gaussian(self, std: float) -> np.ndarray:
-        """A polynomial (coefficient form) of rounded Gaussian coefficients of ``std``, from a CSPRNG
-        (AES-256-CTR keyed by the OS): smudging noise that no other party may be able to predict."""
-        words = _aes_stream(os.urandom(32), 0, 16 * self.n).reshape(2, self.n)
-        u1 = ((words[0] >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53  # (0, 1]
-        u2 = (words[1] >> np.uint64(11)).astype(np.float64) * 2.0**-53
-        e = np.rint(std * np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).astype(np.int64)
-        return self.residues_of(e)
 
     def _first_half(self, ct: sealapi.Ciphertext) -> np.ndarray:
         polys = 8 * self.limbs * self.n

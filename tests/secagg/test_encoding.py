@@ -6,7 +6,8 @@ import pytest
 
 import secagg
 from secagg import encoding
-from secagg.ring import Ring, _aes_stream
+from secagg.ring import Ring
+from secagg.sampling import _aes_stream
 
 
 def _rounded(values, scale):

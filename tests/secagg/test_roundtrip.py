@@ -40,6 +40,25 @@ def test_raw_error_is_the_presets_noise_at_update_magnitudes(keys):
         assert np.max(np.abs(raw - x)) < 8 * keys.secret.preset.noise_std() + 1e-14 * mag  # float64 FFT floor
 
 
+@pytest.mark.parametrize("count", [1, 17])
+def test_a_batch_encrypts_each_message_under_its_own_half_with_its_own_error(keys, count):
+    """SEAL transforms up to 16 messages as one ciphertext's polynomials (17: two batches; 1: a
+    message beside a copy of itself): each ``c0_k`` must be ``m_k + e_k - a_k*s`` with a fresh
+    centred-binomial ``e_k`` (|e| <= 21, std 3.24), never another message's half or error."""
+    from helpers.attacker import centred, from_ntt
+
+    ring = Ring(keys.secret.preset)
+    messages = ring.encode_coeff(np.random.default_rng(count).uniform(-1, 1, (count, ring.n)))
+    a = np.stack([ring.uniform(second_half(b"b" * 32, chunk=k, preset=ring.preset)) for k in range(count)])
+    c0 = ring.encrypt_many(messages, ring.key_factor(keys.secret), a)
+    s = ring.secret_ntt(keys.secret)
+    errors = [(centred(ring, from_ntt(ring, ring.add(c0[k], ring.mul(a[k], s)))) - centred(ring, messages[k]))
+              .astype(np.int64) for k in range(count)]
+    for e in errors:
+        assert np.abs(e).max() <= 21 and 2.9 < e.std() < 3.6
+    assert len({e.tobytes() for e in errors}) == count
+
+
 def test_second_halves_are_uniform_and_bound_to_their_place(keys):
     ring = Ring(keys.secret.preset)
     a = ring.uniform(second_half(b"s" * 32, chunk=0, preset=ring.preset))

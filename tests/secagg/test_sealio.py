@@ -68,9 +68,11 @@ def test_a_forked_child_neither_shares_nor_keeps_the_parents_file(keys):
 
 
 def test_secrets_leave_nothing_in_the_file(keys):
-    """The secret key's residues (a dealer's) and a raw, unflooded sum (a combiner's) are wiped at once."""
+    """The secret key's residues (a dealer's, a client's) and a raw, unflooded sum (a combiner's) are wiped at once."""
     ring = Ring(keys.secret.preset)
     ring.secret_ntt(keys.secret)
+    assert os.fstat(sealio._local.memfd.fd).st_size == 0
+    ring.key_factor(keys.secret)  # a client's key as the factor of its encryptions
     assert os.fstat(sealio._local.memfd.fd).st_size == 0
     ring.decode_ntt(ring.zeros())
     assert os.fstat(sealio._local.memfd.fd).st_size == 0
