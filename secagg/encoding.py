@@ -7,15 +7,20 @@ the ciphertext needs anyway, which saves SEAL's encode, its NTT and the addition
 
 The encoding, as SEAL 4 does it: with ``N`` the ring degree, ``M = 2N`` and ``zeta = exp(i pi /
 N)``, slot ``j`` (of ``N/2``) holds the value of ``m(X)`` at ``zeta^(3^j mod M)`` and its conjugate
-at ``zeta^(-3^j mod M)``, divided by the scale. The ``N`` values ``v_k = m(zeta^(2k+1))`` determine
-``m``: ``m_t zeta^t = (1/N) sum_k v_k exp(-2 pi i t k / N)``, one FFT of size ``N``; the
-coefficients, times the scale, are rounded to integers as SEAL rounds them. The two FFTs differ
-in their last bits, so a rare coefficient may round the other way: SEAL decodes our polynomial to
-within 4 / scale of its own encoding (tested for compact and strict).
+at ``zeta^(-3^j mod M)``, divided by the scale. The real polynomial ``m`` is determined by its
+values at the ``N/2`` points ``x_k = zeta^(4k+1)``, one of each conjugate pair (``3^j`` is 1 modulo
+4 for even ``j``, 3 for odd ``j``, whose conjugate point ``-3^j`` is then the one taken). At those
+points ``x^(N/2) = i``, so ``m(x_k) = sum_{t<N/2} c_t zeta^t (zeta^4)^(kt)`` with ``c_t = m_t + i
+m_(t+N/2)``: one inverse FFT of size ``N/2``, ``c_t = zeta^-t (2/N) sum_k m(x_k) exp(-2 pi i t k /
+(N/2))``, gives every coefficient. Times the scale, they are rounded to integers as SEAL rounds
+them. SEAL's FFT differs from numpy's in the last bits, so a rare coefficient may round the other
+way: SEAL decodes our polynomial to within 4 / scale of its own encoding (tested for compact and
+strict).
 
-Integers up to 2^75 become residues exactly: ``|x| = hi * 2^32 + lo`` with both halves exact in
-float64, and ``hi * (2^32 mod q)`` reduced with a floating-point quotient estimate whose error is
-below one (``hi < 2^43``), corrected in 64-bit wrapping arithmetic (:func:`_reduce_split`).
+Integers ``|x| < 2^75`` become residues exactly: ``x + 2^75 = hi * 2^32 + lo`` with both halves
+exact in float64 (``0 <= hi < 2^44``, ``0 <= lo < 2^32``), ``hi * (2^32 mod q)`` reduced with a
+floating-point quotient estimate whose error is below one, corrected in 64-bit wrapping arithmetic
+(:func:`_reduce_split`), and ``2^75 mod q`` taken off again.
 """
 
 from __future__ import annotations
@@ -24,28 +29,47 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["encode_coeff", "MAX_ENCODED_BITS"]
+__all__ = ["encode_coeff", "coefficients", "MAX_ENCODED_BITS"]
 
 #: The largest magnitude (in bits) a scaled coefficient may have: the split into 32-bit halves
-#: keeps the high half below 2^43, where the quotient estimate is exact to within one.
+#: of ``x + 2^75`` keeps the high half below 2^44, where the quotient estimate is exact to within one.
 MAX_ENCODED_BITS = 75
 
 
 @lru_cache(maxsize=8)
 def _slots(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where slot ``j`` and its conjugate sit among the ``N`` evaluation points, and the twist."""
+    """For each point ``x_k`` (``k < N/2``): the slot whose value (``+1``) or conjugate (``-1``)
+    it takes, that sign, and the twist ``zeta^-t (2/N)``."""
     m = 2 * n
-    powers = np.empty(n // 2, dtype=np.int64)
+    slot, sign = np.empty(n // 2, dtype=np.int64), np.empty(n // 2, dtype=np.float64)
     p = 1
     for j in range(n // 2):
-        powers[j] = p
+        e = p if p % 4 == 1 else m - p  # the point of the pair that is 1 modulo 4
+        slot[(e - 1) // 4], sign[(e - 1) // 4] = j, 1.0 if p % 4 == 1 else -1.0
         p = p * 3 % m
-    twist = np.exp(-1j * np.pi * np.arange(n) / n) / n
-    return (powers - 1) // 2, (m - powers - 1) // 2, twist
+    twist = np.exp(-1j * np.pi * np.arange(n // 2) / n) * (2 / n)
+    return slot, sign, twist
+
+
+def coefficients(values: np.ndarray, scale: float) -> np.ndarray:
+    """The integers (as float64) that ``(count, N)`` real values encode to at ``scale``: the
+    polynomial's coefficients, rounded."""
+    count, n = values.shape
+    slot, sign, twist = _slots(n)
+    v = np.empty((count, n // 2), dtype=np.complex128)
+    v.real = values[:, 2 * slot]
+    v.imag = values[:, 2 * slot + 1]
+    v.imag *= sign  # a conjugate where the point is the slot's conjugate
+    c = np.fft.fft(v, axis=1)
+    c *= twist
+    x = np.empty((count, n), dtype=np.float64)
+    np.rint(c.real * scale, out=x[:, :n // 2])
+    np.rint(c.imag * scale, out=x[:, n // 2:])
+    return x
 
 
 def _reduce_split(hi: np.ndarray, lo: np.ndarray, q: int) -> np.ndarray:
-    """``(hi * 2^32 + lo) mod q`` for uint64 ``hi < 2^43``, ``lo < 2^32`` and a prime ``q < 2^62``.
+    """``(hi * 2^32 + lo) mod q`` for uint64 ``hi < 2^44``, ``lo < 2^32`` and a prime ``q < 2^62``.
 
     ``hi * (2^32 mod q)`` is reduced with a quotient from float64 (off by at most one), so the
     remainder, computed in wrapping uint64 arithmetic, lies in ``(-q, 2q)``; with ``lo mod q`` it lies
@@ -74,30 +98,24 @@ def encode_coeff(values: np.ndarray, *, scale: float, primes: list[int]) -> np.n
     """
     batch = values.reshape(-1, values.shape[-1])
     count, n = batch.shape
-    k1, k2, twist = _slots(n)
-    z = batch[:, 0::2] + 1j * batch[:, 1::2]
-    v = np.empty((count, n), dtype=np.complex128)
-    v[:, k1], v[:, k2] = z, z.conj()
-    coeffs = np.fft.fft(v, axis=1)
-    coeffs *= twist
-    x = np.rint(coeffs.real * scale)
-    mag = np.abs(x)
-    if not np.all(mag < 2.0**MAX_ENCODED_BITS):
+    x = coefficients(batch, scale)
+    top = float(np.max(np.abs(x)))
+    if not top < 2.0**MAX_ENCODED_BITS:  # NaN fails this too
         raise ValueError(f"a scaled coefficient is not finite or beyond 2^{MAX_ENCODED_BITS}: lower the scale or the values")
     out = np.empty((count, len(primes), n), dtype=np.uint64)
-    if float(mag.max()) < min(primes):  # every integer below every prime (the usual case): no reduction
+    if top < min(primes):  # every integer below every prime (the usual case): no reduction
         u = x.astype(np.int64).view(np.uint64)  # a negative x wraps to 2^64 - |x|, and + q to q - |x|
         with np.errstate(over="ignore"):
             for i, q in enumerate(primes):
                 np.minimum(u, u + np.uint64(q), out=out[:, i])
-    else:
-        hi = np.floor(mag * 2.0**-32)
-        lo = (mag - hi * 2.0**32).astype(np.uint64)
-        hi_u = hi.astype(np.uint64)
-        negative = x < 0
-        for i, q in enumerate(primes):
-            r = _reduce_split(hi_u, lo, q)
-            t = np.uint64(q) - r
-            np.minimum(t, t - np.uint64(q), out=t)  # q - r modulo q: 0 stays 0
-            out[:, i] = np.where(negative, t, r)
+    else:  # x = hi * 2^32 + lo, hi signed: x + 2^75 = (hi + 2^43) * 2^32 + lo, both halves non-negative
+        hi = np.floor(x * 2.0**-32)
+        lo = (x - hi * 2.0**32).astype(np.uint64)  # exact: in [0, 2^32), a multiple of x's last bit
+        hi += 2.0**(MAX_ENCODED_BITS - 32)
+        hi_u = hi.astype(np.uint64)  # below 2^44
+        with np.errstate(over="ignore"):
+            for i, q in enumerate(primes):
+                u = _reduce_split(hi_u, lo, q)
+                u += np.uint64(q - (1 << MAX_ENCODED_BITS) % q)  # minus 2^75, modulo q: in [0, 2q)
+                np.minimum(u, u - np.uint64(q), out=out[:, i])
     return out.reshape(*values.shape[:-1], len(primes), n)

@@ -154,6 +154,9 @@ class SecretContext(_ContextBase):
         self.encryptor = sealapi.Encryptor(self.seal, self.secret_key)
         self.decryptor = sealapi.Decryptor(self.seal, self.secret_key)
         self.evaluator = sealapi.Evaluator(self.seal)
+        #: the secret key at the data level as a SEAL plaintext, the factor clients multiply second
+        #: halves by: built once, on first use, by :meth:`secagg.ring.Ring.key_factor`
+        self.data_key: sealapi.Plaintext | None = None
         self._server_blobs = server_blobs  # evaluation keys, only while the dealer holds this object
 
     def to_bytes(self) -> bytes:

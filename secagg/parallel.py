@@ -189,17 +189,15 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, first: int, last: int,
-                  key: Any = None) -> np.ndarray:
+def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, first: int, last: int) -> np.ndarray:
     """Chunks ``first..last-1`` of ``vector`` encrypted and packed (the unit of work of one process),
-    as one uint8 array: each ciphertext is packed straight into its place. ``key``: ``secret``'s
-    :meth:`~secagg.ring.Ring.key_factor`, if the caller keeps one."""
+    as one uint8 array: each ciphertext is packed straight into its place."""
     from .ring import Ring, second_half
 
     ring = Ring(secret.preset)
     per_ct, size, count = ring.n, ring.residue_bytes, last - first
     out = np.empty(count * size, dtype=np.uint8)
-    key = ring.key_factor(secret) if key is None else key
+    key = ring.key_factor(secret)
     for b0 in range(0, count, ENCODE_BATCH):  # a batch at a time: one FFT call, one NTT call (SEAL's) per batch
         b1 = min(count, b0 + ENCODE_BATCH)
         values = np.zeros((b1 - b0) * per_ct, dtype=np.float64)
@@ -212,15 +210,14 @@ def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes,
     return out
 
 
-def encrypt(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, workers: int | None = None,
-            key: Any = None) -> np.ndarray:
+def encrypt(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, workers: int | None = None) -> np.ndarray:
     """Every chunk of ``vector`` encrypted under second halves derived from ``seed``, packed, in
-    order: one uint8 array (``key``: as :func:`encrypt_range` takes it, used in this process)."""
+    order: one uint8 array."""
     per_ct = secret.preset.values_per_ciphertext
     n_chunks = max(1, -(-vector.size // per_ct))
     n_workers = choose_workers(n_chunks, workers)
     if n_workers == 1:
-        return encrypt_range(vector, secret, seed=seed, label=label, first=0, last=n_chunks, key=key)
+        return encrypt_range(vector, secret, seed=seed, label=label, first=0, last=n_chunks)
     parts = _split(n_chunks, n_workers)
     payloads = [(vector[a * per_ct:b * per_ct], seed, label, a, b) for a, b in parts]
     return np.concatenate(_run(secret, len(parts), "encrypt", payloads))

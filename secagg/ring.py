@@ -277,14 +277,19 @@ class Ring(Sampling):
 
     def key_factor(self, secret: SecretContext) -> sealapi.Plaintext:
         """``s`` at the data level as a SEAL plaintext (NTT form, scale 1), the factor
-        :meth:`encrypt_many` multiplies second halves by; nothing of it is left in the scratch file."""
+        :meth:`encrypt_many` multiplies second halves by: built once per secret context (it costs a
+        decryption and two blobs, as much as encrypting a small update) and kept beside the key in it
+        (``secret.data_key``); nothing of it is left in the scratch file."""
+        if secret.data_key is not None:
+            return secret.data_key
         s = self.secret_ntt(secret)
         blob = self._blob(self._pt_unit_prefix, s)
         try:
-            return sealio.load_own(sealapi.Plaintext, self.seal, blob, what="a key", secret=True)
+            secret.data_key = sealio.load_own(sealapi.Plaintext, self.seal, blob, what="a key", secret=True)
         finally:  # no copy of the key left in freed memory
             s.fill(0)
             blob[:] = bytes(len(blob))
+        return secret.data_key
 
     def encrypt_many(self, messages: np.ndarray, key: sealapi.Plaintext, a: np.ndarray) -> np.ndarray:
         """``c0_k = m_k + e_k - a_k*s`` for ``count`` encoded messages (a ``(count, limbs, N)`` array
@@ -299,9 +304,10 @@ class Ring(Sampling):
             raise ValueError(f"messages and a must both be (count, {self.limbs}, {self.n}) arrays")
         out = np.empty_like(messages)
         for b0 in range(0, count, MAX_POLYS):
-            x = self.add(messages[b0:b0 + MAX_POLYS], self.errors(min(MAX_POLYS, count - b0)))
-            y = a[b0:b0 + MAX_POLYS]
-            if x.shape[0] == 1:
+            k = min(MAX_POLYS, count - b0)
+            x = self.add(messages[b0:b0 + k], self.errors(k))
+            y = a[b0:b0 + k]
+            if k == 1:
                 x, y = np.concatenate([x, x]), np.concatenate([y, y])
             size = x.shape[0]
             prefix = batch_template(self.preset, size)
@@ -314,7 +320,7 @@ class Ring(Sampling):
             polys = size * self.limbs * self.n
             raw = sealio.dump_own(ct, max_inflated=len(prefix) + 8 * polys)
             done = np.frombuffer(raw, dtype="<u8", count=polys, offset=len(raw) - 8 * polys)
-            out[b0:b0 + x.shape[0]] = done.reshape(size, self.limbs, self.n)[:min(MAX_POLYS, count - b0)]
+            out[b0:b0 + k] = done.reshape(size, self.limbs, self.n)[:k]
         return out
 
     def decrypt(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> np.ndarray:

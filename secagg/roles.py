@@ -129,7 +129,6 @@ class Uploader:
         self.min_contributors = integer("min_contributors", min_contributors, minimum=1)
         self.workers = workers
         self.ring = Ring(secret.preset)
-        self._key: Any = None
         self.epoch = epoch
         if epoch is not None:
             if ledger is None:
@@ -166,9 +165,7 @@ class Uploader:
             seed, label, named, keys = os.urandom(32), seed_label(self.client_id), None, self.secret.fingerprint
         else:
             seed, label, named, keys = round_seed(self.epoch.id, run, rnd), ROUND_LABEL, "", self.epoch.id
-        if self._key is None:  # s as SEAL's factor, built once: it costs a decryption and two blobs
-            self._key = self.ring.key_factor(self.secret)
-        body = parallel.encrypt(vector, self.secret, seed=seed, label=label, workers=self.workers, key=self._key)
+        body = parallel.encrypt(vector, self.secret, seed=seed, label=label, workers=self.workers)
         receipt = Receipt(client_id=self.client_id, run=run, round=rnd, commitment=commitment, keys=keys,
                           preset=self.secret.preset.name, layout_hash=layout.hash,
                           seed=seed.hex() if named is None else named,

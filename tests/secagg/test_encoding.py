@@ -11,11 +11,30 @@ from secagg.sampling import _aes_stream
 
 
 def _rounded(values, scale):
-    """The integers the encoder reduces (its own FFT, recomputed here for an exact reference)."""
-    k1, k2, twist = encoding._slots(values.size)
-    v = np.empty(values.size, complex)
-    v[k1], v[k2] = values[0::2] + 1j * values[1::2], (values[0::2] + 1j * values[1::2]).conj()
-    return np.rint((np.fft.fft(v) * twist).real * scale)
+    """The integers the encoder reduces (its own FFT, for an exact reference of the reduction)."""
+    return encoding.coefficients(values[None], scale)[0]
+
+
+def _by_definition(values):
+    """The coefficients from all ``N`` points ``zeta^(2k+1)``: slot ``j`` at ``zeta^(3^j)``, its
+    conjugate at ``zeta^(-3^j)``, and ``m_t zeta^t = (1/N) sum_k m(zeta^(2k+1)) exp(-2 pi i t k / N)``."""
+    n = values.size
+    powers = [pow(3, j, 2 * n) for j in range(n // 2)]
+    v = np.empty(n, complex)
+    z = values[0::2] + 1j * values[1::2]
+    v[[(p - 1) // 2 for p in powers]] = z
+    v[[(2 * n - p - 1) // 2 for p in powers]] = z.conj()
+    m = np.fft.fft(v) * np.exp(-1j * np.pi * np.arange(n) / n) / n
+    assert np.abs(m.imag).max() < 1e-12  # a real polynomial
+    return m.real
+
+
+def test_the_half_size_fft_gives_the_coefficients_of_the_definition():
+    values = np.random.default_rng(3).uniform(-4, 4, (3, 8192))
+    got = encoding.coefficients(values, 2.0**30)
+    for row, v in zip(got, values):
+        assert np.abs(row - np.rint(_by_definition(v) * 2.0**30)).max() <= 1  # a rare coefficient rounds the other way
+        assert np.abs(row / 2.0**30 - _by_definition(v)).max() < 1e-9
 
 
 @pytest.mark.parametrize("preset", ["compact", "strict"])
@@ -36,7 +55,7 @@ def test_the_split_reduction_is_exact_where_the_float_quotient_overshoots(q):
     quotient rounds up to that multiple and the remainder goes negative before its correction."""
     r = (1 << 32) % q
     inverse = pow(r, -1, q)
-    hard = [h for t in range(1, 300_000) if (h := (-t * inverse) % q) < 1 << 43][:64]
+    hard = [h for t in range(1, 300_000) if (h := (-t * inverse) % q) < 1 << 44][:64]
     hi = np.array(hard + list(range(64)), dtype=np.uint64)
     quotient = np.floor(hi.astype(np.float64) * (r / q)).astype(np.uint64)
     if q > 1 << 32:  # strict's and strict-lean's primes; below 2^32 the product is exact in float64
