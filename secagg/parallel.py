@@ -38,8 +38,6 @@ PARALLEL_MIN_CHUNKS = 256
 #: Auto mode folds uploads of at least this many ciphertexts on threads (256k values at N=8192):
 #: below it, handing ranges to threads costs more than it saves.
 THREADS_MIN_CHUNKS = 32
-#: Ciphertexts encoded together (one FFT call): 16 x N complex values, 2 MiB at N = 8192.
-ENCODE_BATCH = 16
 
 _LEN = struct.Struct("<Q")
 _workers: dict[str, list[_Worker]] = {}
@@ -192,14 +190,14 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
 def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, first: int, last: int) -> np.ndarray:
     """Chunks ``first..last-1`` of ``vector`` encrypted and packed (the unit of work of one process),
     as one uint8 array: each ciphertext is packed straight into its place."""
-    from .ring import Ring, second_half
+    from .ring import BATCH, Ring, second_half
 
     ring = Ring(secret.preset)
     per_ct, size, count = ring.n, ring.residue_bytes, last - first
     out = np.empty(count * size, dtype=np.uint8)
     key = ring.key_factor(secret)
-    for b0 in range(0, count, ENCODE_BATCH):  # a batch at a time: one FFT call, one NTT call (SEAL's) per batch
-        b1 = min(count, b0 + ENCODE_BATCH)
+    for b0 in range(0, count, BATCH):  # a batch at a time: one FFT call, one NTT call (SEAL's) per batch
+        b1 = min(count, b0 + BATCH)
         values = np.zeros((b1 - b0) * per_ct, dtype=np.float64)
         part = vector[b0 * per_ct:b1 * per_ct]
         values[:part.size] = part

@@ -20,10 +20,11 @@ product with ``s`` as a plaintext is ``y*s``). Encrypting messages ``m_k`` with 
    standard's 3.2 within 2 %) and each ``m_k`` is encoded here (:mod:`secagg.encoding`, SEAL's
    encoding in numpy), both in coefficient form; each ``a_k`` is expanded from its seed straight
    into NTT form;
-2. SEAL transforms the ``m_k + e_k``, up to 16 at a time as the polynomials of one ciphertext
-   (SEAL transforms every polynomial of a ciphertext in one call), and multiplies the ``a_k``,
-   held the same way, by ``s``;
-3. the difference, ``m_k + e_k - a_k*s``, is each ``c0`` (:meth:`Ring.encrypt_many`).
+2. SEAL transforms the ``m_k + e_k``, 15 at a time as the polynomials of one ciphertext (SEAL
+   transforms every polynomial of a ciphertext in one call), and multiplies the ``a_k``, held the
+   same way, by ``s``;
+3. the difference, ``m_k + e_k - a_k*s``, is each ``c0`` (:meth:`Ring.encrypt_many`,
+   :meth:`Ring.ntt_plus_products`).
 
 ``a`` is sampled in NTT form, as SEAL samples its own seeded second halves: the NTT is a bijection
 of each prime's residues, so a uniform ``a`` is as uniform in either form, and a key holder that
@@ -53,12 +54,14 @@ from .errors import PayloadError
 from .keys import SecretContext, seal_context
 from .presets import CBD_ETA, ERROR_STD, Preset, wire_bits
 from .sampling import Sampling, second_half
-from .templates import MAX_POLYS, batch_template, key_template, seal_tools, templates
+from .templates import MAX_POLYS, batch_template, seal_tools, templates
 
-__all__ = ["Ring", "second_half", "CBD_ETA", "ERROR_STD"]
+__all__ = ["Ring", "second_half", "BATCH", "CBD_ETA", "ERROR_STD"]
 
 
 _NTT_FLAG_OFFSET = 16 + 32  # SEAL header, then the parms_id (4 x u64), then is_ntt_form (u8)
+#: Polynomials :meth:`Ring.ntt_plus_products` hands SEAL per call, beside the constant 1.
+BATCH = MAX_POLYS - 1
 
 
 class Ring(Sampling):
@@ -82,9 +85,9 @@ class Ring(Sampling):
         self._ct_prefix_coeff = ct_prefix[:_NTT_FLAG_OFFSET] + b"\x00" + ct_prefix[_NTT_FLAG_OFFSET + 1:]
         self._pt_prefix = pt_prefix
         self._pt_unit_prefix = pt_unit_prefix  # scale 1: a factor in a product, not an encoded value
-        self._zero = self.zeros()
         self._one = self.zeros()
         self._one[:, 0] = 1  # the constant 1 (coefficient form)
+        self._ones = np.ones_like(self._one)  # the constant 1 (NTT form)
 
     # ---- residues ------------------------------------------------------------------------------
     @property
@@ -228,20 +231,6 @@ class Ring(Sampling):
         blob = self._blob(self._ct_prefix if ntt else self._ct_prefix_coeff, c0, c1)
         return sealio.load_own(sealapi.Ciphertext, self.seal, blob, what="a ciphertext")
 
-    def lift(self, x_coeff: np.ndarray, y: np.ndarray) -> sealapi.Ciphertext:
-        """The NTT-form ciphertext ``(NTT(x), y)``: ``x`` in coefficient form, ``y`` in NTT form,
-        with residues below the primes.
-
-        SEAL transforms only whole ciphertexts and refuses a zero second half (a "transparent"
-        ciphertext), so ``x`` is transformed beside the constant 1, whose NTT is 1 in every slot,
-        and ``(0, y - 1)`` is then added: ``y`` is never transformed."""
-        ct = self.ciphertext(x_coeff, self._one, ntt=False)
-        self.evaluator.transform_to_ntt_inplace(ct)
-        q_minus_one = self.q - np.uint64(1)
-        rest = self.add(y, q_minus_one)  # y - 1 modulo q
-        self.evaluator.add_inplace(ct, self.ciphertext(self._zero, rest, ntt=True))
-        return ct
-
     def plaintext(self, a: np.ndarray, *, secret: bool = False) -> sealapi.Plaintext:
         """``a`` (NTT form) as a SEAL plaintext; ``secret``: leave nothing of it in the scratch file."""
         return sealio.load_own(sealapi.Plaintext, self.seal, self._blob(self._pt_prefix, a), what="a plaintext",
@@ -276,52 +265,24 @@ class Ring(Sampling):
         return out
 
     def key_factor(self, secret: SecretContext) -> sealapi.Plaintext:
-        """``s`` at the data level as a SEAL plaintext (NTT form, scale 1), the factor
-        :meth:`encrypt_many` multiplies second halves by: built once per secret context (it costs a
-        decryption and two blobs, as much as encrypting a small update) and kept beside the key in it
-        (``secret.data_key``); nothing of it is left in the scratch file."""
-        if secret.data_key is not None:
-            return secret.data_key
-        s = self.secret_ntt(secret)
-        blob = self._blob(self._pt_unit_prefix, s)
-        try:
-            secret.data_key = sealio.load_own(sealapi.Plaintext, self.seal, blob, what="a key", secret=True)
-        finally:  # no copy of the key left in freed memory
-            s.fill(0)
-            blob[:] = bytes(len(blob))
+        """``s`` as :meth:`factor`, the factor :meth:`encrypt_many` multiplies second halves by: built
+        once per secret context (it costs a decryption and two blobs, as much as encrypting a small
+        update) and kept beside the key in it (``secret.data_key``)."""
+        if secret.data_key is None:
+            s = self.secret_ntt(secret)
+            try:
+                secret.data_key = self.factor(s)
+            finally:
+                s.fill(0)
         return secret.data_key
 
     def encrypt_many(self, messages: np.ndarray, key: sealapi.Plaintext, a: np.ndarray) -> np.ndarray:
         """``c0_k = m_k + e_k - a_k*s`` for ``count`` encoded messages (a ``(count, limbs, N)`` array
         from :meth:`encode_coeff`, coefficient form), second halves ``a`` (same shape, NTT form) and
-        ``key`` from :meth:`key_factor`, with fresh errors ``e_k``: a ``(count, limbs, N)`` array.
-
-        The ``m_k + e_k`` go to SEAL as the polynomials of one ciphertext, which it transforms in one
-        call, and the ``a_k`` as another, which it multiplies by ``s``; a single message is paired
-        with a copy of itself (a ciphertext has at least two polynomials)."""
-        count = messages.shape[0]
-        if a.shape != messages.shape or messages.shape[1:] != (self.limbs, self.n):
-            raise ValueError(f"messages and a must both be (count, {self.limbs}, {self.n}) arrays")
-        out = np.empty_like(messages)
-        for b0 in range(0, count, MAX_POLYS):
-            k = min(MAX_POLYS, count - b0)
-            x = self.add(messages[b0:b0 + k], self.errors(k))
-            y = a[b0:b0 + k]
-            if k == 1:
-                x, y = np.concatenate([x, x]), np.concatenate([y, y])
-            size = x.shape[0]
-            prefix = batch_template(self.preset, size)
-            coeff = prefix[:_NTT_FLAG_OFFSET] + b"\x00" + prefix[_NTT_FLAG_OFFSET + 1:]
-            ct = sealio.load_own(sealapi.Ciphertext, self.seal, self._blob(coeff, *x), what="messages")
-            self.evaluator.transform_to_ntt_inplace(ct)
-            products = sealio.load_own(sealapi.Ciphertext, self.seal, self._blob(prefix, *y), what="second halves")
-            self.evaluator.multiply_plain_inplace(products, key)
-            self.evaluator.sub_inplace(ct, products)  # m + e - a*s, polynomial by polynomial
-            polys = size * self.limbs * self.n
-            raw = sealio.dump_own(ct, max_inflated=len(prefix) + 8 * polys)
-            done = np.frombuffer(raw, dtype="<u8", count=polys, offset=len(raw) - 8 * polys)
-            out[b0:b0 + k] = done.reshape(size, self.limbs, self.n)[:k]
-        return out
+        ``key`` from :meth:`key_factor`, with fresh errors ``e_k``: a ``(count, limbs, N)`` array."""
+        if a.shape != messages.shape:
+            raise ValueError("messages and a must have the same shape")
+        return self.ntt_plus_products(self.add(messages, self.errors(messages.shape[0])), a, key, negate=True)
 
     def decrypt(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> np.ndarray:
         """The **raw** values of ``(c0, a)``: for a key holder's own use, never to release as they are."""
@@ -352,27 +313,51 @@ class Ring(Sampling):
 
     def secret_ntt(self, secret: SecretContext) -> np.ndarray:
         """A secret key's residues at the data level, NTT form (the decryption of ``(0, 1)``)."""
-        ones = np.ones_like(self._one)  # the constant 1 in NTT form
-        return self.plaintext_array(self.decrypt_plain(self.zeros(), ones, secret), secret=True)
+        return self.plaintext_array(self.decrypt_plain(self.zeros(), self._ones, secret), secret=True)
 
-    def key_decryptor(self, key: np.ndarray) -> sealapi.Decryptor:
-        """A SEAL decryptor whose "secret key" is ``key`` (data-level residues, NTT form): its
-        decryption of ``(x, y)`` is ``x + y * key``, the product done by SEAL in 128-bit arithmetic.
-        The special prime's limb, unused at the data level, is zero."""
-        prefix, key_limbs = key_template(self.preset)
-        full = np.zeros((key_limbs, self.n), dtype="<u8")
-        full[:self.limbs] = key
-        blob = prefix + full.tobytes()
-        secret_key = sealio.load(sealapi.SecretKey, self.seal, blob, max_inflated=len(blob), what="a key share")
-        return sealapi.Decryptor(self.seal, secret_key)
+    def factor(self, key: np.ndarray) -> sealapi.Plaintext:
+        """``key`` (data-level residues, NTT form: a secret key or a share of one) as a SEAL plaintext
+        at scale 1, a factor of :meth:`ntt_plus_products`; no copy of it is left in the scratch file
+        or in freed memory."""
+        blob = self._blob(self._pt_unit_prefix, key)
+        try:
+            return sealio.load_own(sealapi.Plaintext, self.seal, blob, what="a key", secret=True)
+        finally:
+            blob[:] = bytes(len(blob))
 
-    def decrypt_with(self, decryptor: sealapi.Decryptor, x_coeff: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """``NTT(x) + y * key`` for ``decryptor = key_decryptor(key)``: ``x`` in coefficient form
-        (noise), ``y`` in NTT form (a second half from :meth:`uniform`)."""
-        ct = self.lift(x_coeff, y)
-        out = sealapi.Plaintext()
-        decryptor.decrypt(ct, out)
-        return self.plaintext_array(out, secret=True)  # a key share's product, unsealed yet
+    def ntt_plus_products(self, x_coeff: np.ndarray, y: np.ndarray, factor: sealapi.Plaintext, *,
+                          negate: bool = False, secret: bool = False) -> np.ndarray:
+        """``NTT(x_k) + y_k * f`` (``- y_k * f`` with ``negate``) for ``(count, limbs, N)`` arrays
+        ``x_coeff`` (coefficient form) and ``y`` (NTT form) and ``factor = factor(f)``: a
+        ``(count, limbs, N)`` array; ``secret``: leave nothing of the results in the scratch file.
+
+        SEAL transforms and multiplies every polynomial of a ciphertext in one call, so up to
+        :data:`BATCH` ``x_k`` go to it as the polynomials of one ciphertext and the ``y_k`` as
+        another. Each ends with the constant 1 (NTT form: 1 in every slot), since SEAL refuses a
+        ciphertext whose polynomials after the first are all zero (a zero ``x`` is legitimate)."""
+        if y.shape != x_coeff.shape or x_coeff.shape[1:] != (self.limbs, self.n):
+            raise ValueError(f"x_coeff and y must both be (count, {self.limbs}, {self.n}) arrays")
+        count = x_coeff.shape[0]
+        out = np.empty_like(x_coeff)
+        for b0 in range(0, count, BATCH):
+            k = min(BATCH, count - b0)
+            prefix = batch_template(self.preset, k + 1)
+            coeff = prefix[:_NTT_FLAG_OFFSET] + b"\x00" + prefix[_NTT_FLAG_OFFSET + 1:]
+            ct = sealio.load_own(sealapi.Ciphertext, self.seal, self._blob(coeff, *x_coeff[b0:b0 + k], self._one),
+                                 what="polynomials")
+            self.evaluator.transform_to_ntt_inplace(ct)
+            products = sealio.load_own(sealapi.Ciphertext, self.seal, self._blob(prefix, *y[b0:b0 + k], self._ones),
+                                       what="polynomials")
+            self.evaluator.multiply_plain_inplace(products, factor)
+            if negate:
+                self.evaluator.sub_inplace(ct, products)
+            else:
+                self.evaluator.add_inplace(ct, products)
+            polys = (k + 1) * self.limbs * self.n
+            raw = sealio.dump_own(ct, max_inflated=len(prefix) + 8 * polys, secret=secret)
+            done = np.frombuffer(raw, dtype="<u8", count=polys, offset=len(raw) - 8 * polys)
+            out[b0:b0 + k] = done.reshape(k + 1, self.limbs, self.n)[:k]
+        return out
 
     def decode_ntt(self, x: np.ndarray) -> np.ndarray:
         """The values a plaintext polynomial (NTT form, at the preset's scale) encodes (a raw sum:

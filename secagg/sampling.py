@@ -96,8 +96,10 @@ class Sampling:
     def gaussian(self, std: float) -> np.ndarray:
         """A polynomial (coefficient form) of rounded Gaussian coefficients of ``std``, from a CSPRNG
         (AES-256-CTR keyed by the OS): smudging noise that no other party may be able to predict."""
-        words = _aes_stream(os.urandom(32), 0, 16 * self.n).reshape(2, self.n)
+        half = self.n // 2  # Box-Muller: each pair of uniforms gives two independent normals
+        words = _aes_stream(os.urandom(32), 0, 16 * half).reshape(2, half)
         u1 = ((words[0] >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53  # (0, 1]
         u2 = (words[1] >> np.uint64(11)).astype(np.float64) * 2.0**-53
-        e = np.rint(std * np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).astype(np.int64)
+        r, theta = std * np.sqrt(-2.0 * np.log(u1)), 2.0 * np.pi * u2
+        e = np.rint(np.concatenate([r * np.cos(theta), r * np.sin(theta)])).astype(np.int64)
         return self.residues_of(e)

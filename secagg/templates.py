@@ -1,5 +1,5 @@
 """SEAL objects of a preset that hold no key, built once per process: its encoder and evaluator,
-and the metadata SEAL writes before a ciphertext's, a plaintext's and a secret key's residues (so
+and the metadata SEAL writes before a ciphertext's and a plaintext's residues (so
 that :class:`secagg.ring.Ring` can hand SEAL numpy arrays as SEAL's own serialised objects)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from . import sealio
 from .keys import seal_context
 from .presets import Preset
 
-__all__ = ["seal_tools", "templates", "batch_template", "key_template", "MAX_POLYS"]
+__all__ = ["seal_tools", "templates", "batch_template", "MAX_POLYS"]
 
 #: The most polynomials a SEAL ciphertext holds (``SEAL_CIPHERTEXT_SIZE_MAX``).
 MAX_POLYS = 16
@@ -68,13 +68,3 @@ def batch_template(preset: Preset, size: int) -> bytes:
     polys = 8 * len(ctx.first_context_data().parms().coeff_modulus()) * preset.poly_modulus_degree
     raw = sealio.inflate(sealio.dump(ct), max_inflated=(size + 2) * polys, what="a template")
     return raw[:len(raw) - size * polys]
-
-
-@lru_cache(maxsize=16)
-def key_template(preset: Preset) -> tuple[bytes, int]:
-    """The serialised metadata before a secret key's residues, and its number of limbs (key level)."""
-    ctx = seal_context(preset)
-    limbs = len(ctx.key_context_data().parms().coeff_modulus())
-    raw = sealio.inflate(sealio.dump(sealapi.KeyGenerator(ctx).secret_key()),
-                         max_inflated=4 * 8 * limbs * preset.poly_modulus_degree, what="a template")
-    return raw[:len(raw) - 8 * limbs * preset.poly_modulus_degree], limbs

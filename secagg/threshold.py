@@ -137,10 +137,13 @@ class CommitteeMember:
         lam = [shamir.lagrange_at_zero(points, q)[self.shares.card.index] for q in ring.primes]
         scaled = np.stack([shamir.scalar_mul(x[i], lam[i], q) for i, q in enumerate(ring.primes)])
         sigma = smudging_std(preset, len(cset.members))
-        weighted = ring.key_decryptor(scaled)  # "decrypting" (E, a) with it gives E + a * lambda * X, in NTT form
-        return [ring.decrypt_with(weighted, ring.gaussian(sigma),
-                                  ring.uniform(round_half(self.epoch, cset.run, cset.round, j)))
-                for j in range(req.layout.chunks(ring.n))]
+        chunks = req.layout.chunks(ring.n)
+        noise = np.stack([ring.gaussian(sigma) for _ in range(chunks)])
+        halves = np.stack([ring.uniform(round_half(self.epoch, cset.run, cset.round, j)) for j in range(chunks)])
+        factor = ring.factor(scaled)
+        scaled.fill(0)
+        # E + a * lambda * X per chunk, NTT form: a key share's product, unsealed yet
+        return list(ring.ntt_plus_products(noise, halves, factor, secret=True))
 
     def _header(self, req: Request, quorum: Sequence[str], holder: str, digest: str) -> dict[str, object]:
         return {"epoch": self.epoch.id, "run": req.cset.run, "round": req.cset.round, "holder": holder,

@@ -1,5 +1,5 @@
 """numpy's share of a ciphertext: CKKS encoding (SEAL's slots, exact residues of integers up to
-2^75) and the expansion of a second half from its key."""
+2^75), the expansion of a second half from its key, and smudging noise."""
 
 import numpy as np
 import pytest
@@ -119,3 +119,23 @@ def test_the_second_half_is_the_first_accepted_words_with_or_without_rejections(
                         for i, (q, b) in enumerate(zip(ring.primes, ring.bits)))
         assert np.array_equal(ring.uniform(key), _first_accepted(ring, key))
     assert 0 < rejected < 40
+
+
+def test_smudging_noise_is_gaussian_of_its_std_in_both_halves(monkeypatch):
+    """Box-Muller's cosine half and sine half: each the right spread, and not tied to the other
+    (the OS randomness replaced by a seeded stream, so the test is deterministic)."""
+    from types import SimpleNamespace
+
+    from secagg import sampling
+
+    rng = np.random.default_rng(5)
+    monkeypatch.setattr(sampling, "os", SimpleNamespace(urandom=lambda n: rng.bytes(n)))
+    ring = Ring(secagg.get_preset("strict"))
+    std = 2.0**20
+    e = np.concatenate([ring.gaussian(std)[0].astype(np.int64) for _ in range(8)])  # 56-bit prime: residues of e
+    q = ring.primes[0]
+    e = np.where(e > q // 2, e - q, e).astype(np.float64).reshape(8, 2, ring.n // 2)
+    for half in (e[:, 0], e[:, 1]):
+        assert abs(half.std() / std - 1) < 0.02 and abs(half.mean()) < 0.02 * std
+        assert abs(np.mean(np.abs(half) < std) - 0.6827) < 0.01
+    assert abs(np.corrcoef(e[:, 0].ravel(), e[:, 1].ravel())[0, 1]) < 0.02

@@ -42,8 +42,8 @@ def test_raw_error_is_the_presets_noise_at_update_magnitudes(keys):
 
 @pytest.mark.parametrize("count", [1, 17])
 def test_a_batch_encrypts_each_message_under_its_own_half_with_its_own_error(keys, count):
-    """SEAL transforms up to 16 messages as one ciphertext's polynomials (17: two batches; 1: a
-    message beside a copy of itself): each ``c0_k`` must be ``m_k + e_k - a_k*s`` with a fresh
+    """SEAL transforms up to 15 messages as one ciphertext's polynomials (17: two batches; 1: a
+    batch of one): each ``c0_k`` must be ``m_k + e_k - a_k*s`` with a fresh
     centred-binomial ``e_k`` (|e| <= 21, std 3.24), never another message's half or error."""
     from helpers.attacker import centred, from_ntt
 
@@ -89,18 +89,21 @@ def test_signed_integers_become_the_same_residues_as_pythons_modulo(keys, bound)
                                                               dtype=np.uint64))
 
 
-def test_lift_transforms_the_first_half_and_keeps_the_second(keys):
-    """Second halves are sampled in NTT form; ``lift`` must transform ``x`` and leave ``y`` as it is."""
-    from secagg import sealio
-
+@pytest.mark.parametrize("count", [1, 17])
+@pytest.mark.parametrize("negate", [False, True])
+def test_batches_transform_each_x_and_multiply_each_y_by_the_factor(keys, count, negate):
+    """``NTT(x_k) +- y_k * f``, 15 polynomials per SEAL call: exactly the one-at-a-time transform
+    and product, each ``y_k`` with its own ``x_k`` (the ``y_k`` never transformed); a zero ``x``
+    (SEAL refuses a ciphertext of zeros) included."""
     ring = Ring(keys.secret.preset)
-    x = ring.error()
-    y = ring.uniform(second_half(b"l" * 32, chunk=0, preset=ring.preset))
-    polys = 8 * ring.limbs * ring.n
-    raw = sealio.dump_own(ring.lift(x, y), max_inflated=4 * polys)
-    halves = np.frombuffer(raw, dtype="<u8", offset=len(raw) - 2 * polys).reshape(2, ring.limbs, ring.n)
-    assert np.array_equal(halves[0], ring.ntt(x)) and not np.array_equal(halves[0], x)
-    assert np.array_equal(halves[1], y)
+    x = np.stack([ring.error() for _ in range(count)])
+    x[-1] = 0
+    y = np.stack([ring.uniform(second_half(b"l" * 32, chunk=k, preset=ring.preset)) for k in range(count)])
+    f = ring.uniform(second_half(b"f" * 32, chunk=0, preset=ring.preset))
+    got = ring.ntt_plus_products(x, y, ring.factor(f), negate=negate)
+    for k in range(count):
+        product = ring.mul(y[k], f)
+        assert np.array_equal(got[k], ring.add(ring.ntt(x[k]), ring.neg(product) if negate else product))
 
 
 @pytest.mark.parametrize("n_clients", [2, 3, 10])
