@@ -167,8 +167,11 @@ class HolderShares:
             for dealer, (_, share) in sorted(self.shares.items()):
                 scaled = np.stack([shamir.scalar_mul(share[i], lam[i], q) for i, q in enumerate(ring.primes)])
                 a = ring.uniform(ceremony_half(self.committee, dealer, subset, preset))
+                factor = ring.factor(scaled)
+                scaled.fill(0)
                 out[(dealer, subset)] = ring.ntt_plus_products(ring.gaussian(smudging_std(preset, 1))[None], a[None],
-                                                               ring.factor(scaled), secret=True)[0]
+                                                               factor, secret=True)[0]
+                factor.set_zero()
         return out
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

@@ -159,6 +159,11 @@ class SecretContext(_ContextBase):
         self.data_key: sealapi.Plaintext | None = None
         self._server_blobs = server_blobs  # evaluation keys, only while the dealer holds this object
 
+    def __del__(self) -> None:  # SEAL's memory pool frees the key factor's memory without clearing it
+        key = getattr(self, "data_key", None)
+        if key is not None:
+            key.set_zero()
+
     def to_bytes(self) -> bytes:
         return self._to_bytes("secret", ["public_key", "secret_key"])
 

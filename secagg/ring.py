@@ -20,7 +20,7 @@ product with ``s`` as a plaintext is ``y*s``). Encrypting messages ``m_k`` with 
    standard's 3.2 within 2 %) and each ``m_k`` is encoded here (:mod:`secagg.encoding`, SEAL's
    encoding in numpy), both in coefficient form; each ``a_k`` is expanded from its seed straight
    into NTT form;
-2. SEAL transforms the ``m_k + e_k``, 15 at a time as the polynomials of one ciphertext (SEAL
+2. SEAL transforms the ``m_k + e_k``, 14 at a time as the polynomials of one ciphertext (SEAL
    transforms every polynomial of a ciphertext in one call), and multiplies the ``a_k``, held the
    same way, by ``s``;
 3. the difference, ``m_k + e_k - a_k*s``, is each ``c0`` (:meth:`Ring.encrypt_many`,
@@ -60,8 +60,18 @@ __all__ = ["Ring", "second_half", "BATCH", "CBD_ETA", "ERROR_STD"]
 
 
 _NTT_FLAG_OFFSET = 16 + 32  # SEAL header, then the parms_id (4 x u64), then is_ntt_form (u8)
-#: Polynomials :meth:`Ring.ntt_plus_products` hands SEAL per call, beside the constant 1.
-BATCH = MAX_POLYS - 1
+#: Polynomials :meth:`Ring.ntt_plus_products` hands SEAL per call, between two constants.
+BATCH = MAX_POLYS - 2
+
+
+def _wipe(evaluator: sealapi.Evaluator, ct: sealapi.Ciphertext) -> None:
+    """Overwrite ``ct`` with zeros in place: ``ct - ct``, which SEAL computes and then refuses to
+    return (an all-zero ciphertext is "transparent"); the zeros stay."""
+    try:
+        evaluator.sub_inplace(ct, ct)
+    except RuntimeError as exc:
+        if "transparent" not in str(exc):
+            raise
 
 
 class Ring(Sampling):
@@ -85,6 +95,7 @@ class Ring(Sampling):
         self._ct_prefix_coeff = ct_prefix[:_NTT_FLAG_OFFSET] + b"\x00" + ct_prefix[_NTT_FLAG_OFFSET + 1:]
         self._pt_prefix = pt_prefix
         self._pt_unit_prefix = pt_unit_prefix  # scale 1: a factor in a product, not an encoded value
+        self._zero = self.zeros()
         self._one = self.zeros()
         self._one[:, 0] = 1  # the constant 1 (coefficient form)
         self._ones = np.ones_like(self._one)  # the constant 1 (NTT form)
@@ -282,7 +293,11 @@ class Ring(Sampling):
         ``key`` from :meth:`key_factor`, with fresh errors ``e_k``: a ``(count, limbs, N)`` array."""
         if a.shape != messages.shape:
             raise ValueError("messages and a must have the same shape")
-        return self.ntt_plus_products(self.add(messages, self.errors(messages.shape[0])), a, key, negate=True)
+        x = self.add(messages, self.errors(messages.shape[0]))
+        try:
+            return self.ntt_plus_products(x, a, key, negate=True)
+        finally:
+            x.fill(0)  # m + e: with the public c0 and a, it gives a*s
 
     def decrypt(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> np.ndarray:
         """The **raw** values of ``(c0, a)``: for a key holder's own use, never to release as they are."""
@@ -318,7 +333,7 @@ class Ring(Sampling):
     def factor(self, key: np.ndarray) -> sealapi.Plaintext:
         """``key`` (data-level residues, NTT form: a secret key or a share of one) as a SEAL plaintext
         at scale 1, a factor of :meth:`ntt_plus_products`; no copy of it is left in the scratch file
-        or in freed memory."""
+        or in freed memory (call ``set_zero()`` on it once it is no longer needed)."""
         blob = self._blob(self._pt_unit_prefix, key)
         try:
             return sealio.load_own(sealapi.Plaintext, self.seal, blob, what="a key", secret=True)
@@ -332,31 +347,38 @@ class Ring(Sampling):
         ``(count, limbs, N)`` array; ``secret``: leave nothing of the results in the scratch file.
 
         SEAL transforms and multiplies every polynomial of a ciphertext in one call, so up to
-        :data:`BATCH` ``x_k`` go to it as the polynomials of one ciphertext and the ``y_k`` as
-        another. Each ends with the constant 1 (NTT form: 1 in every slot), since SEAL refuses a
-        ciphertext whose polynomials after the first are all zero (a zero ``x`` is legitimate)."""
+        :data:`BATCH` ``x_k`` go to it as the polynomials of one ciphertext, ``(1, x_0, ..., 1)``,
+        and the ``y_k`` as another, ``(0, y_0, ...)``. The constants keep what SEAL writes out
+        public (no product of a constant with ``f``, which would be the key itself) and SEAL from
+        refusing a ciphertext of zeros (a zero ``x`` is legitimate). ``x_k`` - for a client ``m + e``,
+        which with the public ``c0`` and ``a`` gives ``a*s`` - and the products are wiped after use,
+        since SEAL's memory pool does not clear what it frees."""
         if y.shape != x_coeff.shape or x_coeff.shape[1:] != (self.limbs, self.n):
             raise ValueError(f"x_coeff and y must both be (count, {self.limbs}, {self.n}) arrays")
         count = x_coeff.shape[0]
         out = np.empty_like(x_coeff)
         for b0 in range(0, count, BATCH):
             k = min(BATCH, count - b0)
-            prefix = batch_template(self.preset, k + 1)
-            coeff = prefix[:_NTT_FLAG_OFFSET] + b"\x00" + prefix[_NTT_FLAG_OFFSET + 1:]
-            ct = sealio.load_own(sealapi.Ciphertext, self.seal, self._blob(coeff, *x_coeff[b0:b0 + k], self._one),
-                                 what="polynomials")
+            prefix = batch_template(self.preset, k + 2)
+            blob = self._blob(prefix[:_NTT_FLAG_OFFSET] + b"\x00" + prefix[_NTT_FLAG_OFFSET + 1:],
+                              self._one, *x_coeff[b0:b0 + k], self._one)
+            try:
+                ct = sealio.load_own(sealapi.Ciphertext, self.seal, blob, what="polynomials", secret=True)
+            finally:
+                blob[:] = bytes(len(blob))
             self.evaluator.transform_to_ntt_inplace(ct)
-            products = sealio.load_own(sealapi.Ciphertext, self.seal, self._blob(prefix, *y[b0:b0 + k], self._ones),
-                                       what="polynomials")
-            self.evaluator.multiply_plain_inplace(products, factor)
-            if negate:
-                self.evaluator.sub_inplace(ct, products)
-            else:
-                self.evaluator.add_inplace(ct, products)
-            polys = (k + 1) * self.limbs * self.n
+            ys = y[b0:b0 + k]
+            if not factor.is_zero() and ys.any():  # else every product is zero (SEAL would refuse it)
+                products = sealio.load_own(sealapi.Ciphertext, self.seal,
+                                           self._blob(batch_template(self.preset, k + 1), self._zero, *ys),
+                                           what="polynomials")
+                self.evaluator.multiply_plain_inplace(products, factor)
+                (self.evaluator.sub_inplace if negate else self.evaluator.add_inplace)(ct, products)
+                _wipe(self.evaluator, products)
+            polys = (k + 2) * self.limbs * self.n
             raw = sealio.dump_own(ct, max_inflated=len(prefix) + 8 * polys, secret=secret)
             done = np.frombuffer(raw, dtype="<u8", count=polys, offset=len(raw) - 8 * polys)
-            out[b0:b0 + k] = done.reshape(k + 1, self.limbs, self.n)[:k]
+            out[b0:b0 + k] = done.reshape(k + 2, self.limbs, self.n)[1:k + 1]
         return out
 
     def decode_ntt(self, x: np.ndarray) -> np.ndarray:

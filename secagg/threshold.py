@@ -49,7 +49,7 @@ from .holder import DEFAULT_MIN_CONTRIBUTORS, Release, check_headroom, released_
 from .ledger import Ledger
 from .messages import Request, decode_request, digest
 from .release import release
-from .ring import Ring, second_half
+from .ring import BATCH, Ring, second_half
 from .signing import ClientIdentity, Roster
 
 __all__ = ["CommitteeMember", "round_half", "round_seed", "ROUND_LABEL"]
@@ -137,13 +137,19 @@ class CommitteeMember:
         lam = [shamir.lagrange_at_zero(points, q)[self.shares.card.index] for q in ring.primes]
         scaled = np.stack([shamir.scalar_mul(x[i], lam[i], q) for i, q in enumerate(ring.primes)])
         sigma = smudging_std(preset, len(cset.members))
-        chunks = req.layout.chunks(ring.n)
-        noise = np.stack([ring.gaussian(sigma) for _ in range(chunks)])
-        halves = np.stack([ring.uniform(round_half(self.epoch, cset.run, cset.round, j)) for j in range(chunks)])
         factor = ring.factor(scaled)
         scaled.fill(0)
-        # E + a * lambda * X per chunk, NTT form: a key share's product, unsealed yet
-        return list(ring.ntt_plus_products(noise, halves, factor, secret=True))
+        out: list[np.ndarray] = []
+        try:
+            for b0 in range(0, chunks := req.layout.chunks(ring.n), BATCH):  # a batch of noise and halves at a time
+                span = range(b0, min(chunks, b0 + BATCH))
+                noise = np.stack([ring.gaussian(sigma) for _ in span])
+                halves = np.stack([ring.uniform(round_half(self.epoch, cset.run, cset.round, j)) for j in span])
+                # E + a * lambda * X per chunk, NTT form: a key share's product, unsealed yet
+                out.extend(ring.ntt_plus_products(noise, halves, factor, secret=True))
+        finally:
+            factor.set_zero()
+        return out
 
     def _header(self, req: Request, quorum: Sequence[str], holder: str, digest: str) -> dict[str, object]:
         return {"epoch": self.epoch.id, "run": req.cset.run, "round": req.cset.round, "holder": holder,

@@ -106,6 +106,70 @@ def test_batches_transform_each_x_and_multiply_each_y_by_the_factor(keys, count,
         assert np.array_equal(got[k], ring.add(ring.ntt(x[k]), ring.neg(product) if negate else product))
 
 
+@pytest.mark.parametrize("count", [1, 14, 15])
+def test_only_public_polynomials_leave_seal(keys, monkeypatch, count):
+    """What SEAL writes out of a batch (the scratch file, then a Python buffer) is the constant 1 and
+    the ``c0`` themselves: never a product of a constant with the key (``1 - s`` is the key)."""
+    from secagg import ring as ring_module
+
+    dumped = []
+    real = ring_module.sealio.dump_own
+    monkeypatch.setattr(ring_module.sealio, "dump_own", lambda obj, **kw: dumped.append(real(obj, **kw)) or dumped[-1])
+    ring = Ring(keys.secret.preset)
+    messages = ring.encode_coeff(np.random.default_rng(count).uniform(-1, 1, (count, ring.n)))
+    a = np.stack([ring.uniform(second_half(b"p" * 32, chunk=k, preset=ring.preset)) for k in range(count)])
+    key = ring.key_factor(keys.secret)
+    dumped.clear()
+    c0 = ring.encrypt_many(messages, key, a)
+    ones = np.ones((ring.limbs, ring.n), dtype=np.uint64)
+    seen = []
+    poly = 8 * ring.limbs * ring.n
+    for raw in dumped:  # the object's header, then its polynomials
+        seen.extend(np.frombuffer(raw, dtype="<u8", offset=len(raw) % poly).reshape(-1, ring.limbs, ring.n))
+    assert len(seen) == count + 2 * len(dumped)
+    assert sum(np.array_equal(p, ones) for p in seen) == 2 * len(dumped)
+    assert all(any(np.array_equal(p, c) for c in c0) for p in seen if not np.array_equal(p, ones))
+
+
+@pytest.mark.parametrize("count", [1, 2])
+@pytest.mark.parametrize("which", ["zero factor", "factor -1", "zero y"])
+def test_degenerate_factors_and_halves_give_their_exact_products(keys, which, count):
+    """A zero product (a key share of zeros, all-zero halves) is refused by SEAL as a "transparent"
+    ciphertext; a factor of -1 once cancelled a constant: each must still give ``NTT(x) + y * f``."""
+    ring = Ring(keys.secret.preset)
+    x = np.stack([ring.error() for _ in range(count)])
+    y = np.stack([ring.uniform(second_half(b"d" * 32, chunk=k, preset=ring.preset)) for k in range(count)])
+    f = ring.zeros() if which == "zero factor" else ring.q - np.uint64(1) + ring.zeros()
+    if which == "zero y":
+        y[:] = 0
+    got = ring.ntt_plus_products(x, y, ring.factor(f))
+    for k in range(count):
+        assert np.array_equal(got[k], ring.add(ring.ntt(x[k]), ring.mul(y[k], f)))
+
+
+def test_a_secret_contexts_key_factor_is_zeroed_when_the_context_goes():
+    import gc
+
+    keys = secagg.generate_keys(preset="compact")
+    key = Ring(keys.secret.preset).key_factor(keys.secret)
+    assert not key.is_zero()
+    del keys
+    gc.collect()
+    assert key.is_zero()
+
+
+def test_wiping_a_ciphertext_leaves_zeros():
+    from secagg import sealio
+    from secagg.ring import _wipe
+
+    ring = Ring(secagg.get_preset("compact"))
+    a = ring.uniform(second_half(b"w" * 32, chunk=0, preset=ring.preset))
+    ct = ring.ciphertext(a, a)
+    _wipe(ring.evaluator, ct)
+    raw = sealio.dump_own(ct, max_inflated=4 * 8 * ring.limbs * ring.n)
+    assert not np.frombuffer(raw, dtype="<u8", offset=len(raw) - 16 * ring.limbs * ring.n).any()
+
+
 @pytest.mark.parametrize("n_clients", [2, 3, 10])
 def test_sum_equals_numpy(keys, rng, n_clients):
     ups = {f"c{k}": random_update(rng) for k in range(n_clients)}
