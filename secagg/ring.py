@@ -350,9 +350,10 @@ class Ring(Sampling):
         :data:`BATCH` ``x_k`` go to it as the polynomials of one ciphertext, ``(1, x_0, ..., 1)``,
         and the ``y_k`` as another, ``(0, y_0, ...)``. The constants keep what SEAL writes out
         public (no product of a constant with ``f``, which would be the key itself) and SEAL from
-        refusing a ciphertext of zeros (a zero ``x`` is legitimate). ``x_k`` - for a client ``m + e``,
-        which with the public ``c0`` and ``a`` gives ``a*s`` - and the products are wiped after use,
-        since SEAL's memory pool does not clear what it frees."""
+        refusing a ciphertext of zeros (a zero ``x`` is legitimate). The copy of the ``x_k`` handed
+        to SEAL (for a client ``m + e``, which with the public ``c0`` and ``a`` gives ``a*s``) passes
+        the scratch file as a secret and is wiped, and so are the products, since SEAL's memory pool
+        does not clear what it frees; the caller wipes its own ``x_coeff``."""
         if y.shape != x_coeff.shape or x_coeff.shape[1:] != (self.limbs, self.n):
             raise ValueError(f"x_coeff and y must both be (count, {self.limbs}, {self.n}) arrays")
         count = x_coeff.shape[0]

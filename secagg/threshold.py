@@ -147,6 +147,7 @@ class CommitteeMember:
                 halves = np.stack([ring.uniform(round_half(self.epoch, cset.run, cset.round, j)) for j in span])
                 # E + a * lambda * X per chunk, NTT form: a key share's product, unsealed yet
                 out.extend(ring.ntt_plus_products(noise, halves, factor, secret=True))
+                noise.fill(0)  # with the partial, E would give the weighted share
         finally:
             factor.set_zero()
         return out
