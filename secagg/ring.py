@@ -44,6 +44,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import tenseal.sealapi as sealapi
 
@@ -64,14 +67,21 @@ _NTT_FLAG_OFFSET = 16 + 32  # SEAL header, then the parms_id (4 x u64), then is_
 BATCH = MAX_POLYS - 2
 
 
-def _wipe(evaluator: sealapi.Evaluator, ct: sealapi.Ciphertext) -> None:
-    """Overwrite ``ct`` with zeros in place: ``ct - ct``, which SEAL computes and then refuses to
-    return (an all-zero ciphertext is "transparent"); the zeros stay."""
+def _coefficient_form(prefix: bytes) -> bytes:
+    """A ciphertext template's header with its NTT flag cleared."""
+    return prefix[:_NTT_FLAG_OFFSET] + b"\x00" + prefix[_NTT_FLAG_OFFSET + 1:]
+
+
+def _nonzero(operation: Callable[..., None], *args: Any) -> bool:
+    """Run a SEAL operation in place; ``False`` where its result is all zeros, which SEAL computes
+    and then refuses to return (a "transparent" ciphertext): the zeros stay in the object."""
     try:
-        evaluator.sub_inplace(ct, ct)
+        operation(*args)
     except RuntimeError as exc:
         if "transparent" not in str(exc):
             raise
+        return False
+    return True
 
 
 class Ring(Sampling):
@@ -92,7 +102,7 @@ class Ring(Sampling):
         self.scale = 2.0**preset.scale_bits
         ct_prefix, pt_prefix, pt_unit_prefix = templates(preset)
         self._ct_prefix = ct_prefix
-        self._ct_prefix_coeff = ct_prefix[:_NTT_FLAG_OFFSET] + b"\x00" + ct_prefix[_NTT_FLAG_OFFSET + 1:]
+        self._ct_prefix_coeff = _coefficient_form(ct_prefix)
         self._pt_prefix = pt_prefix
         self._pt_unit_prefix = pt_unit_prefix  # scale 1: a factor in a product, not an encoded value
         self._zero = self.zeros()
@@ -361,21 +371,19 @@ class Ring(Sampling):
         for b0 in range(0, count, BATCH):
             k = min(BATCH, count - b0)
             prefix = batch_template(self.preset, k + 2)
-            blob = self._blob(prefix[:_NTT_FLAG_OFFSET] + b"\x00" + prefix[_NTT_FLAG_OFFSET + 1:],
-                              self._one, *x_coeff[b0:b0 + k], self._one)
+            blob = self._blob(_coefficient_form(prefix), self._one, *x_coeff[b0:b0 + k], self._one)
             try:
                 ct = sealio.load_own(sealapi.Ciphertext, self.seal, blob, what="polynomials", secret=True)
             finally:
                 blob[:] = bytes(len(blob))
             self.evaluator.transform_to_ntt_inplace(ct)
-            ys = y[b0:b0 + k]
-            if not factor.is_zero() and ys.any():  # else every product is zero (SEAL would refuse it)
-                products = sealio.load_own(sealapi.Ciphertext, self.seal,
-                                           self._blob(batch_template(self.preset, k + 1), self._zero, *ys),
-                                           what="polynomials")
-                self.evaluator.multiply_plain_inplace(products, factor)
+            products = sealio.load_own(sealapi.Ciphertext, self.seal,
+                                       self._blob(batch_template(self.preset, k + 1), self._zero, *y[b0:b0 + k]),
+                                       what="polynomials")
+            if _nonzero(self.evaluator.multiply_plain_inplace, products, factor):
                 (self.evaluator.sub_inplace if negate else self.evaluator.add_inplace)(ct, products)
-                _wipe(self.evaluator, products)
+                _nonzero(self.evaluator.sub_inplace, products, products)  # wiped: SEAL's pool does not clear
+            # else every product is zero (a zero factor or zero halves): nothing to add
             polys = (k + 2) * self.limbs * self.n
             raw = sealio.dump_own(ct, max_inflated=len(prefix) + 8 * polys, secret=secret)
             done = np.frombuffer(raw, dtype="<u8", count=polys, offset=len(raw) - 8 * polys)
