@@ -12,8 +12,8 @@ prime of the data level (RNS), in the NTT (evaluation) form SEAL uses for CKKS, 
 function says "coefficient form". The primes are below 2^61, so a sum of two residues fits in
 ``uint64`` and modular addition is exact in numpy.
 
-What SEAL still does (through its Python bindings, which save and load only through files): the
-NTT, decoding, and products with the secret key (a decryption of ``(x, y)`` is ``x + y*s``, a
+What SEAL still does (its residues read and written in place, :mod:`secagg.sealmem`, or where that
+is not vouched for through files): the NTT, decoding, and products with the secret key (a decryption of ``(x, y)`` is ``x + y*s``, a
 product with ``s`` as a plaintext is ``y*s``). Encrypting messages ``m_k`` with given ``a_k``:
 
 1. each ``e_k`` is sampled here (centred binomial, ``eta = 21``: standard deviation 3.24, the HE
@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import tenseal.sealapi as sealapi
 
-from . import sealio
+from . import sealio, sealmem
 from .bitpack import group, pack_bits, read_bits
 from .encoding import encode_coeff
 from .errors import PayloadError
@@ -102,7 +102,6 @@ class Ring(Sampling):
         self.scale = 2.0**preset.scale_bits
         ct_prefix, pt_prefix, pt_unit_prefix = templates(preset)
         self._ct_prefix = ct_prefix
-        self._ct_prefix_coeff = _coefficient_form(ct_prefix)
         self._pt_prefix = pt_prefix
         self._pt_unit_prefix = pt_unit_prefix  # scale 1: a factor in a product, not an encoded value
         self._zero = self.zeros()
@@ -238,6 +237,8 @@ class Ring(Sampling):
         return acc
 
     # ---- SEAL objects --------------------------------------------------------------------------
+    # Residues reach SEAL's buffers in place where :mod:`secagg.sealmem` vouches for its layout, and
+    # otherwise through a file as SEAL's own serialised objects (a template's header, then the arrays).
     def _blob(self, prefix: bytes, *polys: np.ndarray) -> bytearray:
         """A template's header followed by ``polys`` as little-endian uint64, in one buffer."""
         size = self.limbs * self.n
@@ -248,19 +249,76 @@ class Ring(Sampling):
             body[i * size:(i + 1) * size] = poly.reshape(-1)
         return blob
 
+    def _ciphertext_of(self, *polys: np.ndarray, ntt: bool, unit: bool = False,
+                       secret: bool = False) -> sealapi.Ciphertext:
+        """A data-level ciphertext holding ``polys`` (2 to :data:`MAX_POLYS`), at scale 1 with
+        ``unit`` (a batch), else at the preset's scale (then exactly 2); ``secret``: nothing of them is
+        left in a scratch file or buffer (in place, none is made)."""
+        if sealmem.available():
+            ct = sealmem.new_ciphertext(self.seal, self.parms_id, len(polys), ntt=ntt,
+                                        scale=1.0 if unit else self.scale)
+            view = sealmem.ciphertext_view(ct)
+            for i, poly in enumerate(polys):
+                view[i] = poly
+            return ct
+        prefix = batch_template(self.preset, len(polys)) if unit else self._ct_prefix
+        blob = self._blob(prefix if ntt else _coefficient_form(prefix), *polys)
+        try:
+            return sealio.load_own(sealapi.Ciphertext, self.seal, blob, what="polynomials", secret=secret)
+        finally:
+            if secret:
+                blob[:] = bytes(len(blob))
+
+    def _plaintext_of(self, poly: np.ndarray, *, unit: bool, secret: bool = False) -> sealapi.Plaintext:
+        """A data-level plaintext (NTT form) holding ``poly``, at scale 1 with ``unit``, else at the
+        preset's scale; ``secret`` as for :meth:`_ciphertext_of`."""
+        if sealmem.available():
+            plain = sealmem.new_plaintext(self.parms_id, self.limbs * self.n, scale=1.0 if unit else self.scale)
+            sealmem.plaintext_view(plain)[:] = poly.reshape(-1)
+            return plain
+        blob = self._blob(self._pt_unit_prefix if unit else self._pt_prefix, poly)
+        try:
+            return sealio.load_own(sealapi.Plaintext, self.seal, blob, what="a plaintext", secret=secret)
+        finally:
+            if secret:
+                blob[:] = bytes(len(blob))
+
+    def _polys_of(self, ct: sealapi.Ciphertext, *, secret: bool = False) -> np.ndarray:
+        """A copy of ``ct``'s polynomials, a ``(size, limbs, N)`` array; ``secret``: nothing of them is
+        left in the scratch file (the caller wipes ``ct`` itself)."""
+        if sealmem.available():
+            return sealmem.ciphertext_view(ct).copy()
+        polys = ct.size() * self.limbs * self.n
+        raw = sealio.dump_own(ct, max_inflated=len(self._ct_prefix) + 8 * polys, secret=secret)
+        return np.frombuffer(raw, dtype="<u8", count=polys, offset=len(raw) - 8 * polys).reshape(
+            ct.size(), self.limbs, self.n).copy()
+
+    def _wipe(self, ct: sealapi.Ciphertext) -> None:
+        """Zero ``ct``'s polynomials before SEAL frees them (its memory pool does not clear)."""
+        if sealmem.available():
+            sealmem.ciphertext_view(ct).fill(0)
+        else:
+            _nonzero(self.evaluator.sub_inplace, ct, ct)  # SEAL computes the zeros, then refuses to return them
+
     def ciphertext(self, c0: np.ndarray, c1: np.ndarray, *, ntt: bool = True) -> sealapi.Ciphertext:
-        blob = self._blob(self._ct_prefix if ntt else self._ct_prefix_coeff, c0, c1)
-        return sealio.load_own(sealapi.Ciphertext, self.seal, blob, what="a ciphertext")
+        return self._ciphertext_of(c0, c1, ntt=ntt)
 
     def plaintext(self, a: np.ndarray, *, secret: bool = False) -> sealapi.Plaintext:
         """``a`` (NTT form) as a SEAL plaintext; ``secret``: leave nothing of it in the scratch file."""
-        return sealio.load_own(sealapi.Plaintext, self.seal, self._blob(self._pt_prefix, a), what="a plaintext",
-                               secret=secret)
+        return self._plaintext_of(a, unit=False, secret=secret)
 
     def plaintext_array(self, plain: sealapi.Plaintext, *, secret: bool = False) -> np.ndarray:
-        size = 8 * self.limbs * self.n
-        raw = sealio.dump_own(plain, max_inflated=len(self._pt_prefix) + size, secret=secret)
-        return np.frombuffer(raw, dtype="<u8", count=size // 8, offset=len(raw) - size).reshape(self.limbs, self.n).copy()
+        """A copy of ``plain``'s residues (NTT form); ``secret``: then zeroed in ``plain`` and the scratch file."""
+        if sealmem.available():
+            out = sealmem.plaintext_view(plain).reshape(self.limbs, self.n).copy()
+        else:
+            size = 8 * self.limbs * self.n
+            raw = sealio.dump_own(plain, max_inflated=len(self._pt_prefix) + size, secret=secret)
+            out = np.frombuffer(raw, dtype="<u8", count=size // 8, offset=len(raw) - size).reshape(
+                self.limbs, self.n).copy()
+        if secret:
+            plain.set_zero()  # SEAL's pool keeps what it frees
+        return out
 
     def encode(self, values: np.ndarray) -> sealapi.Plaintext:
         """``N`` real values, two per complex slot, at the preset's scale (NTT form)."""
@@ -311,7 +369,11 @@ class Ring(Sampling):
 
     def decrypt(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> np.ndarray:
         """The **raw** values of ``(c0, a)``: for a key holder's own use, never to release as they are."""
-        return self.decode(self.decrypt_plain(c0, a, secret))
+        plain = self.decrypt_plain(c0, a, secret)
+        try:
+            return self.decode(plain)
+        finally:
+            plain.set_zero()  # SEAL's pool keeps what it frees
 
     def decrypt_plain(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> sealapi.Plaintext:
         ct = self.ciphertext(c0, a, ntt=True)  # both halves in NTT form already: nothing to transform
@@ -324,17 +386,17 @@ class Ring(Sampling):
         """The NTT (evaluation) form of a polynomial in coefficient form."""
         ct = self.ciphertext(coeff, self._one, ntt=False)  # SEAL refuses a zero second half ("transparent")
         self.evaluator.transform_to_ntt_inplace(ct)
-        return self._first_half(ct)
+        out: np.ndarray = self._polys_of(ct)[0]
+        return out
 
     def mul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``x * y`` of two polynomials in NTT form (pointwise modulo each prime)."""
         if not y.any():
             return self.zeros()
         ct = self.ciphertext(x, np.ones_like(x), ntt=True)  # second half y after the product: never zero
-        plain = sealio.load(sealapi.Plaintext, self.seal, self._pt_unit_prefix + y.astype("<u8").tobytes(),
-                            max_inflated=len(self._pt_unit_prefix) + 8 * y.size, what="a factor")
-        self.evaluator.multiply_plain_inplace(ct, plain)
-        return self._first_half(ct)
+        self.evaluator.multiply_plain_inplace(ct, self._plaintext_of(y, unit=True))
+        out: np.ndarray = self._polys_of(ct)[0]
+        return out
 
     def secret_ntt(self, secret: SecretContext) -> np.ndarray:
         """A secret key's residues at the data level, NTT form (the decryption of ``(0, 1)``)."""
@@ -342,63 +404,52 @@ class Ring(Sampling):
 
     def factor(self, key: np.ndarray) -> sealapi.Plaintext:
         """``key`` (data-level residues, NTT form: a secret key or a share of one) as a SEAL plaintext
-        at scale 1, a factor of :meth:`ntt_plus_products`; no copy of it is left in the scratch file
-        or in freed memory (call ``set_zero()`` on it once it is no longer needed)."""
-        blob = self._blob(self._pt_unit_prefix, key)
-        try:
-            return sealio.load_own(sealapi.Plaintext, self.seal, blob, what="a key", secret=True)
-        finally:
-            blob[:] = bytes(len(blob))
+        at scale 1, a factor of :meth:`ntt_plus_products`; no copy of it is left in a scratch file or
+        buffer (call ``set_zero()`` on it once it is no longer needed)."""
+        return self._plaintext_of(key, unit=True, secret=True)
 
     def ntt_plus_products(self, x_coeff: np.ndarray, y: np.ndarray, factor: sealapi.Plaintext, *,
                           negate: bool = False, secret: bool = False) -> np.ndarray:
         """``NTT(x_k) + y_k * f`` (``- y_k * f`` with ``negate``) for ``(count, limbs, N)`` arrays
         ``x_coeff`` (coefficient form) and ``y`` (NTT form) and ``factor = factor(f)``: a
-        ``(count, limbs, N)`` array; ``secret``: leave nothing of the results in the scratch file.
+        ``(count, limbs, N)`` array; ``secret``: the results are secret (wiped from SEAL's objects
+        and the scratch file once copied out).
 
         SEAL transforms and multiplies every polynomial of a ciphertext in one call, so up to
         :data:`BATCH` ``x_k`` go to it as the polynomials of one ciphertext, ``(1, x_0, ..., 1)``,
-        and the ``y_k`` as another, ``(0, y_0, ...)``. The constants keep what SEAL writes out
+        and the ``y_k`` as another, ``(0, y_0, ...)``. The constants keep what SEAL holds at the end
         public (no product of a constant with ``f``, which would be the key itself) and SEAL from
         refusing a ciphertext of zeros (a zero ``x`` is legitimate). The copy of the ``x_k`` handed
-        to SEAL (for a client ``m + e``, which with the public ``c0`` and ``a`` gives ``a*s``) passes
-        the scratch file as a secret and is wiped, and so are the products, since SEAL's memory pool
-        does not clear what it frees; the caller wipes its own ``x_coeff``."""
+        to SEAL (for a client ``m + e``, which with the public ``c0`` and ``a`` gives ``a*s``) becomes
+        the ``c0`` in place (through a file: passes it as a secret, wiped), and the products are
+        zeroed before SEAL frees them, since its memory pool does not clear what it frees; the
+        caller wipes its own ``x_coeff``."""
         if y.shape != x_coeff.shape or x_coeff.shape[1:] != (self.limbs, self.n):
             raise ValueError(f"x_coeff and y must both be (count, {self.limbs}, {self.n}) arrays")
         count = x_coeff.shape[0]
         out = np.empty_like(x_coeff)
         for b0 in range(0, count, BATCH):
             k = min(BATCH, count - b0)
-            prefix = batch_template(self.preset, k + 2)
-            blob = self._blob(_coefficient_form(prefix), self._one, *x_coeff[b0:b0 + k], self._one)
-            try:
-                ct = sealio.load_own(sealapi.Ciphertext, self.seal, blob, what="polynomials", secret=True)
-            finally:
-                blob[:] = bytes(len(blob))
+            ct = self._ciphertext_of(self._one, *x_coeff[b0:b0 + k], self._one, ntt=False, unit=True, secret=True)
             self.evaluator.transform_to_ntt_inplace(ct)
-            products = sealio.load_own(sealapi.Ciphertext, self.seal,
-                                       self._blob(batch_template(self.preset, k + 1), self._zero, *y[b0:b0 + k]),
-                                       what="polynomials")
+            products = self._ciphertext_of(self._zero, *y[b0:b0 + k], ntt=True, unit=True)
             if _nonzero(self.evaluator.multiply_plain_inplace, products, factor):
                 (self.evaluator.sub_inplace if negate else self.evaluator.add_inplace)(ct, products)
-                _nonzero(self.evaluator.sub_inplace, products, products)  # wiped: SEAL's pool does not clear
+                self._wipe(products)
             # else every product is zero (a zero factor or zero halves): nothing to add
-            polys = (k + 2) * self.limbs * self.n
-            raw = sealio.dump_own(ct, max_inflated=len(prefix) + 8 * polys, secret=secret)
-            done = np.frombuffer(raw, dtype="<u8", count=polys, offset=len(raw) - 8 * polys)
-            out[b0:b0 + k] = done.reshape(k + 2, self.limbs, self.n)[1:k + 1]
+            out[b0:b0 + k] = self._polys_of(ct, secret=secret)[1:k + 1]
+            if secret:
+                self._wipe(ct)
         return out
 
     def decode_ntt(self, x: np.ndarray) -> np.ndarray:
         """The values a plaintext polynomial (NTT form, at the preset's scale) encodes (a raw sum:
-        nothing of it is left in the scratch file)."""
-        return self.decode(self.plaintext(x, secret=True))
-
-    def _first_half(self, ct: sealapi.Ciphertext) -> np.ndarray:
-        polys = 8 * self.limbs * self.n
-        raw = sealio.dump_own(ct, max_inflated=len(self._ct_prefix) + 2 * polys)
-        return np.frombuffer(raw, dtype="<u8", count=polys // 8, offset=len(raw) - 2 * polys).reshape(self.limbs, self.n).copy()
+        nothing of it is left in a scratch file or SEAL's object)."""
+        plain = self.plaintext(x, secret=True)
+        try:
+            return self.decode(plain)
+        finally:
+            plain.set_zero()
 
     def full_ciphertext(self, c0: np.ndarray, a: np.ndarray) -> sealapi.Ciphertext:
         """``(c0, a)`` as a SEAL ciphertext at the data level, for server-side circuits."""

@@ -107,28 +107,40 @@ def test_batches_transform_each_x_and_multiply_each_y_by_the_factor(keys, count,
 
 
 @pytest.mark.parametrize("count", [1, 14, 15])
-def test_only_public_polynomials_leave_seal(keys, monkeypatch, count):
-    """What SEAL writes out of a batch (the scratch file, then a Python buffer) is the constant 1 and
-    the ``c0`` themselves: never a product of a constant with the key (``1 - s`` is the key)."""
+@pytest.mark.parametrize("path", ["in place", "files"])
+def test_only_public_polynomials_leave_seal(keys, monkeypatch, count, path):
+    """What a batch leaves in SEAL's objects (in place) or writes out of SEAL (the scratch file, then a
+    Python buffer) is the constant 1, the ``c0`` themselves and zeros: never a product of a constant
+    with the key (``1 - s`` is the key), never a product ``a*s`` or ``m + e``."""
     from secagg import ring as ring_module
+    from secagg import sealmem
 
-    dumped = []
-    real = ring_module.sealio.dump_own
-    monkeypatch.setattr(ring_module.sealio, "dump_own", lambda obj, **kw: dumped.append(real(obj, **kw)) or dumped[-1])
     ring = Ring(keys.secret.preset)
     messages = ring.encode_coeff(np.random.default_rng(count).uniform(-1, 1, (count, ring.n)))
     a = np.stack([ring.uniform(second_half(b"p" * 32, chunk=k, preset=ring.preset)) for k in range(count)])
     key = ring.key_factor(keys.secret)
-    dumped.clear()
-    c0 = ring.encrypt_many(messages, key, a)
-    ones = np.ones((ring.limbs, ring.n), dtype=np.uint64)
     seen = []
+    if path == "files":
+        monkeypatch.setattr(sealmem, "_state", False)
+        real = ring_module.sealio.dump_own
+        monkeypatch.setattr(ring_module.sealio, "dump_own", lambda obj, **kw: seen.append(real(obj, **kw)) or seen[-1])
+    else:
+        real = sealmem.new_ciphertext
+        monkeypatch.setattr(sealmem, "new_ciphertext", lambda *a, **kw: seen.append(real(*a, **kw)) or seen[-1])
+    c0 = ring.encrypt_many(messages, key, a)
+    polys = []
     poly = 8 * ring.limbs * ring.n
-    for raw in dumped:  # the object's header, then its polynomials
-        seen.extend(np.frombuffer(raw, dtype="<u8", offset=len(raw) % poly).reshape(-1, ring.limbs, ring.n))
-    assert len(seen) == count + 2 * len(dumped)
-    assert sum(np.array_equal(p, ones) for p in seen) == 2 * len(dumped)
-    assert all(any(np.array_equal(p, c) for c in c0) for p in seen if not np.array_equal(p, ones))
+    for obj in seen:  # a dump: the object's header, then its polynomials; in place: the objects, kept alive here
+        polys.extend(np.frombuffer(obj, dtype="<u8", offset=len(obj) % poly).reshape(-1, ring.limbs, ring.n)
+                     if path == "files" else sealmem.ciphertext_view(obj))
+    batches = -(-count // ring_module.BATCH)
+    assert len(seen) == batches * (1 if path == "files" else 2)
+    ones = np.ones((ring.limbs, ring.n), dtype=np.uint64)
+    assert sum(np.array_equal(p, ones) for p in polys) == 2 * batches
+    zeros = sum(not p.any() for p in polys)
+    assert zeros == (0 if path == "files" else count + batches)  # the products, wiped
+    assert sum(any(np.array_equal(p, c) for c in c0) for p in polys) == count
+    assert len(polys) == count + 2 * batches + zeros
 
 
 @pytest.mark.parametrize("count", [1, 2])
@@ -158,14 +170,16 @@ def test_a_secret_contexts_key_factor_is_zeroed_when_the_context_goes():
     assert key.is_zero()
 
 
-def test_wiping_a_ciphertext_leaves_zeros():
-    from secagg import sealio
-    from secagg.ring import _nonzero
+@pytest.mark.parametrize("path", ["in place", "files"])
+def test_wiping_a_ciphertext_leaves_zeros(monkeypatch, path):
+    from secagg import sealio, sealmem
 
     ring = Ring(secagg.get_preset("compact"))
+    if path == "files":
+        monkeypatch.setattr(sealmem, "_state", False)
     a = ring.uniform(second_half(b"w" * 32, chunk=0, preset=ring.preset))
     ct = ring.ciphertext(a, a)
-    assert not _nonzero(ring.evaluator.sub_inplace, ct, ct)
+    ring._wipe(ct)
     raw = sealio.dump_own(ct, max_inflated=4 * 8 * ring.limbs * ring.n)
     assert not np.frombuffer(raw, dtype="<u8", offset=len(raw) - 16 * ring.limbs * ring.n).any()
 

@@ -67,9 +67,15 @@ def test_a_forked_child_neither_shares_nor_keeps_the_parents_file(keys):
     assert inherited == "closed" and int(child) != parent
 
 
-def test_secrets_leave_nothing_in_the_file(keys):
+@pytest.mark.parametrize("path", ["in place", "files"])
+def test_secrets_leave_nothing_in_the_file(keys, monkeypatch, path):
     """The secret key's residues (a dealer's, a client's) and a raw, unflooded sum (a combiner's) are wiped at once."""
+    from secagg import sealmem
+
+    if path == "files":
+        monkeypatch.setattr(sealmem, "_state", False)
     ring = Ring(keys.secret.preset)
+    os.ftruncate(sealio._memfd().fd, 0)  # this thread's file, empty
     ring.secret_ntt(keys.secret)
     assert os.fstat(sealio._local.memfd.fd).st_size == 0
     keys.secret.data_key = None  # built on first use, then kept: build it here
@@ -78,8 +84,8 @@ def test_secrets_leave_nothing_in_the_file(keys):
     assert os.fstat(sealio._local.memfd.fd).st_size == 0
     ring.decode_ntt(ring.zeros())
     assert os.fstat(sealio._local.memfd.fd).st_size == 0
-    ring.plaintext(ring.zeros())  # public: kept until the next blob overwrites it
-    assert os.fstat(sealio._local.memfd.fd).st_size > 0
+    ring.plaintext(ring.zeros())  # public: through a file, kept until the next blob overwrites it
+    assert (os.fstat(sealio._local.memfd.fd).st_size > 0) == (path == "files")
 
 
 def test_threads_that_end_close_their_files(keys):
