@@ -29,11 +29,13 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["encode_coeff", "coefficients", "MAX_ENCODED_BITS"]
+__all__ = ["encode_coeff", "decode_coeff", "coefficients", "MAX_ENCODED_BITS", "MAX_DECODED_PRIMES"]
 
 #: The largest magnitude (in bits) a scaled coefficient may have: the split into 32-bit halves
 #: of ``x + 2^75`` keeps the high half below 2^44, where the quotient estimate is exact to within one.
 MAX_ENCODED_BITS = 75
+#: :func:`decode_coeff` composes residues modulo one prime, or two whose second lies below 2^57.
+MAX_DECODED_PRIMES = 2
 
 
 @lru_cache(maxsize=8)
@@ -119,3 +121,64 @@ def encode_coeff(values: np.ndarray, *, scale: float, primes: list[int]) -> np.n
                 u += np.uint64(q - (1 << MAX_ENCODED_BITS) % q)  # minus 2^75, modulo q: in [0, 2q)
                 np.minimum(u, u - np.uint64(q), out=out[:, i])
     return out.reshape(*values.shape[:-1], len(primes), n)
+
+
+def _mulmod(a: np.ndarray, b: int, q: int) -> np.ndarray:
+    """``a * b mod q`` for uint64 ``a < q``, a constant ``b < q`` and ``q < 2^57``: a quotient from
+    float64 (off by less than 2^7), the remainder in wrapping 64-bit arithmetic (below 2^63 in size,
+    so exact as int64), a second quotient of that, then unsigned minima as in :func:`_reduce_split`."""
+    qq = np.uint64(q)
+    with np.errstate(over="ignore"):
+        quot = np.floor(a.astype(np.float64) * (b / q)).astype(np.uint64)
+        r = (a * np.uint64(b) - quot * qq).view(np.int64)
+        r -= np.floor(r / q).astype(np.int64) * np.int64(q)  # now in (-q, 2q)
+        u = r.view(np.uint64)
+        np.minimum(u, u + qq, out=u)
+        np.minimum(u, u - qq, out=u)
+    return u
+
+
+@lru_cache(maxsize=8)
+def _crt(q0: int, q1: int) -> int:
+    return pow(q0, -1, q1)
+
+
+def decode_coeff(residues: np.ndarray, *, scale: float, primes: list[int]) -> np.ndarray:
+    """The values a polynomial encodes: ``(count, len(primes), N)`` residues in coefficient form to
+    ``(count, N)`` reals (two per complex slot), as SEAL's ``decode`` computes them.
+
+    Each coefficient is the integer of least magnitude with these residues: ``r0`` centred modulo
+    one prime; modulo two, ``x = r0 + q0 * t`` with ``t = (r1 - r0) / q0 mod q1`` centred (for
+    ``|x|`` within ``q0`` of half the modulus, far beyond any sum the headroom admits, the other
+    representative may be taken). ``x`` is exact in 64 bits below ``q0``, and as float64 relative to
+    2^-52 above. Then one FFT of size ``N/2`` evaluates the polynomial at the slots' points (the
+    module's note, the other way round).
+
+    Raises:
+        ValueError: more than :data:`MAX_DECODED_PRIMES` primes, or a second prime of 2^57 or more.
+    """
+    count, limbs, n = residues.shape
+    if limbs == 1:
+        q0 = primes[0]
+        r = residues[:, 0].astype(np.int64)  # below 2^61
+        x = np.where(r > q0 // 2, r - q0, r).astype(np.float64)
+    elif limbs == 2 and primes[1] < 1 << 57:
+        q0, q1 = primes
+        r0 = residues[:, 0]
+        with np.errstate(over="ignore"):
+            d = residues[:, 1] + np.uint64(q1) - r0 % np.uint64(q1)  # (r1 - r0) mod q1, in (0, 2 q1)
+            np.minimum(d, d - np.uint64(q1), out=d)
+        t = _mulmod(d, _crt(q0, q1), q1).astype(np.int64)
+        t[t > q1 // 2] -= q1
+        below = t < 0  # x = (r0 - q0) + q0 (t + 1): the first part exact in int64
+        base = r0.astype(np.int64) - below * np.int64(q0)
+        x = base.astype(np.float64) + float(q0) * (t + below).astype(np.float64)
+    else:
+        raise ValueError(f"decode_coeff takes one prime or two with the second below 2^57, got {limbs}")
+    slot, sign, twist = _slots(n)
+    m = np.fft.ifft((x[:, :n // 2] + 1j * x[:, n // 2:]) * np.conj(twist), axis=1)
+    m *= (n / 2) ** 2 / scale  # the twist carries 2/N, the inverse FFT 1/(N/2)
+    out = np.empty((count, n), dtype=np.float64)
+    out[:, 2 * slot] = m.real
+    out[:, 2 * slot + 1] = m.imag * sign
+    return out

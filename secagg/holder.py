@@ -49,7 +49,7 @@ from .messages import ContributorSet, Receipt, Request, decode_request
 from .packing import Layout
 from .presets import Preset, max_members
 from .release import release
-from .ring import Ring, second_half
+from .ring import BATCH, Ring, second_half
 from .signing import ClientIdentity, Roster
 
 __all__ = ["KeyHolder", "Release", "verify_request", "released_values", "check_headroom", "max_members",
@@ -314,23 +314,32 @@ class KeyHolder:
                               min_contributors=self.min_contributors, own_commitment=own, seeded=True)
 
     def _decrypt(self, req: Request, receipts: Sequence[Receipt], chunks: int) -> np.ndarray:
-        """The raw sum, decrypted with a second half rebuilt from the signed seeds (never sent)."""
-        ring, preset = self.ring, self.secret.preset
+        """The raw sum, decrypted with a second half rebuilt from the signed seeds (never sent), a
+        batch of chunks at a time."""
+        ring = self.ring
         out = np.empty(chunks * ring.n, dtype=np.float64)
         size = ring.residue_bytes
         seeds = [(bytes.fromhex(r.seed), seed_label(r.client_id)) for r in receipts]
-        for j in range(chunks):
-            a, terms = ring.zeros(), 0
-            for seed, label in seeds:  # added lazily, reduced when a uint64 is full and at the end
-                if terms == ring.lazy_terms:
-                    ring.reduce(a)
-                    terms = 1
-                ring.add_lazy(a, ring.uniform(second_half(seed, chunk=j, preset=preset, label=label)))
-                terms += 1
-            ring.reduce(a)
-            c0 = ring.unpack(req.body[j * size:(j + 1) * size], what=f"summed ciphertext {j}")
-            out[j * ring.n:(j + 1) * ring.n] = ring.decrypt(c0, a, self.secret)
+        key = ring.key_factor(self.secret)
+        for j0 in range(0, chunks, BATCH):
+            block = range(j0, min(chunks, j0 + BATCH))
+            a = np.stack([self._rebuilt_half(seeds, j) for j in block])
+            c0 = ring.unpack_many(req.body, len(block), start=j0 * size, what=f"summed ciphertexts {j0}+")
+            out[j0 * ring.n:block.stop * ring.n] = ring.decrypt_many(c0, a, key).reshape(-1)
         return out[:req.layout.total]
+
+    def _rebuilt_half(self, seeds: Sequence[tuple[bytes, bytes]], chunk: int) -> np.ndarray:
+        """``sum a_i`` of one chunk from the contributors' signed seeds, added lazily (reduced when a
+        uint64 is full and at the end)."""
+        ring, preset = self.ring, self.secret.preset
+        a, terms = ring.zeros(), 0
+        for seed, label in seeds:
+            if terms == ring.lazy_terms:
+                ring.reduce(a)
+                terms = 1
+            ring.add_lazy(a, ring.uniform(second_half(seed, chunk=chunk, preset=preset, label=label)))
+            terms += 1
+        return ring.reduce(a)
 
     def _ratio(self, flooded: np.ndarray, layout: Layout, members: int, sigma_f: float) -> dict[str, np.ndarray]:
         return released_values(flooded, layout, members=members, max_weight=self.max_weight,

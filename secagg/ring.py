@@ -29,7 +29,9 @@ product with ``s`` as a plaintext is ``y*s``). Encrypting messages ``m_k`` with 
 ``a`` is sampled in NTT form, as SEAL samples its own seeded second halves: the NTT is a bijection
 of each prime's residues, so a uniform ``a`` is as uniform in either form, and a key holder that
 rebuilds ``sum a_i`` can decrypt ``(sum c0, sum a_i)`` without transforming anything. Where the
-randomness comes from: :mod:`secagg.sampling`.
+randomness comes from: :mod:`secagg.sampling`; sums and the wire format: :mod:`secagg.residues`. A key
+holder decrypts a batch at a time (:meth:`Ring.decrypt_many`: ``c0 + a*s`` and the inverse NTT in
+SEAL, the decoding in numpy, :func:`secagg.encoding.decode_coeff`).
 
 Example:
     >>> import numpy as np, secagg
@@ -51,11 +53,10 @@ import numpy as np
 import tenseal.sealapi as sealapi
 
 from . import sealio, sealmem
-from .bitpack import group, pack_bits, read_bits
-from .encoding import encode_coeff
-from .errors import PayloadError
+from .encoding import MAX_DECODED_PRIMES, decode_coeff, encode_coeff
 from .keys import SecretContext, seal_context
 from .presets import CBD_ETA, ERROR_STD, Preset, wire_bits
+from .residues import Residues
 from .sampling import Sampling, second_half
 from .templates import MAX_POLYS, batch_template, seal_tools, templates
 
@@ -84,7 +85,7 @@ def _nonzero(operation: Callable[..., None], *args: Any) -> bool:
     return True
 
 
-class Ring(Sampling):
+class Ring(Residues, Sampling):
     """The data level of a preset: its primes, and SEAL objects built from and read into arrays."""
 
     def __init__(self, preset: Preset) -> None:
@@ -108,133 +109,6 @@ class Ring(Sampling):
         self._one = self.zeros()
         self._one[:, 0] = 1  # the constant 1 (coefficient form)
         self._ones = np.ones_like(self._one)  # the constant 1 (NTT form)
-
-    # ---- residues ------------------------------------------------------------------------------
-    @property
-    def residue_bytes(self) -> int:
-        """Bytes of one polynomial on the wire: ``N`` residues per prime, each in its prime's bits."""
-        return sum(self.widths) * self.n // 8
-
-    def zeros(self) -> np.ndarray:
-        return np.zeros((self.limbs, self.n), dtype=np.uint64)
-
-    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        s: np.ndarray = a + b
-        np.minimum(s, s - self.q, out=s)  # below q, s - q wraps past s: no mask, no np.where
-        return s
-
-    def neg(self, a: np.ndarray) -> np.ndarray:
-        t: np.ndarray = self.q - a
-        np.minimum(t, t - self.q, out=t)  # q - 0 = q becomes 0; any other q - a wraps when q is taken
-        return t
-
-    def pack(self, a: np.ndarray) -> bytes:
-        """One polynomial's residues, limb after limb, packed as :meth:`pack_into` describes."""
-        return self.pack_many(a[None])
-
-    def unpack(self, blob: bytes | memoryview, *, what: str) -> np.ndarray:
-        """The inverse of :meth:`pack`; every residue is checked to lie below its prime."""
-        if len(blob) != self.residue_bytes:
-            raise PayloadError(f"{what} holds {len(blob)} bytes; a polynomial of preset {self.preset.name!r} has "
-                               f"{self.residue_bytes}")
-        out: np.ndarray = self.unpack_many(blob, 1, what=what)[0]
-        return out
-
-    def pack_many(self, polys: np.ndarray) -> bytes:
-        """:meth:`pack` of every polynomial of a ``(count, limbs, N)`` array, one after the other."""
-        return self.pack_into(polys, np.empty(polys.shape[0] * self.residue_bytes, dtype=np.uint8)).tobytes()
-
-    def pack_into(self, polys: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """The residues of ``count`` polynomials written into ``out`` (a uint8 array of ``count *
-        residue_bytes``), returned. Per polynomial, limb after limb: the ``N`` residues of a prime
-        as one little-endian bit string, ``w`` bits each (``w``: :attr:`widths`, the prime's bit
-        length, or the next whole byte where a residue's bits could not be read with one 8-byte
-        load: :func:`secagg.presets.wire_bits`): every 8 residues fill exactly ``w`` bytes, so no bit is left free to carry a second
-        spelling of the same residues."""
-        count, size = polys.shape[0], self.residue_bytes
-        if out.shape != (count * size,) or out.dtype != np.uint8:
-            raise ValueError(f"out must be a uint8 array of {count * size} bytes")
-        if count == 0:
-            return out
-        offset = 0
-        for i, w in enumerate(self.widths):
-            span = w * self.n // 8
-            g = group(w)
-            while g * w < 64:  # stores of 8 bytes need groups of at least 8 bytes (56 bits: 2 residues)
-                g *= 2
-            pack_bits(polys[:, i].astype("<u8", copy=False).reshape(count, self.n // g, g), w, out, offset, size)
-            offset += span
-        return out
-
-    def unpack_many(self, blob: bytes | memoryview, count: int, *, what: str, out: np.ndarray | None = None,
-                    start: int | None = None) -> np.ndarray:
-        """The inverse of :meth:`pack_many` for ``count`` polynomials, each residue checked below its
-        prime; into ``out`` (a ``(count, limbs, N)`` uint64 array) when given. With ``start``, the
-        polynomials are ``blob[start:start + count * residue_bytes]`` of a larger buffer.
-
-        Residue ``j`` of each group (:func:`secagg.bitpack.group`) is read as the 8 bytes starting at its first
-        byte (a strided view of the bytes), shifted and masked to its width: a pass over the data
-        per prime and place in the group, no byte shuffling. The final residues' 8 bytes would run past the end of
-        the buffer: where they do, the last polynomial goes through a padded copy of its own bytes,
-        the others are read in place."""
-        size = self.residue_bytes
-        begin = 0 if start is None else start
-        stop = len(blob) if start is None else begin + count * size
-        if stop - begin != count * size or stop > len(blob) or begin < 0:
-            raise PayloadError(f"{what} holds {len(blob) if start is None else max(0, len(blob) - begin)} bytes; "
-                               f"{count} polynomials of preset {self.preset.name!r} have {count * size}")
-        if count == 0:
-            return np.empty((0, self.limbs, self.n), dtype=np.uint64)
-        data = np.frombuffer(blob, dtype=np.uint8)
-        if out is None:
-            out = np.empty((count, self.limbs, self.n), dtype=np.uint64)
-        elif out.shape != (count, self.limbs, self.n) or out.dtype != np.uint64:
-            raise ValueError(f"out must be a uint64 array of shape {(count, self.limbs, self.n)}")
-        in_place = count if stop + 8 <= len(data) else count - 1
-        if in_place < count:
-            tail = np.zeros(size + 8, dtype=np.uint8)
-            tail[:size] = data[stop - size:stop]
-        offset = 0
-        for i, w in enumerate(self.widths):
-            groups = group(w)
-            step = groups * w // 8  # bytes from one group to the next
-            for j in range(groups):
-                first, shift = divmod(j * w, 8)
-                places = self.n // groups
-                if in_place:
-                    view = np.ndarray((in_place, places), dtype="<u8", buffer=data, offset=begin + offset + first,
-                                      strides=(size, step))
-                    read_bits(view, shift, w, out[:in_place, i, j::groups])
-                if in_place < count:
-                    last = np.ndarray((places,), dtype="<u8", buffer=tail, offset=offset + first, strides=(step,))
-                    read_bits(last, shift, w, out[-1, i, j::groups])
-            if int(out[:, i].max()) >= self.primes[i]:  # one reduction pass, no boolean array
-                raise PayloadError(f"{what} holds a residue beyond its prime; it is not a valid ciphertext half")
-            offset += w * self.n // 8
-        return out
-
-    def add_into(self, acc: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """``acc += x`` modulo each prime, in place (residues below primes < 2^61: the sum fits)."""
-        np.add(acc, x, out=acc)
-        np.subtract(acc, self.q, out=acc, where=acc >= self.q)
-        return acc
-
-    @property
-    def lazy_terms(self) -> int:
-        """How many residues one uint64 can hold added without a reduction (each is below its prime,
-        so ``k`` of them stay below ``k * q``): 255 for 56-bit primes, 15 for 60-bit ones."""
-        return (2**64 - 1) // max(self.primes)
-
-    def add_lazy(self, acc: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """``acc += x`` without reducing, in place: one pass instead of three. The caller counts the
-        terms in ``acc`` and calls :meth:`reduce` before it holds more than :attr:`lazy_terms`."""
-        np.add(acc, x, out=acc)
-        return acc
-
-    def reduce(self, acc: np.ndarray) -> np.ndarray:
-        """``acc`` modulo each prime, in place: residues again after :meth:`add_lazy`."""
-        np.remainder(acc, self.q, out=acc)
-        return acc
 
     # ---- SEAL objects --------------------------------------------------------------------------
     # Residues reach SEAL's buffers in place where :mod:`secagg.sealmem` vouches for its layout, and
@@ -426,21 +300,67 @@ class Ring(Sampling):
         caller wipes its own ``x_coeff``."""
         if y.shape != x_coeff.shape or x_coeff.shape[1:] != (self.limbs, self.n):
             raise ValueError(f"x_coeff and y must both be (count, {self.limbs}, {self.n}) arrays")
-        count = x_coeff.shape[0]
-        out = np.empty_like(x_coeff)
+        return self._batches(x_coeff, y, factor, negate=negate, secret=secret, x_ntt=False, out_ntt=True)
+
+    def _batches(self, x: np.ndarray, y: np.ndarray | None, factor: sealapi.Plaintext | None, *, negate: bool,
+                 secret: bool, x_ntt: bool, out_ntt: bool) -> np.ndarray:
+        """``x_k +- y_k * f`` with ``x`` in NTT form (``x_ntt``) or coefficient form (transformed first),
+        the results in NTT form (``out_ntt``) or coefficient form (transformed back); no products where
+        ``y`` is None. The batching and wiping of :meth:`ntt_plus_products`."""
+        count = x.shape[0]
+        out = np.empty_like(x)
+        one = self._ones if x_ntt else self._one  # the constant 1 in the form x is in
         for b0 in range(0, count, BATCH):
             k = min(BATCH, count - b0)
-            ct = self._ciphertext_of(self._one, *x_coeff[b0:b0 + k], self._one, ntt=False, unit=True, secret=True)
-            self.evaluator.transform_to_ntt_inplace(ct)
-            products = self._ciphertext_of(self._zero, *y[b0:b0 + k], ntt=True, unit=True)
-            if _nonzero(self.evaluator.multiply_plain_inplace, products, factor):
-                (self.evaluator.sub_inplace if negate else self.evaluator.add_inplace)(ct, products)
-                self._wipe(products)
-            # else every product is zero (a zero factor or zero halves): nothing to add
+            ct = self._ciphertext_of(one, *x[b0:b0 + k], one, ntt=x_ntt, unit=True, secret=True)
+            if not x_ntt:
+                self.evaluator.transform_to_ntt_inplace(ct)
+            if y is not None and factor is not None:
+                products = self._ciphertext_of(self._zero, *y[b0:b0 + k], ntt=True, unit=True)
+                if _nonzero(self.evaluator.multiply_plain_inplace, products, factor):
+                    (self.evaluator.sub_inplace if negate else self.evaluator.add_inplace)(ct, products)
+                    self._wipe(products)
+                # else every product is zero (a zero factor or zero halves): nothing to add
+            if not out_ntt:
+                self.evaluator.transform_from_ntt_inplace(ct)
             out[b0:b0 + k] = self._polys_of(ct, secret=secret)[1:k + 1]
             if secret:
                 self._wipe(ct)
         return out
+
+    @property
+    def _numpy_decodes(self) -> bool:
+        return self.limbs <= MAX_DECODED_PRIMES and self.primes[-1] < 1 << 57
+
+    def decrypt_many(self, c0: np.ndarray, a: np.ndarray, key: sealapi.Plaintext) -> np.ndarray:
+        """The **raw** values of ciphertexts ``(c0_k, a_k)`` (``(count, limbs, N)`` arrays, NTT form)
+        under ``key`` (:meth:`factor` of the secret key's residues): a ``(count, N)`` array, for a key
+        holder's own use, never to release as it is. ``c0_k + a_k * s`` is formed and transformed
+        back 14 at a time (one SEAL call each) and decoded in numpy where the primes allow
+        (:func:`secagg.encoding.decode_coeff`; else by SEAL); nothing of it is left in SEAL's objects."""
+        if a.shape != c0.shape or c0.shape[1:] != (self.limbs, self.n):
+            raise ValueError(f"c0 and a must both be (count, {self.limbs}, {self.n}) arrays")
+        return self._decoded(self._batches(c0, a, key, negate=False, secret=True, x_ntt=True,
+                                           out_ntt=not self._numpy_decodes))
+
+    def decode_many(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`decode_ntt` of every polynomial of a ``(count, limbs, N)`` array (NTT form): a
+        ``(count, N)`` array, transformed back 14 at a time and decoded in numpy where the primes allow."""
+        if x.shape[1:] != (self.limbs, self.n):
+            raise ValueError(f"x must be a (count, {self.limbs}, {self.n}) array")
+        if not self._numpy_decodes:
+            return np.stack([self.decode_ntt(p) for p in x])
+        return self._decoded(self._batches(x, None, None, negate=False, secret=True, x_ntt=True, out_ntt=False))
+
+    def _decoded(self, raw: np.ndarray) -> np.ndarray:
+        """Decoded values of raw sums from :meth:`_batches` (coefficient form where numpy decodes,
+        else NTT form for SEAL's decoder), which are zeroed after."""
+        try:
+            if self._numpy_decodes:
+                return decode_coeff(raw, scale=self.scale, primes=self.primes)
+            return np.stack([self.decode_ntt(p) for p in raw])
+        finally:
+            raw.fill(0)
 
     def decode_ntt(self, x: np.ndarray) -> np.ndarray:
         """The values a plaintext polynomial (NTT form, at the preset's scale) encodes (a raw sum:

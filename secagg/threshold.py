@@ -198,11 +198,14 @@ class CommitteeMember:
         ring, size = self.ring, self.ring.residue_bytes
         chunks = req.layout.chunks(ring.n)
         raw = np.empty(chunks * ring.n)
-        for j in range(chunks):
-            total = ring.unpack(req.body[j * size:(j + 1) * size], what=f"summed ciphertext {j}")
-            for parts in opened:
-                total = ring.add(total, parts[j])
-            raw[j * ring.n:(j + 1) * ring.n] = ring.decode_ntt(total)
+        for j0 in range(0, chunks, BATCH):  # SEAL transforms a batch of chunks back in one call
+            block = range(j0, min(chunks, j0 + BATCH))
+            totals = ring.unpack_many(req.body, len(block), start=j0 * size, what=f"summed ciphertexts {j0}+")
+            for k, j in enumerate(block):
+                for parts in opened:
+                    totals[k] = ring.add(totals[k], parts[j])
+            raw[j0 * ring.n:block.stop * ring.n] = ring.decode_many(totals).reshape(-1)
+            totals.fill(0)
         members, preset = len(cset.members), self.epoch.preset
         sigma = preset.noise_std() * math.sqrt(members)
         seed = None if self.release_seed is None else int(

@@ -94,6 +94,47 @@ def test_a_coefficient_beyond_the_bound_is_refused():
         encoding.encode_coeff(np.array([np.nan] + [0.0] * 15), scale=2.0**40, primes=[(1 << 55) - 55])
 
 
+@pytest.mark.parametrize("q", [(1 << 56) - 27, (1 << 57) - 111, 8388593, 3])
+def test_the_constant_product_is_exact_where_the_float_quotient_is_furthest_off(q):
+    rng = np.random.default_rng(q % 997)
+    a = np.concatenate([rng.integers(0, q, 4000, dtype=np.uint64), np.array([0, 1, q - 1, q // 2], dtype=np.uint64)])
+    for b in (1, q - 1, q // 2, int(rng.integers(0, q))):
+        assert [int(x) for x in encoding._mulmod(a, b, q)] == [int(x) * b % q for x in a]
+
+
+def _residues_of_integers(ring, xs):
+    """Python integers as a ``(1, limbs, N)`` uint64 array of their residues."""
+    return np.array([[[x % q for x in xs] for q in ring.primes]], dtype=np.uint64)
+
+
+@pytest.mark.parametrize("preset", ["compact", "strict", "strict-for-10", "compact-for-10", "strict-lean"])
+@pytest.mark.parametrize("magnitude", ["values", "near the wrap"])
+def test_the_decoding_is_seals(preset, magnitude):
+    """Our decoder gives SEAL's values, to float64 precision relative to the largest, for encoded values
+    and for integers up to 2^-8 of the modulus below its half (a sum of members at the headroom's edge),
+    both signs, where two primes' residues must be composed."""
+    ring = Ring(secagg.get_preset(preset))
+    rng = np.random.default_rng(ring.n + len(ring.primes))
+    if magnitude == "values":
+        residues = encoding.encode_coeff(rng.uniform(-4, 4, (1, ring.n)), scale=ring.scale, primes=ring.primes)
+    else:
+        modulus = int(np.prod([int(q) for q in ring.primes], dtype=object))
+        top = modulus // 2 - (modulus >> 8)
+        xs = [int(rng.integers(-(1 << 62), 1 << 62)) * top // (1 << 62) for _ in range(ring.n)]
+        xs[:4] = [top, -top, 0, -1]
+        residues = _residues_of_integers(ring, xs)
+    ours = encoding.decode_coeff(residues, scale=ring.scale, primes=ring.primes)[0]
+    seals = ring.decode(ring.plaintext(ring.ntt(residues[0])))
+    assert np.abs(ours - seals).max() <= 1e-12 * np.abs(seals).max()
+
+
+def test_more_primes_than_the_decoder_composes_are_refused():
+    with pytest.raises(ValueError, match="one prime or two"):
+        encoding.decode_coeff(np.zeros((1, 3, 16), dtype=np.uint64), scale=2.0**40, primes=[97, 193, 257])
+    with pytest.raises(ValueError, match="one prime or two"):
+        encoding.decode_coeff(np.zeros((1, 2, 16), dtype=np.uint64), scale=2.0**40, primes=[97, (1 << 58) + 1])
+
+
 def _first_accepted(ring, key):
     """The definition: per prime, the first N words of the key's AES-CTR streams (masked to the
     prime's bits) that lie below the prime, refilling with the next counter block."""

@@ -143,6 +143,40 @@ def test_only_public_polynomials_leave_seal(keys, monkeypatch, count, path):
     assert len(polys) == count + 2 * batches + zeros
 
 
+@pytest.mark.parametrize("count", [1, 15])
+def test_batched_decryption_is_each_ciphertexts_and_leaves_nothing_in_seal(keys, monkeypatch, count):
+    """``decrypt_many`` (the key holder's) gives each ciphertext's own decryption, and every SEAL object it
+    made holds zeros at the end: a raw, unflooded sum must not outlive the call in SEAL's pool."""
+    from secagg import sealmem
+
+    ring = Ring(keys.secret.preset)
+    values = np.random.default_rng(count).uniform(-1, 1, (count, ring.n))
+    a = np.stack([ring.uniform(second_half(b"r" * 32, chunk=k, preset=ring.preset)) for k in range(count)])
+    c0 = ring.encrypt_many(ring.encode_coeff(values), ring.key_factor(keys.secret), a)
+    made = []
+    real = sealmem.new_ciphertext
+    monkeypatch.setattr(sealmem, "new_ciphertext", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    got = ring.decrypt_many(c0, a, ring.key_factor(keys.secret))
+    assert made and not any(sealmem.ciphertext_view(ct).any() for ct in made)
+    for k in range(count):
+        one = ring.decrypt(c0[k], a[k], keys.secret)
+        assert np.abs(got[k] - one).max() <= 1e-12 * np.abs(one).max()
+    assert np.abs(got - values).max() < 1e-4
+    x = np.stack([ring.ntt(p) for p in ring.encode_coeff(values)])  # a combiner's sums, NTT form
+    decoded = ring.decode_many(x)
+    assert np.abs(decoded - np.stack([ring.decode_ntt(p) for p in x])).max() <= 1e-12 * np.abs(values).max()
+
+
+def test_a_preset_with_more_primes_decodes_through_seal():
+    """``deep`` has eight data primes, more than the numpy decoder composes: SEAL decodes, to the same values."""
+    ring = Ring(secagg.get_preset("deep"))
+    values = np.random.default_rng(8).uniform(-1, 1, (2, ring.n))
+    x = np.stack([ring.ntt(p) for p in ring.encode_coeff(values)])
+    got = ring.decode_many(x)
+    assert np.array_equal(got, np.stack([ring.decode_ntt(p) for p in x]))
+    assert np.abs(got - values).max() < 1e-6
+
+
 @pytest.mark.parametrize("count", [1, 2])
 @pytest.mark.parametrize("which", ["zero factor", "factor -1", "zero y"])
 def test_degenerate_factors_and_halves_give_their_exact_products(keys, which, count):

@@ -46,7 +46,8 @@ def test_seal_computes_on_objects_written_in_place_as_on_loaded_ones(keys, monke
 
     def run():
         return [ring.ntt_plus_products(x, y, ring.factor(f), negate=True), ring.ntt(x[0]), ring.mul(y[0], f),
-                ring.secret_ntt(keys.secret), ring.decrypt(y[1], y[2], keys.secret), ring.decode_ntt(y[3])]
+                ring.secret_ntt(keys.secret), ring.decrypt(y[1], y[2], keys.secret), ring.decode_ntt(y[3]),
+                ring.decrypt_many(y[:16], y[1:], ring.factor(f)), ring.decode_many(y)]
 
     in_place = run()
     monkeypatch.setattr(sealmem, "_state", False)
