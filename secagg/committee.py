@@ -289,14 +289,19 @@ def deal(secret: SecretContext, identity: ClientIdentity, committee: Committee) 
                             f"bits); this key is {secret.preset.name!r} "
                             f"({'+'.join(map(str, secret.preset.coeff_modulus_bits))} bits)")
     ring = Ring(preset)
-    shares = shamir.share(ring.secret_ntt(secret), primes=ring.primes, threshold=committee.threshold,
-                          holders=len(committee.holders))
+    key = ring.secret_ntt(secret)
+    try:
+        shares = shamir.share(key, primes=ring.primes, threshold=committee.threshold, holders=len(committee.holders))
+    finally:
+        key.fill(0)
     ephemeral = X25519PrivateKey.generate()
     sealed = {}
     for card, share in zip(committee.holders, shares):
         ad = _share_ad(committee, identity.client_id, card, secret.fingerprint)
         sealed[card.holder_id] = seal(ephemeral, _x25519_public(card.exchange_key, what="a member's key"),
                                       ring.pack(share), ad)
+    for share in shares:
+        share.fill(0)  # sealed to its member; nothing of the key stays here
     zeros = np.zeros(ring.n)
     tests = b"".join(ring.pack(ring.encrypt(zeros, secret, ring.uniform(ceremony_half(
         committee, identity.client_id, subset, preset)))) for subset in committee.subsets())

@@ -34,6 +34,22 @@ class Residues:
     def zeros(self) -> np.ndarray:
         return np.zeros((self.limbs, self.n), dtype=np.uint64)
 
+    def check(self, polys: np.ndarray, *, what: str) -> np.ndarray:
+        """``polys`` (one ``(limbs, N)`` polynomial, or a stack of them) if it is uint64 and every
+        residue lies below its prime, as SEAL's own loading checks: what reaches SEAL's buffers in
+        place must be a valid polynomial of this ring.
+
+        Raises:
+            ValueError: not a uint64 array of that shape.
+            PayloadError: a residue at or beyond its prime.
+        """
+        if polys.dtype != np.uint64 or polys.shape[-2:] != (self.limbs, self.n):
+            raise ValueError(f"{what} must be uint64 polynomials of shape ({self.limbs}, {self.n}), got {polys.dtype} "
+                             f"{polys.shape}")
+        if polys.size and np.any(polys.reshape(-1, self.limbs, self.n).max(axis=(0, 2)) >= self.q[:, 0]):
+            raise PayloadError(f"{what} holds a residue beyond its prime; it is not a polynomial of this ring")
+        return polys
+
     def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         s: np.ndarray = a + b
         np.minimum(s, s - self.q, out=s)  # below q, s - q wraps past s: no mask, no np.where

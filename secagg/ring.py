@@ -125,16 +125,11 @@ class Ring(Residues, Sampling):
 
     def _ciphertext_of(self, *polys: np.ndarray, ntt: bool, unit: bool = False,
                        secret: bool = False) -> sealapi.Ciphertext:
-        """A data-level ciphertext holding ``polys`` (2 to :data:`MAX_POLYS`), at scale 1 with
-        ``unit`` (a batch), else at the preset's scale (then exactly 2); ``secret``: nothing of them is
-        left in a scratch file or buffer (in place, none is made)."""
+        """A data-level ciphertext holding ``polys`` (2 to :data:`MAX_POLYS`; residues already checked),
+        at scale 1 with ``unit`` (a batch), else at the preset's scale (then exactly 2); ``secret``:
+        nothing of them is left in a scratch file or buffer (in place, none is made)."""
         if sealmem.available():
-            ct = sealmem.new_ciphertext(self.seal, self.parms_id, len(polys), ntt=ntt,
-                                        scale=1.0 if unit else self.scale)
-            view = sealmem.ciphertext_view(ct)
-            for i, poly in enumerate(polys):
-                view[i] = poly
-            return ct
+            return sealmem.new_ciphertext(self.seal, self.parms_id, polys, ntt=ntt, scale=1.0 if unit else self.scale)
         prefix = batch_template(self.preset, len(polys)) if unit else self._ct_prefix
         blob = self._blob(prefix if ntt else _coefficient_form(prefix), *polys)
         try:
@@ -144,12 +139,12 @@ class Ring(Residues, Sampling):
                 blob[:] = bytes(len(blob))
 
     def _plaintext_of(self, poly: np.ndarray, *, unit: bool, secret: bool = False) -> sealapi.Plaintext:
-        """A data-level plaintext (NTT form) holding ``poly``, at scale 1 with ``unit``, else at the
-        preset's scale; ``secret`` as for :meth:`_ciphertext_of`."""
+        """A data-level plaintext (NTT form) holding ``poly`` (residues already checked), at scale 1
+        with ``unit``, else at the preset's scale; ``secret`` as for :meth:`_ciphertext_of`."""
         if sealmem.available():
-            plain = sealmem.new_plaintext(self.parms_id, self.limbs * self.n, scale=1.0 if unit else self.scale)
-            sealmem.plaintext_view(plain)[:] = poly.reshape(-1)
-            return plain
+            if poly.shape != (self.limbs, self.n):
+                raise ValueError(f"a polynomial is a ({self.limbs}, {self.n}) array, got {poly.shape}")
+            return sealmem.new_plaintext(self.parms_id, poly, scale=1.0 if unit else self.scale)
         blob = self._blob(self._pt_unit_prefix if unit else self._pt_prefix, poly)
         try:
             return sealio.load_own(sealapi.Plaintext, self.seal, blob, what="a plaintext", secret=secret)
@@ -157,34 +152,37 @@ class Ring(Residues, Sampling):
             if secret:
                 blob[:] = bytes(len(blob))
 
-    def _polys_of(self, ct: sealapi.Ciphertext, *, secret: bool = False) -> np.ndarray:
-        """A copy of ``ct``'s polynomials, a ``(size, limbs, N)`` array; ``secret``: nothing of them is
-        left in the scratch file (the caller wipes ``ct`` itself)."""
+    def _polys_of(self, ct: sealapi.Ciphertext, start: int = 0, stop: int | None = None, *,
+                  secret: bool = False) -> np.ndarray:
+        """A copy of ``ct``'s polynomials ``start:stop``, a ``(count, limbs, N)`` array; ``secret``:
+        nothing of them is left in the scratch file (the caller wipes ``ct`` itself)."""
         if sealmem.available():
-            return sealmem.ciphertext_view(ct).copy()
+            return sealmem.read(ct, start, stop)
         polys = ct.size() * self.limbs * self.n
         raw = sealio.dump_own(ct, max_inflated=len(self._ct_prefix) + 8 * polys, secret=secret)
-        return np.frombuffer(raw, dtype="<u8", count=polys, offset=len(raw) - 8 * polys).reshape(
-            ct.size(), self.limbs, self.n).copy()
+        every = np.frombuffer(raw, dtype="<u8", count=polys, offset=len(raw) - 8 * polys)
+        return every.reshape(ct.size(), self.limbs, self.n)[start:stop].copy()
 
-    def _wipe(self, ct: sealapi.Ciphertext) -> None:
-        """Zero ``ct``'s polynomials before SEAL frees them (its memory pool does not clear)."""
+    def _wipe(self, obj: sealapi.Ciphertext | sealapi.Plaintext) -> None:
+        """Zero an object's residues before SEAL frees them (its memory pool does not clear)."""
         if sealmem.available():
-            sealmem.ciphertext_view(ct).fill(0)
+            sealmem.wipe(obj)
+        elif isinstance(obj, sealapi.Plaintext):
+            obj.set_zero()
         else:
-            _nonzero(self.evaluator.sub_inplace, ct, ct)  # SEAL computes the zeros, then refuses to return them
+            _nonzero(self.evaluator.sub_inplace, obj, obj)  # SEAL computes the zeros, then refuses to return them
 
     def ciphertext(self, c0: np.ndarray, c1: np.ndarray, *, ntt: bool = True) -> sealapi.Ciphertext:
-        return self._ciphertext_of(c0, c1, ntt=ntt)
+        return self._ciphertext_of(self.check(c0, what="c0"), self.check(c1, what="c1"), ntt=ntt)
 
     def plaintext(self, a: np.ndarray, *, secret: bool = False) -> sealapi.Plaintext:
         """``a`` (NTT form) as a SEAL plaintext; ``secret``: leave nothing of it in the scratch file."""
-        return self._plaintext_of(a, unit=False, secret=secret)
+        return self._plaintext_of(self.check(a, what="a plaintext"), unit=False, secret=secret)
 
     def plaintext_array(self, plain: sealapi.Plaintext, *, secret: bool = False) -> np.ndarray:
         """A copy of ``plain``'s residues (NTT form); ``secret``: then zeroed in ``plain`` and the scratch file."""
         if sealmem.available():
-            out = sealmem.plaintext_view(plain).reshape(self.limbs, self.n).copy()
+            out = sealmem.read(plain).reshape(self.limbs, self.n)
         else:
             size = 8 * self.limbs * self.n
             raw = sealio.dump_own(plain, max_inflated=len(self._pt_prefix) + size, secret=secret)
@@ -242,12 +240,16 @@ class Ring(Residues, Sampling):
             x.fill(0)  # m + e: with the public c0 and a, it gives a*s
 
     def decrypt(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> np.ndarray:
-        """The **raw** values of ``(c0, a)``: for a key holder's own use, never to release as they are."""
-        plain = self.decrypt_plain(c0, a, secret)
+        """The **raw** values of ``(c0, a)``: for a key holder's own use, never to release as they are
+        (:meth:`decrypt_many` of one ciphertext)."""
+        if self._numpy_decodes:
+            out: np.ndarray = self.decrypt_many(c0[None], a[None], self.key_factor(secret))[0]
+            return out
+        plain = self.decrypt_plain(self.check(c0, what="c0"), self.check(a, what="a"), secret)
         try:
-            return self.decode(plain)
+            return self.decode(plain)  # SEAL's decoder: its scratch memory stays in SEAL's pool
         finally:
-            plain.set_zero()  # SEAL's pool keeps what it frees
+            plain.set_zero()
 
     def decrypt_plain(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> sealapi.Plaintext:
         ct = self.ciphertext(c0, a, ntt=True)  # both halves in NTT form already: nothing to transform
@@ -268,7 +270,7 @@ class Ring(Residues, Sampling):
         if not y.any():
             return self.zeros()
         ct = self.ciphertext(x, np.ones_like(x), ntt=True)  # second half y after the product: never zero
-        self.evaluator.multiply_plain_inplace(ct, self._plaintext_of(y, unit=True))
+        self.evaluator.multiply_plain_inplace(ct, self._plaintext_of(self.check(y, what="y"), unit=True))
         out: np.ndarray = self._polys_of(ct)[0]
         return out
 
@@ -313,24 +315,29 @@ class Ring(Residues, Sampling):
         for b0 in range(0, count, BATCH):
             k = min(BATCH, count - b0)
             ct = self._ciphertext_of(one, *x[b0:b0 + k], one, ntt=x_ntt, unit=True, secret=True)
-            if not x_ntt:
-                self.evaluator.transform_to_ntt_inplace(ct)
-            if y is not None and factor is not None:
-                products = self._ciphertext_of(self._zero, *y[b0:b0 + k], ntt=True, unit=True)
-                if _nonzero(self.evaluator.multiply_plain_inplace, products, factor):
-                    (self.evaluator.sub_inplace if negate else self.evaluator.add_inplace)(ct, products)
+            products, done = None, False
+            try:
+                if not x_ntt:
+                    self.evaluator.transform_to_ntt_inplace(ct)
+                if y is not None and factor is not None:
+                    products = self._ciphertext_of(self._zero, *y[b0:b0 + k], ntt=True, unit=True)
+                    if _nonzero(self.evaluator.multiply_plain_inplace, products, factor):
+                        (self.evaluator.sub_inplace if negate else self.evaluator.add_inplace)(ct, products)
+                    # else every product is zero (a zero factor or zero halves): nothing to add
+                if not out_ntt:
+                    self.evaluator.transform_from_ntt_inplace(ct)
+                out[b0:b0 + k] = self._polys_of(ct, 1, k + 1, secret=secret)
+                done = True
+            finally:  # also on an error: ct may hold m + e, products a * s
+                if products is not None:
                     self._wipe(products)
-                # else every product is zero (a zero factor or zero halves): nothing to add
-            if not out_ntt:
-                self.evaluator.transform_from_ntt_inplace(ct)
-            out[b0:b0 + k] = self._polys_of(ct, secret=secret)[1:k + 1]
-            if secret:
-                self._wipe(ct)
+                if secret or not done:
+                    self._wipe(ct)
         return out
 
     @property
     def _numpy_decodes(self) -> bool:
-        return self.limbs <= MAX_DECODED_PRIMES and self.primes[-1] < 1 << 57
+        return self.limbs == 1 or (self.limbs == MAX_DECODED_PRIMES and self.primes[1] < 1 << 57)
 
     def decrypt_many(self, c0: np.ndarray, a: np.ndarray, key: sealapi.Plaintext) -> np.ndarray:
         """The **raw** values of ciphertexts ``(c0_k, a_k)`` (``(count, limbs, N)`` arrays, NTT form)
@@ -340,6 +347,8 @@ class Ring(Residues, Sampling):
         (:func:`secagg.encoding.decode_coeff`; else by SEAL); nothing of it is left in SEAL's objects."""
         if a.shape != c0.shape or c0.shape[1:] != (self.limbs, self.n):
             raise ValueError(f"c0 and a must both be (count, {self.limbs}, {self.n}) arrays")
+        self.check(c0, what="c0")
+        self.check(a, what="a")
         return self._decoded(self._batches(c0, a, key, negate=False, secret=True, x_ntt=True,
                                            out_ntt=not self._numpy_decodes))
 
@@ -348,6 +357,7 @@ class Ring(Residues, Sampling):
         ``(count, N)`` array, transformed back 14 at a time and decoded in numpy where the primes allow."""
         if x.shape[1:] != (self.limbs, self.n):
             raise ValueError(f"x must be a (count, {self.limbs}, {self.n}) array")
+        self.check(x, what="a plaintext")
         if not self._numpy_decodes:
             return np.stack([self.decode_ntt(p) for p in x])
         return self._decoded(self._batches(x, None, None, negate=False, secret=True, x_ntt=True, out_ntt=False))
@@ -364,13 +374,16 @@ class Ring(Residues, Sampling):
 
     def decode_ntt(self, x: np.ndarray) -> np.ndarray:
         """The values a plaintext polynomial (NTT form, at the preset's scale) encodes (a raw sum:
-        nothing of it is left in a scratch file or SEAL's object)."""
+        nothing of it is left in a scratch file or SEAL's objects)."""
+        if self._numpy_decodes:
+            out: np.ndarray = self.decode_many(x[None])[0]
+            return out
         plain = self.plaintext(x, secret=True)
         try:
-            return self.decode(plain)
+            return self.decode(plain)  # SEAL's decoder: its scratch memory stays in SEAL's pool
         finally:
             plain.set_zero()
 
     def full_ciphertext(self, c0: np.ndarray, a: np.ndarray) -> sealapi.Ciphertext:
         """``(c0, a)`` as a SEAL ciphertext at the data level, for server-side circuits."""
-        return self.ciphertext(c0, a, ntt=True)
+        return self.ciphertext(c0, a, ntt=True)  # checked there

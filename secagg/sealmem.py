@@ -21,24 +21,25 @@ Plaintext   48      ``DynArray``: 64 capacity, 72 size (u64s), 80 data pointer
 Nothing here is trusted on faith. :func:`available` is true only where TenSEAL is the pinned
 version and a self-check at first use passes: for a ciphertext and a plaintext that SEAL built,
 every field read this way equals what the bindings report, and the buffer equals SEAL's own
-serialisation of it, residue for residue. Each view is checked again against the bindings' sizes
-before it is made, and keeps its SEAL object alive. Where any of this fails, callers take the
-file path (:mod:`secagg.sealio`), which gives the same results.
-
-A view is only valid until SEAL resizes the object; take a new one after any SEAL call that may.
+serialisation of it, residue for residue. Each access checks the fields again against the
+bindings (sizes, scale, NTT flag) before it touches the buffer, and only SEAL's own two types are
+read. Where any of this fails, callers take the file path (:mod:`secagg.sealio`), which gives the
+same results, byte for byte. The module hands out copies, never views: a view of SEAL's buffer
+outlives it when SEAL reallocates (an addition of a larger ciphertext does).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tenseal
 import tenseal.sealapi as sealapi
 
-__all__ = ["available", "ciphertext_view", "plaintext_view", "new_ciphertext", "new_plaintext", "disable"]
+__all__ = ["available", "disable", "new_ciphertext", "new_plaintext", "read", "wipe"]
 
 log = logging.getLogger(__name__)
 
@@ -96,51 +97,76 @@ def _plaintext_fields(pt: sealapi.Plaintext) -> tuple[int, int] | None:
     return _u64(p + _PT_DATA), count
 
 
-def ciphertext_view(ct: sealapi.Ciphertext) -> np.ndarray:
-    """``ct``'s residues in place, a writable ``(size, primes, N)`` uint64 array (see the module's
-    note on when it stays valid). Only where :func:`available`."""
+def _ciphertext_view(ct: sealapi.Ciphertext) -> np.ndarray:
+    """``ct``'s residues in place, a writable ``(size, primes, N)`` uint64 array. Private: a view
+    stays valid only until SEAL reallocates the buffer (an addition of a larger ciphertext does), so
+    every use below takes one, uses it and drops it before the next SEAL call."""
     fields = _ciphertext_fields(ct) if available() else None
     if fields is None or not fields[0]:
         raise RuntimeError("SEAL's ciphertext buffer is not reachable here; use the file path")
     return _array(ct, *fields).reshape(ct.size(), ct.coeff_modulus_size(), ct.poly_modulus_degree())
 
 
-def plaintext_view(pt: sealapi.Plaintext) -> np.ndarray:
-    """``pt``'s coefficients in place, a writable flat uint64 array. Only where :func:`available`."""
+def _plaintext_view(pt: sealapi.Plaintext) -> np.ndarray:
+    """``pt``'s coefficients in place, a writable flat uint64 array (private, as above)."""
     fields = _plaintext_fields(pt) if available() else None
     if fields is None or not fields[0]:
         raise RuntimeError("SEAL's plaintext buffer is not reachable here; use the file path")
     return _array(pt, *fields)
 
 
-def new_ciphertext(context: sealapi.SEALContext, parms_id: list[int], size: int, *, ntt: bool,
+def read(obj: sealapi.Ciphertext | sealapi.Plaintext, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """A copy of a ciphertext's polynomials ``start:stop`` (a ``(count, primes, N)`` uint64 array), or
+    of a plaintext's coefficients (flat). Only where :func:`available`."""
+    if isinstance(obj, sealapi.Plaintext):
+        return _plaintext_view(obj).copy()
+    return _ciphertext_view(obj)[start:stop].copy()
+
+
+def wipe(obj: sealapi.Ciphertext | sealapi.Plaintext) -> None:
+    """Zero an object's residues in place (SEAL's memory pool keeps what it frees). Only where :func:`available`."""
+    (_plaintext_view(obj) if isinstance(obj, sealapi.Plaintext) else _ciphertext_view(obj)).fill(0)
+
+
+def new_ciphertext(context: sealapi.SEALContext, parms_id: list[int], polys: Sequence[np.ndarray], *, ntt: bool,
                    scale: float) -> sealapi.Ciphertext:
-    """A ciphertext of ``size`` zero polynomials at ``parms_id``, in NTT form or not, at ``scale``.
-    Only where :func:`available`."""
+    """A ciphertext at ``parms_id`` holding ``polys`` (each a ``(primes, N)`` uint64 array of that
+    level, residues the caller has checked), in NTT form or not, at ``scale``. Only where
+    :func:`available`."""
     if not available():
         raise RuntimeError("SEAL's ciphertext fields are not reachable here; use the file path")
     ct = sealapi.Ciphertext(context)
-    ct.resize(context, parms_id, size)  # SEAL zero-fills what it allocates
+    ct.resize(context, parms_id, len(polys))  # SEAL zero-fills what it allocates
     p = _address(ct)
     ctypes.c_uint8.from_address(p + _CT_NTT).value = int(ntt)
     ctypes.c_double.from_address(p + _CT_SCALE).value = scale
     if ct.is_ntt_form() != ntt or ct.scale != scale or _ciphertext_fields(ct) is None:
         raise RuntimeError("SEAL's ciphertext layout is not the one this module knows")
+    view = _ciphertext_view(ct)
+    for i, poly in enumerate(polys):
+        if poly.shape != view.shape[1:] or poly.dtype != np.uint64:
+            raise ValueError(f"a polynomial of this level is a {view.shape[1:]} uint64 array, got {poly.shape} "
+                             f"{poly.dtype}")
+        view[i] = poly
     return ct
 
 
-def new_plaintext(parms_id: list[int], count: int, *, scale: float) -> sealapi.Plaintext:
-    """A plaintext of ``count`` zero coefficients in NTT form at ``parms_id`` and ``scale`` (for
-    CKKS, ``count`` is ``N`` times the primes of that level). Only where :func:`available`."""
+def new_plaintext(parms_id: list[int], poly: np.ndarray, *, scale: float) -> sealapi.Plaintext:
+    """A plaintext in NTT form at ``parms_id`` and ``scale`` holding ``poly`` (a uint64 array of ``N``
+    times the primes of that level, in any shape; residues the caller has checked; SEAL refuses a
+    count that does not fit the level). Only where :func:`available`."""
     if not available():
         raise RuntimeError("SEAL's plaintext fields are not reachable here; use the file path")
-    pt = sealapi.Plaintext(count)  # zero-filled, parms_id zero: not yet in NTT form
+    if poly.dtype != np.uint64:
+        raise ValueError(f"a plaintext's residues are uint64, got {poly.dtype}")
+    pt = sealapi.Plaintext(poly.size)  # zero-filled, parms_id zero: not yet in NTT form
     p = _address(pt)
     for i, word in enumerate(parms_id):
         ctypes.c_uint64.from_address(p + 8 * i).value = word
     ctypes.c_double.from_address(p + _PT_SCALE).value = scale
     if list(pt.parms_id()) != list(parms_id) or pt.scale != scale or _plaintext_fields(pt) is None:
         raise RuntimeError("SEAL's plaintext layout is not the one this module knows")
+    _plaintext_view(pt)[:] = poly.reshape(-1)
     return pt
 
 
@@ -177,7 +203,12 @@ def _self_check() -> bool:
     sealapi.CKKSEncoder(context).encode([0.5, -0.25, 0.125], context.first_parms_id(), 2.0**20, plain)
     ct = sealapi.Ciphertext()
     sealapi.Encryptor(context, public).encrypt(plain, ct)
-    for obj, fields in ((ct, _ciphertext_fields(ct)), (plain, _plaintext_fields(plain))):
+    evaluator = sealapi.Evaluator(context)
+    for step in ("ntt", "coefficients", "plaintext"):  # the NTT flag read both ways
+        if step == "coefficients":
+            evaluator.transform_from_ntt_inplace(ct)
+        obj = plain if step == "plaintext" else ct
+        fields = _plaintext_fields(plain) if step == "plaintext" else _ciphertext_fields(ct)
         if fields is None or not fields[0]:
             return False
         data, count = fields

@@ -132,7 +132,7 @@ def test_only_public_polynomials_leave_seal(keys, monkeypatch, count, path):
     poly = 8 * ring.limbs * ring.n
     for obj in seen:  # a dump: the object's header, then its polynomials; in place: the objects, kept alive here
         polys.extend(np.frombuffer(obj, dtype="<u8", offset=len(obj) % poly).reshape(-1, ring.limbs, ring.n)
-                     if path == "files" else sealmem.ciphertext_view(obj))
+                     if path == "files" else sealmem.read(obj))
     batches = -(-count // ring_module.BATCH)
     assert len(seen) == batches * (1 if path == "files" else 2)
     ones = np.ones((ring.limbs, ring.n), dtype=np.uint64)
@@ -157,7 +157,7 @@ def test_batched_decryption_is_each_ciphertexts_and_leaves_nothing_in_seal(keys,
     real = sealmem.new_ciphertext
     monkeypatch.setattr(sealmem, "new_ciphertext", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
     got = ring.decrypt_many(c0, a, ring.key_factor(keys.secret))
-    assert made and not any(sealmem.ciphertext_view(ct).any() for ct in made)
+    assert made and not any(sealmem.read(ct).any() for ct in made)
     for k in range(count):
         one = ring.decrypt(c0[k], a[k], keys.secret)
         assert np.abs(got[k] - one).max() <= 1e-12 * np.abs(one).max()
