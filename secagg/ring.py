@@ -12,9 +12,10 @@ prime of the data level (RNS), in the NTT (evaluation) form SEAL uses for CKKS, 
 function says "coefficient form". The primes are below 2^61, so a sum of two residues fits in
 ``uint64`` and modular addition is exact in numpy.
 
-What SEAL still does (its residues read and written in place, :mod:`secagg.sealmem`, or where that
-is not vouched for through files): the NTT, decoding, and products with the secret key (a decryption of ``(x, y)`` is ``x + y*s``, a
-product with ``s`` as a plaintext is ``y*s``). Encrypting messages ``m_k`` with given ``a_k``:
+What SEAL still does (its buffers read and written in place, :mod:`secagg.sealmem`, or through
+files where that is not vouched for): the NTT and products with the secret key (a decryption of
+``(x, y)`` is ``x + y*s``, a product with ``s`` as a plaintext is ``y*s``). Encrypting messages
+``m_k`` with given ``a_k``:
 
 1. each ``e_k`` is sampled here (centred binomial, ``eta = 21``: standard deviation 3.24, the HE
    standard's 3.2 within 2 %) and each ``m_k`` is encoded here (:mod:`secagg.encoding`, SEAL's
@@ -245,7 +246,7 @@ class Ring(Residues, Sampling):
         if self._numpy_decodes:
             out: np.ndarray = self.decrypt_many(c0[None], a[None], self.key_factor(secret))[0]
             return out
-        plain = self.decrypt_plain(self.check(c0, what="c0"), self.check(a, what="a"), secret)
+        plain = self.decrypt_plain(c0, a, secret)  # checked there
         try:
             return self.decode(plain)  # SEAL's decoder: its scratch memory stays in SEAL's pool
         finally:
@@ -262,7 +263,7 @@ class Ring(Residues, Sampling):
         """The NTT (evaluation) form of a polynomial in coefficient form."""
         ct = self.ciphertext(coeff, self._one, ntt=False)  # SEAL refuses a zero second half ("transparent")
         self.evaluator.transform_to_ntt_inplace(ct)
-        out: np.ndarray = self._polys_of(ct)[0]
+        out: np.ndarray = self._polys_of(ct, 0, 1)[0]
         return out
 
     def mul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -271,7 +272,7 @@ class Ring(Residues, Sampling):
             return self.zeros()
         ct = self.ciphertext(x, np.ones_like(x), ntt=True)  # second half y after the product: never zero
         self.evaluator.multiply_plain_inplace(ct, self._plaintext_of(self.check(y, what="y"), unit=True))
-        out: np.ndarray = self._polys_of(ct)[0]
+        out: np.ndarray = self._polys_of(ct, 0, 1)[0]
         return out
 
     def secret_ntt(self, secret: SecretContext) -> np.ndarray:
