@@ -49,7 +49,7 @@ from .messages import ContributorSet, Receipt, Request, decode_request
 from .packing import Layout
 from .presets import Preset, max_members
 from .release import release
-from .ring import BATCH, Ring, second_half
+from .ring import BATCH, ring_of, second_half
 from .signing import ClientIdentity, Roster
 
 __all__ = ["KeyHolder", "Release", "verify_request", "released_values", "check_headroom", "max_members",
@@ -241,7 +241,7 @@ class KeyHolder:
         self.max_weight = float(max_weight)
         self.release_seed = release_seed
         self.trust_server_circuit = bool(trust_server_circuit)
-        self.ring = Ring(secret.preset)
+        self.ring = ring_of(secret.preset)
 
     def release(self, request: bytes | bytearray | memoryview, *, run: str | None = None) -> Release:
         """Verify the request, spend the round, decrypt with a second half rebuilt here, release.

@@ -190,9 +190,9 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
 def encrypt_range(vector: np.ndarray, secret: Any, *, seed: bytes, label: bytes, first: int, last: int) -> np.ndarray:
     """Chunks ``first..last-1`` of ``vector`` encrypted and packed (the unit of work of one process),
     as one uint8 array: each ciphertext is packed straight into its place."""
-    from .ring import BATCH, Ring, second_half
+    from .ring import BATCH, ring_of, second_half
 
-    ring = Ring(secret.preset)
+    ring = ring_of(secret.preset)
     per_ct, size, count = ring.n, ring.residue_bytes, last - first
     out = np.empty(count * size, dtype=np.uint8)
     key = ring.key_factor(secret)

@@ -21,7 +21,7 @@ files where that is not vouched for): the NTT and products with the secret key (
    standard's 3.2 within 2 %) and each ``m_k`` is encoded here (:mod:`secagg.encoding`, SEAL's
    encoding in numpy), both in coefficient form; each ``a_k`` is expanded from its seed straight
    into NTT form;
-2. SEAL transforms the ``m_k + e_k``, 14 at a time as the polynomials of one ciphertext (SEAL
+2. SEAL transforms the ``m_k + e_k``, 15 at a time as the polynomials of one ciphertext (SEAL
    transforms every polynomial of a ciphertext in one call), and multiplies the ``a_k``, held the
    same way, by ``s``;
 3. the difference, ``m_k + e_k - a_k*s``, is each ``c0`` (:meth:`Ring.encrypt_many`,
@@ -48,6 +48,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -61,12 +62,12 @@ from .residues import Residues
 from .sampling import Sampling, second_half
 from .templates import MAX_POLYS, batch_template, seal_tools, templates
 
-__all__ = ["Ring", "second_half", "BATCH", "CBD_ETA", "ERROR_STD"]
+__all__ = ["Ring", "ring_of", "second_half", "BATCH", "CBD_ETA", "ERROR_STD"]
 
 
 _NTT_FLAG_OFFSET = 16 + 32  # SEAL header, then the parms_id (4 x u64), then is_ntt_form (u8)
-#: Polynomials :meth:`Ring.ntt_plus_products` hands SEAL per call, between two constants.
-BATCH = MAX_POLYS - 2
+#: Polynomials :meth:`Ring.ntt_plus_products` hands SEAL per call, after a constant.
+BATCH = MAX_POLYS - 1
 
 
 def _coefficient_form(prefix: bytes) -> bytes:
@@ -293,14 +294,16 @@ class Ring(Residues, Sampling):
         and the scratch file once copied out).
 
         SEAL transforms and multiplies every polynomial of a ciphertext in one call, so up to
-        :data:`BATCH` ``x_k`` go to it as the polynomials of one ciphertext, ``(1, x_0, ..., 1)``,
-        and the ``y_k`` as another, ``(0, y_0, ...)``. The constants keep what SEAL holds at the end
-        public (no product of a constant with ``f``, which would be the key itself) and SEAL from
-        refusing a ciphertext of zeros (a zero ``x`` is legitimate). The copy of the ``x_k`` handed
-        to SEAL (for a client ``m + e``, which with the public ``c0`` and ``a`` gives ``a*s``) becomes
-        the ``c0`` in place (through a file: passes it as a secret, wiped), and the products are
-        zeroed before SEAL frees them, since its memory pool does not clear what it frees; the
-        caller wipes its own ``x_coeff``."""
+        :data:`BATCH` ``x_k`` go to it as the polynomials of one ciphertext, ``(1, x_0, ...)``, and
+        the ``y_k`` as another, ``(0, y_0, ...)``: the constant's place holds no product with ``f``
+        (which would be the key itself), and the one polynomial a ciphertext needs beside its
+        "second half" is there even for a single ``x``. Where every result is zero (a zero ``x``,
+        zero products) SEAL computes it and then refuses to return it (a "transparent" ciphertext):
+        the zeros are taken as they are. The copy of the ``x_k`` handed to SEAL (for a client
+        ``m + e``, which with the public ``c0`` and ``a`` gives ``a*s``) becomes the ``c0`` in place
+        (through a file: passes it as a secret, wiped), and the products are zeroed before SEAL
+        frees them, since its memory pool does not clear what it frees; the caller wipes its own
+        ``x_coeff``."""
         if y.shape != x_coeff.shape or x_coeff.shape[1:] != (self.limbs, self.n):
             raise ValueError(f"x_coeff and y must both be (count, {self.limbs}, {self.n}) arrays")
         return self._batches(x_coeff, y, factor, negate=negate, secret=secret, x_ntt=False, out_ntt=True)
@@ -315,18 +318,18 @@ class Ring(Residues, Sampling):
         one = self._ones if x_ntt else self._one  # the constant 1 in the form x is in
         for b0 in range(0, count, BATCH):
             k = min(BATCH, count - b0)
-            ct = self._ciphertext_of(one, *x[b0:b0 + k], one, ntt=x_ntt, unit=True, secret=True)
+            ct = self._ciphertext_of(one, *x[b0:b0 + k], ntt=x_ntt, unit=True, secret=True)
             products, done = None, False
-            try:
+            try:  # each step may end in zeros, which SEAL computes and refuses to return (_nonzero)
                 if not x_ntt:
-                    self.evaluator.transform_to_ntt_inplace(ct)
+                    _nonzero(self.evaluator.transform_to_ntt_inplace, ct)
                 if y is not None and factor is not None:
                     products = self._ciphertext_of(self._zero, *y[b0:b0 + k], ntt=True, unit=True)
                     if _nonzero(self.evaluator.multiply_plain_inplace, products, factor):
-                        (self.evaluator.sub_inplace if negate else self.evaluator.add_inplace)(ct, products)
+                        _nonzero(self.evaluator.sub_inplace if negate else self.evaluator.add_inplace, ct, products)
                     # else every product is zero (a zero factor or zero halves): nothing to add
                 if not out_ntt:
-                    self.evaluator.transform_from_ntt_inplace(ct)
+                    _nonzero(self.evaluator.transform_from_ntt_inplace, ct)
                 out[b0:b0 + k] = self._polys_of(ct, 1, k + 1, secret=secret)
                 done = True
             finally:  # also on an error: ct may hold m + e, products a * s
@@ -344,7 +347,7 @@ class Ring(Residues, Sampling):
         """The **raw** values of ciphertexts ``(c0_k, a_k)`` (``(count, limbs, N)`` arrays, NTT form)
         under ``key`` (:meth:`factor` of the secret key's residues): a ``(count, N)`` array, for a key
         holder's own use, never to release as it is. ``c0_k + a_k * s`` is formed and transformed
-        back 14 at a time (one SEAL call each) and decoded in numpy where the primes allow
+        back 15 at a time (one SEAL call each) and decoded in numpy where the primes allow
         (:func:`secagg.encoding.decode_coeff`; else by SEAL); nothing of it is left in SEAL's objects."""
         if a.shape != c0.shape or c0.shape[1:] != (self.limbs, self.n):
             raise ValueError(f"c0 and a must both be (count, {self.limbs}, {self.n}) arrays")
@@ -355,7 +358,7 @@ class Ring(Residues, Sampling):
 
     def decode_many(self, x: np.ndarray) -> np.ndarray:
         """:meth:`decode_ntt` of every polynomial of a ``(count, limbs, N)`` array (NTT form): a
-        ``(count, N)`` array, transformed back 14 at a time and decoded in numpy where the primes allow."""
+        ``(count, N)`` array, transformed back 15 at a time and decoded in numpy where the primes allow."""
         if x.shape[1:] != (self.limbs, self.n):
             raise ValueError(f"x must be a (count, {self.limbs}, {self.n}) array")
         self.check(x, what="a plaintext")
@@ -388,3 +391,10 @@ class Ring(Residues, Sampling):
     def full_ciphertext(self, c0: np.ndarray, a: np.ndarray) -> sealapi.Ciphertext:
         """``(c0, a)`` as a SEAL ciphertext at the data level, for server-side circuits."""
         return self.ciphertext(c0, a, ntt=True)  # checked there
+
+
+@lru_cache(maxsize=16)
+def ring_of(preset: Preset) -> Ring:
+    """``preset``'s ring, built once per process and shared: a :class:`Ring` holds no secret and
+    nothing that changes after it is built (building one costs ~0.15 ms, paid per upload before)."""
+    return Ring(preset)

@@ -75,7 +75,7 @@ from .messages import (
     validate_run,
 )
 from .packing import Layout, as_arrays
-from .ring import Ring
+from .ring import ring_of
 from .server import FOLD_BLOCK, Aggregator, RoundAggregate
 from .signing import ClientIdentity, Roster
 from .threshold import ROUND_LABEL, round_seed
@@ -91,7 +91,7 @@ def max_payload_bytes(preset: Any, n_values: int, n_arrays: int = 1) -> int:
     a server's size limit, enforced before anything is parsed."""
     from .presets import get_preset
 
-    ring = Ring(get_preset(preset))
+    ring = ring_of(get_preset(preset))
     chunks = -(-(n_values + n_arrays) // ring.n)
     return chunks * ring.residue_bytes + 2048
 
@@ -128,7 +128,7 @@ class Uploader:
         self.roster = roster
         self.min_contributors = integer("min_contributors", min_contributors, minimum=1)
         self.workers = workers
-        self.ring = Ring(secret.preset)
+        self.ring = ring_of(secret.preset)
         self.epoch = epoch
         if epoch is not None:
             if ledger is None:

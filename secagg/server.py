@@ -46,7 +46,7 @@ from .messages import (
     validate_run,
 )
 from .packing import Layout
-from .ring import Ring, second_half
+from .ring import ring_of, second_half
 from .signing import Roster
 
 __all__ = ["Aggregator", "RoundAggregate", "FOLD_BLOCK"]
@@ -79,7 +79,7 @@ class Aggregator:
         self.roster = roster
         self.max_payload_bytes = max_payload_bytes
         self.workers = None if workers is None else integer("workers", workers, minimum=1)
-        self.ring = Ring(public.preset)
+        self.ring = ring_of(public.preset)
 
     def open_round(self, *, run: str, round: int, layout: Layout, commitment: str | None = None,
                    keep_uploads: bool = False) -> RoundAggregate:

@@ -49,7 +49,7 @@ from .holder import DEFAULT_MIN_CONTRIBUTORS, Release, check_headroom, released_
 from .ledger import Ledger
 from .messages import Request, decode_request, digest
 from .release import release
-from .ring import BATCH, Ring, second_half
+from .ring import BATCH, ring_of, second_half
 from .signing import ClientIdentity, Roster
 
 __all__ = ["CommitteeMember", "round_half", "round_seed", "ROUND_LABEL"]
@@ -105,7 +105,7 @@ class CommitteeMember:
         if not (math.isfinite(max_weight) and max_weight > 0):
             raise ValueError("max_weight must be a positive number")
         self.max_weight, self.release_seed = float(max_weight), release_seed
-        self.ring = Ring(epoch.preset)
+        self.ring = ring_of(epoch.preset)
         self.id = identity.client_id
 
     # ---- both roles -----------------------------------------------------------------------------

@@ -146,14 +146,14 @@ def test_nothing_secret_is_left_in_seals_pool(keys):
     import ctypes
 
     ring = Ring(keys.secret.preset)
-    count = 14  # one batch: a ciphertext of 16 polynomials, products of 15
+    count = 15  # one batch: a ciphertext of 16 polynomials, products of 16
     values = np.random.default_rng(5).uniform(-1, 1, (count, ring.n))
     a = np.stack([ring.uniform(second_half(b"q" * 32, chunk=k, preset=ring.preset)) for k in range(count)])
     c0 = ring.encrypt_many(ring.encode_coeff(values), ring.key_factor(keys.secret), a)
     s = ring.secret_ntt(keys.secret)
     secrets = [ring.mul(a[k], s) for k in range(count)] + [ring.add(c0[k], ring.mul(a[k], s)) for k in range(count)]
     poly = ring.limbs * ring.n
-    for size in (16, 15):
+    for size in (16, 16):  # the batch's two blocks
         block = sealapi.Ciphertext(ring.seal, ring.parms_id, size)  # capacity only: not zero-filled
         p = sealmem._address(block)
         assert sealmem._u64(p + sealmem._CT_CAP) == size * poly
