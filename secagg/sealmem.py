@@ -1,7 +1,7 @@
 """SEAL's own buffers as numpy arrays, where the pinned TenSEAL build allows it.
 
 TenSEAL's bindings move a SEAL object's residues only through a file, and SEAL's ``save``
-compresses them with zstd: for a client's batch of 14 polynomials that costs more than the NTT
+compresses them with zstd: for a client's batch of 15 polynomials that costs more than the NTT
 itself, and every copy through the file is one more place a secret passes. The bindings do give
 the C++ object's address (behind the pybind11 instance's value pointer, the first word after the
 Python object header) and SEAL 4.1's classes keep their fields at fixed offsets, so a buffer can
@@ -19,8 +19,8 @@ Plaintext   48      ``DynArray``: 64 capacity, 72 size (u64s), 80 data pointer
 ==========  ======  ===========================================================
 
 Nothing here is trusted on faith. :func:`available` is true only where TenSEAL is the pinned
-version and a self-check at first use passes: for a ciphertext and a plaintext that SEAL built,
-every field read this way equals what the bindings report, and the buffer equals SEAL's own
+version and a self-check at first use passes: for a ciphertext (in both forms) and a plaintext
+that SEAL built, every field read this way equals what the bindings report, and the buffer equals SEAL's own
 serialisation of it, residue for residue. Each access checks the fields again against the
 bindings (sizes, scale, NTT flag) before it touches the buffer, and only SEAL's own two types are
 read. Where any of this fails, callers take the file path (:mod:`secagg.sealio`), which gives the
@@ -180,7 +180,10 @@ def available() -> bool:
     """Whether SEAL's buffers are reachable here (checked once per process, at first use)."""
     global _state
     if _state is None:
-        _state = tenseal.__version__ == _TESTED_TENSEAL and _self_check()
+        try:
+            _state = tenseal.__version__ == _TESTED_TENSEAL and _self_check()
+        except Exception:  # a SEAL build that cannot even run the check: the file path
+            _state = False
         if not _state:
             log.info("SEAL buffers are not reachable in place (TenSEAL %s); objects go through files",
                      tenseal.__version__)

@@ -117,6 +117,15 @@ def test_an_untested_tenseal_takes_the_file_path(monkeypatch):
     assert sealmem.available()
 
 
+def test_a_self_check_that_cannot_run_takes_the_file_path(monkeypatch):
+    def broken():
+        raise RuntimeError("a SEAL build without these constructors")
+
+    monkeypatch.setattr(sealmem, "_self_check", broken)
+    monkeypatch.setattr(sealmem, "_state", None)
+    assert not sealmem.available()
+
+
 def test_secret_plaintexts_are_zeroed_in_seal(keys, monkeypatch):
     """A key's residues read out of SEAL (a dealer's) and a raw decryption or sum (a key holder's, a
     combiner's) do not stay in SEAL's objects, whose memory its pool keeps when they are freed."""
