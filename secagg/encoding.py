@@ -29,13 +29,11 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["encode_coeff", "decode_coeff", "coefficients", "MAX_ENCODED_BITS", "MAX_DECODED_PRIMES"]
+__all__ = ["encode_coeff", "decode_coeff", "decodes", "coefficients", "MAX_ENCODED_BITS"]
 
 #: The largest magnitude (in bits) a scaled coefficient may have: the split into 32-bit halves
 #: of ``x + 2^75`` keeps the high half below 2^44, where the quotient estimate is exact to within one.
 MAX_ENCODED_BITS = 75
-#: :func:`decode_coeff` composes residues modulo one prime, or two whose second lies below 2^57.
-MAX_DECODED_PRIMES = 2
 
 
 @lru_cache(maxsize=8)
@@ -143,6 +141,12 @@ def _crt(q0: int, q1: int) -> int:
     return pow(q0, -1, q1)
 
 
+def decodes(primes: list[int]) -> bool:
+    """Whether :func:`decode_coeff` composes residues modulo ``primes``: one prime, or two whose
+    second lies below 2^57 (its modular product's bound); SEAL's decoder takes the rest."""
+    return len(primes) == 1 or (len(primes) == 2 and primes[1] < 1 << 57)
+
+
 def decode_coeff(residues: np.ndarray, *, scale: float, primes: list[int]) -> np.ndarray:
     """The values a polynomial encodes: ``(count, len(primes), N)`` residues in coefficient form to
     ``(count, N)`` reals (two per complex slot), as SEAL's ``decode`` computes them.
@@ -155,14 +159,14 @@ def decode_coeff(residues: np.ndarray, *, scale: float, primes: list[int]) -> np
     module's note, the other way round).
 
     Raises:
-        ValueError: more than :data:`MAX_DECODED_PRIMES` primes, or a second prime of 2^57 or more.
+        ValueError: primes :func:`decodes` does not take.
     """
     count, limbs, n = residues.shape
     if limbs == 1:
         q0 = primes[0]
         r = residues[:, 0].astype(np.int64)  # below 2^61
         x = np.where(r > q0 // 2, r - q0, r).astype(np.float64)
-    elif limbs == 2 and primes[1] < 1 << 57:
+    elif decodes(primes):
         q0, q1 = primes
         r0 = residues[:, 0]
         with np.errstate(over="ignore"):

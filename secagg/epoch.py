@@ -167,11 +167,9 @@ class HolderShares:
             for dealer, (_, share) in sorted(self.shares.items()):
                 scaled = np.stack([shamir.scalar_mul(share[i], lam[i], q) for i, q in enumerate(ring.primes)])
                 a = ring.uniform(ceremony_half(self.committee, dealer, subset, preset))
-                factor = ring.factor(scaled)
-                scaled.fill(0)
-                out[(dealer, subset)] = ring.ntt_plus_products(ring.gaussian(smudging_std(preset, 1))[None], a[None],
-                                                               factor, secret=True)[0]
-                factor.set_zero()
+                with ring.factor_from(scaled) as factor:
+                    out[(dealer, subset)] = ring.ntt_plus_products(ring.gaussian(smudging_std(preset, 1))[None],
+                                                                   a[None], factor, secret=True)[0]
         return out
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

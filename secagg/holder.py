@@ -298,8 +298,7 @@ class KeyHolder:
                 raise PayloadError(f"circuit output {i} is not a relinearised CKKS ciphertext")
             plain = sealapi.Plaintext()
             self.secret.decryptor.decrypt(ct, plain)
-            decoded.append(ring.decode(plain))  # at the circuit's output level: SEAL's decoder
-            plain.set_zero()  # the raw output (SEAL's pool keeps what it frees; its decoder's scratch is out of reach)
+            decoded.append(ring.decode(plain, secret=True))  # at the circuit's output level: SEAL's decoder
         return ratio_vector(decoded, req.layout, ring.n, clients=len(req.cset.members))
 
     def _verify(self, req: Request) -> tuple[Receipt, ...]:

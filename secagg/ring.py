@@ -47,7 +47,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -55,7 +56,7 @@ import numpy as np
 import tenseal.sealapi as sealapi
 
 from . import sealio, sealmem
-from .encoding import MAX_DECODED_PRIMES, decode_coeff, encode_coeff
+from .encoding import decode_coeff, decodes, encode_coeff
 from .keys import SecretContext, seal_context
 from .presets import CBD_ETA, ERROR_STD, Preset, wire_bits
 from .residues import Residues
@@ -200,8 +201,15 @@ class Ring(Residues, Sampling):
         self.encoder.encode((values[0::2] + 1j * values[1::2]).tolist(), self.parms_id, self.scale, plain)
         return plain
 
-    def decode(self, plain: sealapi.Plaintext) -> np.ndarray:
-        z = np.asarray(self.encoder.decode_complex(plain))
+    def decode(self, plain: sealapi.Plaintext, *, secret: bool = False) -> np.ndarray:
+        """SEAL's decoding of ``plain`` (at any level); ``secret``: ``plain`` (a raw decryption or sum)
+        is zeroed after. SEAL's decoder keeps its scratch in SEAL's pool, out of reach: where the
+        primes allow, :func:`secagg.encoding.decode_coeff` is used instead (:meth:`decode_many`)."""
+        try:
+            z = np.asarray(self.encoder.decode_complex(plain))
+        finally:
+            if secret:
+                plain.set_zero()  # SEAL's pool keeps what it frees
         out = np.empty(2 * z.size, dtype=np.float64)
         out[0::2], out[1::2] = z.real, z.imag
         return out
@@ -247,11 +255,7 @@ class Ring(Residues, Sampling):
         if self._numpy_decodes:
             out: np.ndarray = self.decrypt_many(c0[None], a[None], self.key_factor(secret))[0]
             return out
-        plain = self.decrypt_plain(c0, a, secret)  # checked there
-        try:
-            return self.decode(plain)  # SEAL's decoder: its scratch memory stays in SEAL's pool
-        finally:
-            plain.set_zero()
+        return self.decode(self.decrypt_plain(c0, a, secret), secret=True)  # checked there
 
     def decrypt_plain(self, c0: np.ndarray, a: np.ndarray, secret: SecretContext) -> sealapi.Plaintext:
         ct = self.ciphertext(c0, a, ntt=True)  # both halves in NTT form already: nothing to transform
@@ -285,6 +289,17 @@ class Ring(Residues, Sampling):
         at scale 1, a factor of :meth:`ntt_plus_products`; no copy of it is left in a scratch file or
         buffer (call ``set_zero()`` on it once it is no longer needed)."""
         return self._plaintext_of(key, unit=True, secret=True)
+
+    @contextmanager
+    def factor_from(self, key: np.ndarray) -> Iterator[sealapi.Plaintext]:
+        """:meth:`factor` of ``key`` (a key share times its Lagrange weight, say) for the ``with``
+        block: ``key`` is zeroed once the factor holds it, the factor on leaving, errors included."""
+        factor = self.factor(key)
+        key.fill(0)
+        try:
+            yield factor
+        finally:
+            factor.set_zero()
 
     def ntt_plus_products(self, x_coeff: np.ndarray, y: np.ndarray, factor: sealapi.Plaintext, *,
                           negate: bool = False, secret: bool = False) -> np.ndarray:
@@ -341,7 +356,7 @@ class Ring(Residues, Sampling):
 
     @property
     def _numpy_decodes(self) -> bool:
-        return self.limbs == 1 or (self.limbs == MAX_DECODED_PRIMES and self.primes[1] < 1 << 57)
+        return decodes(self.primes)
 
     def decrypt_many(self, c0: np.ndarray, a: np.ndarray, key: sealapi.Plaintext) -> np.ndarray:
         """The **raw** values of ciphertexts ``(c0_k, a_k)`` (``(count, limbs, N)`` arrays, NTT form)
@@ -362,9 +377,9 @@ class Ring(Residues, Sampling):
         if x.shape[1:] != (self.limbs, self.n):
             raise ValueError(f"x must be a (count, {self.limbs}, {self.n}) array")
         self.check(x, what="a plaintext")
-        if not self._numpy_decodes:
-            return np.stack([self.decode_ntt(p) for p in x])
-        return self._decoded(self._batches(x, None, None, negate=False, secret=True, x_ntt=True, out_ntt=False))
+        if self._numpy_decodes:  # coefficient form for numpy's decoder; else SEAL's takes NTT form
+            return self._decoded(self._batches(x, None, None, negate=False, secret=True, x_ntt=True, out_ntt=False))
+        return self._decoded(x.copy())
 
     def _decoded(self, raw: np.ndarray) -> np.ndarray:
         """Decoded values of raw sums from :meth:`_batches` (coefficient form where numpy decodes,
@@ -382,11 +397,7 @@ class Ring(Residues, Sampling):
         if self._numpy_decodes:
             out: np.ndarray = self.decode_many(x[None])[0]
             return out
-        plain = self.plaintext(x, secret=True)
-        try:
-            return self.decode(plain)  # SEAL's decoder: its scratch memory stays in SEAL's pool
-        finally:
-            plain.set_zero()
+        return self.decode(self.plaintext(x, secret=True), secret=True)
 
     def full_ciphertext(self, c0: np.ndarray, a: np.ndarray) -> sealapi.Ciphertext:
         """``(c0, a)`` as a SEAL ciphertext at the data level, for server-side circuits."""

@@ -137,10 +137,8 @@ class CommitteeMember:
         lam = [shamir.lagrange_at_zero(points, q)[self.shares.card.index] for q in ring.primes]
         scaled = np.stack([shamir.scalar_mul(x[i], lam[i], q) for i, q in enumerate(ring.primes)])
         sigma = smudging_std(preset, len(cset.members))
-        factor = ring.factor(scaled)
-        scaled.fill(0)
         out: list[np.ndarray] = []
-        try:
+        with ring.factor_from(scaled) as factor:
             for b0 in range(0, chunks := req.layout.chunks(ring.n), BATCH):  # a batch of noise and halves at a time
                 span = range(b0, min(chunks, b0 + BATCH))
                 noise = np.stack([ring.gaussian(sigma) for _ in span])
@@ -148,8 +146,6 @@ class CommitteeMember:
                 # E + a * lambda * X per chunk, NTT form: a key share's product, unsealed yet
                 out.extend(ring.ntt_plus_products(noise, halves, factor, secret=True))
                 noise.fill(0)  # with the partial, E would give the weighted share
-        finally:
-            factor.set_zero()
         return out
 
     def _header(self, req: Request, quorum: Sequence[str], holder: str, digest: str) -> dict[str, object]:
