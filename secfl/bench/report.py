@@ -240,11 +240,22 @@ def wide_text(result: dict[str, Any]) -> str:
 
 
 def rounds_text(result: dict[str, Any]) -> str:
-    lines = ["**One federated round** (digits, 10 clients, FedAtt, training included): encrypted vs plaintext", "",
-             "| model | protocol / preset | plaintext | encrypted | ratio | bytes up / client |", "|---|---|---|---|---|---|"]
-    for r in result["rounds"]:
+    rows = result["rounds"]
+    steady = [r.get("steady") for r in rows]
+    runs = next((f"{s['rounds_per_run']}-round " for s in steady if s is not None), "")
+    lines = ["**One federated round** (digits, 10 clients, FedAtt, training included): encrypted vs plaintext. "
+             "*One-round run*: best wall time of a one-round simulation, the federation's set-up included. "
+             f"*Per round*: medians over the rounds after the first of several {runs}runs (set-up and "
+             "first round left out), wall (CPU), and the ratio's range over the repetitions (not measured for the "
+             "server-scored protocol, whose one round takes seconds)", "",
+             "| model | protocol / preset | one-round run: plaintext | encrypted | ratio | per round: plaintext | "
+             "encrypted | ratio (range) | bytes up / client |", "|---|---|---|---|---|---|---|---|---|"]
+    for r, s in zip(rows, steady):
+        per_round = ("— | — | not measured" if s is None else
+                     f"{_s(s['plain_s'])} ({_s(s['plain_cpu_s'])}) | {_s(s['encrypted_s'])} ({_s(s['encrypted_cpu_s'])}) | "
+                     f"{s['ratio']:.2f}× ({s['ratio_range'][0]:.2f}–{s['ratio_range'][1]:.2f})")
         lines.append(f"| {r['model']} | {r['protocol']} / {r['preset']} | {_s(r['plain_s'])} | {_s(r['encrypted_s'])} | "
-                     f"{r['ratio']:.2f}× | {r['bytes_per_client'] / 1e3:,.0f} kB |")
+                     f"{r['ratio']:.2f}× | {per_round} | {r['bytes_per_client'] / 1e3:,.0f} kB |")
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from secfl.bench import cells as bench
-from secfl.bench import grid, report
+from secfl.bench import grid, report, rounds
 from secfl.bench.baselines import Timer, make_method
 from secfl.cli import app
 
@@ -174,3 +174,43 @@ def test_many_small_clients_get_their_own_slope_and_table():
               "scaling": {"secagg-strict": sc}}
     text = report.wide_text(result)
     assert "100,000 parameters per client, 10 and 100 clients" in text and "| secagg-strict |" in text
+
+
+def test_steady_rounds_are_medians_of_the_rounds_after_the_first():
+    plain = [[(1.0, 0.9), (3.0, 2.9), (2.0, 1.9)], [(2.0, 2.0), (2.0, 2.0)]]  # repetitions of rounds, (wall, CPU)
+    enc = [[(4.0, 3.5), (3.0, 3.0), (5.0, 4.5)], [(3.0, 3.0), (3.0, 3.0)]]
+    fig = rounds.steady_figures(plain, enc)
+    assert (fig["plain_s"], fig["encrypted_s"], fig["plain_cpu_s"], fig["encrypted_cpu_s"]) == (2.0, 3.0, 2.0, 3.0)
+    assert fig["ratio"] == 1.5 and fig["ratio_range"] == [1.5, 2.0] and fig["rounds_timed"] == 5
+    with pytest.raises(ValueError, match="same number of repetitions"):
+        rounds.steady_figures(plain, enc[:1])
+    with pytest.raises(ValueError, match="at least one round"):
+        rounds.steady_figures([[]], [[(1.0, 1.0)]])
+
+
+def test_time_rounds_times_each_round_after_the_first_of_one_run():
+    import time
+
+    import torch
+
+    from fedattn.data import load_dataset
+    from fedattn.simulation import SimulationConfig
+
+    torch.set_num_threads(1)
+    config = SimulationConfig(dataset="digits", model="mlp", clients=2, rounds=4, protection="plain", seed=0)
+    data = load_dataset("digits", seed=0)
+    t0, c0 = time.perf_counter(), time.process_time()
+    times = rounds.time_rounds(config, dataset=data, keys=None)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert len(times) == 3 and all(w > 0 and c > 0 for w, c in times)
+    assert sum(w for w, _ in times) < wall and sum(c for _, c in times) < cpu  # set-up and round 1 left out
+
+
+def test_round_table_shows_both_figures_and_what_was_not_measured():
+    row = {"model": "mlp", "protocol": "client-scored", "preset": "strict", "plain_s": 0.05, "encrypted_s": 0.1,
+           "ratio": 2.0, "bytes_per_client": 115_280, "clients": 10}
+    steady = {**rounds.steady_figures([[(0.04, 0.04)]], [[(0.06, 0.05)]]), "rounds_per_run": 5}
+    text = report.rounds_text({"rounds": [{**row, "steady": steady}, {**row, "protocol": "server-scored", "steady": None}]})
+    assert "several 5-round runs" in text
+    assert "| mlp | client-scored / strict | 50 ms | 100 ms | 2.00× | 40 ms (40 ms) | 60 ms (50 ms) | 1.50× (1.50–1.50) |" in text
+    assert "| mlp | server-scored / strict | 50 ms | 100 ms | 2.00× | — | — | not measured | 115 kB |" in text
